@@ -1,0 +1,1 @@
+"""Training code for DFL: data, synthetic engine, losses, loop, evaluation. Never imported by inference."""
