@@ -1,6 +1,10 @@
-"""dfl-infer: 3D joints of one or two interacting hands from a single RGB photo (DFL)."""
+"""dfl-infer: 3D joints of one or two interacting hands from a single RGB photo (DFL, ACM MM 2024)."""
 
 from dfl_infer.joints import JOINT_NAMES
+from dfl_infer.lift import Intrinsics
+from dfl_infer.model import DFLConfig, DFLModel
+from dfl_infer.predictor import DFLPredictor
+from dfl_infer.results import Hand, Prediction
 
-__all__ = ["JOINT_NAMES"]
+__all__ = ["DFLConfig", "DFLModel", "DFLPredictor", "Hand", "Intrinsics", "JOINT_NAMES", "Prediction"]
 __version__ = "0.1.0"

@@ -1,0 +1,133 @@
+"""``DFLConfig``: the architecture and the preprocessing contract of a DFL model.
+
+The config is saved as ``config.json`` beside ``model.safetensors`` and used to rebuild the
+network, so weights and architecture cannot drift apart. Unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Bumped when the meaning of a saved config changes; loading a newer format is refused.
+CONFIG_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class DFLConfig:
+    """Architecture of the DFL network plus what its input and output mean."""
+
+    # --- encoder ---------------------------------------------------------------------------
+    backbone: str = "resnet50"  # torchvision ResNet: resnet10 (1 block per stage) / 18 / 34 / 50 / 101
+    fpn_channels: int = 256  # C_F, channels of every FPN level
+    seg_channels: int = 256  # hidden channels of the part-segmentation head
+    num_seg_classes: int = 33  # C_S: 16 parts per hand + background (joints.SEG_CLASS_NAMES)
+    pos_channels: int = 256  # C_P, channels of the position features
+    # --- decoder ---------------------------------------------------------------------------
+    attn_dim: int = 256  # width of the query/key/value projections inside every attention
+    num_heads: int = 8
+    ffn_ratio: float = 4.0  # hidden width of the feed-forward blocks, relative to their input
+    num_iterations: int = 3  # T = N - 1 for the 4 FPN scales (strides 32, 16, 8, 4)
+    gcn_layers: int = 2  # graph-convolution layers of the spatial position refinement
+    dropout: float = 0.0
+    num_hand_joints: int = 21
+    # --- preprocessing contract ------------------------------------------------------------
+    input_size: int = 256  # square crop side in pixels
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB in [0, 1]
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    box_scale: float = 1.25  # the square box around the hands is widened by this factor
+    # --- output scaling --------------------------------------------------------------------
+    depth_range_mm: float = 400.0  # relative joint depths are regressed in +-depth_range_mm / 2
+    root_depth_range_mm: float = 400.0  # left-wrist minus right-wrist depth, same convention
+    # Free-form provenance (training data, steps, ...), saved and loaded unchanged.
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.attn_dim % self.num_heads != 0:
+            raise ValueError(f"attn_dim {self.attn_dim} is not divisible by num_heads {self.num_heads}")
+        if self.num_iterations < 1 or self.num_iterations > 3:
+            raise ValueError("num_iterations must be 1..3 (the FPN has 4 scales)")
+        if self.input_size % 32 != 0:
+            raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
+        if self.num_seg_classes != 1 + 2 * 16:
+            raise ValueError("num_seg_classes must be 33 (16 parts per hand + background)")
+        # JSON turns tuples into lists; keep the frozen dataclass hashable and comparable.
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    @property
+    def num_joints(self) -> int:
+        return 2 * self.num_hand_joints
+
+    # --- presets ---------------------------------------------------------------------------
+    @classmethod
+    def r50(cls, **overrides: Any) -> DFLConfig:
+        """The paper's model: ResNet-50 FPN, C_F = 256, 3 iterations (36.9 M parameters; the paper
+        reports 42 M)."""
+        return cls(**overrides)
+
+    @classmethod
+    def r18(cls, **overrides: Any) -> DFLConfig:
+        """Small and fast: ResNet-18 FPN at 128 channels (14.7 M parameters)."""
+        base: dict[str, Any] = dict(
+            backbone="resnet18", fpn_channels=128, seg_channels=128, pos_channels=128,
+            attn_dim=128, num_heads=4,
+        )  # fmt: skip
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> DFLConfig:
+        """A few-million-parameter model for CPU training tests and smoke runs."""
+        base: dict[str, Any] = dict(
+            backbone="resnet10", fpn_channels=32, seg_channels=32, pos_channels=32, attn_dim=32,
+            num_heads=2, ffn_ratio=2.0, gcn_layers=1,
+        )  # fmt: skip
+        base.update(overrides)
+        return cls(**base)
+
+    # --- (de)serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return {"format": CONFIG_FORMAT, "model_type": "dfl", **d}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> DFLConfig:
+        data = dict(data)
+        fmt = data.pop("format", CONFIG_FORMAT)
+        model_type = data.pop("model_type", "dfl")
+        if model_type != "dfl":
+            raise ValueError(f"{source}: model_type is {model_type!r}, expected 'dfl'")
+        if not isinstance(fmt, int) or fmt > CONFIG_FORMAT:
+            raise ValueError(
+                f"{source}: config format {fmt!r} is newer than this dfl-infer understands "
+                f"({CONFIG_FORMAT}); upgrade dfl-infer"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown config keys {unknown}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"{source}: invalid config: {exc}") from exc
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> DFLConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        return cls.from_dict(data, source=str(path))

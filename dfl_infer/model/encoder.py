@@ -1,0 +1,119 @@
+"""Feature-extraction encoder (paper section 3.2): ResNet + FPN, part segmentation, and the
+appearance / position features of every scale.
+
+Shapes (B = batch, S = input size): FPN levels at strides 32, 16, 8, 4 of the input, coarsest
+first, as the decoder consumes them. Appearance features are concat(F_n, softmax(S_n)) with
+C_F + C_S channels; position features are a 2D sinusoidal encoding of each pixel's normalized
+coordinates mapped to C_P channels by a learned 1x1 projection shared by all scales.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.ops import FeaturePyramidNetwork
+
+from dfl_infer.model.config import DFLConfig
+
+_BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+# Frequencies per axis of the sinusoidal encoding; 2 * 2 * _NUM_FREQS channels before projection.
+_NUM_FREQS = 16
+
+
+class SinusoidalPosition(nn.Module):
+    """Position features: sin/cos of normalized pixel-centre coordinates -> C_P (1x1 conv)."""
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        # Geometric frequencies from 1 to 32 cycles across the crop: fine enough to tell apart
+        # neighbouring pixels of the stride-4 map, coarse enough to stay smooth.
+        freqs = torch.pow(2.0, torch.linspace(0.0, 5.0, _NUM_FREQS)) * math.pi
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.proj = nn.Conv2d(4 * _NUM_FREQS, out_channels, kernel_size=1)
+
+    def encoding(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(1, 4 * _NUM_FREQS, H, W) raw encoding; coordinates of pixel centres in (0, 1)."""
+        ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+        xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+        fx = xs[:, None] * self.freqs[None, :]  # (W, F)
+        fy = ys[:, None] * self.freqs[None, :]  # (H, F)
+        ex = torch.cat([fx.sin(), fx.cos()], dim=1).T[:, None, :].expand(-1, height, -1)
+        ey = torch.cat([fy.sin(), fy.cos()], dim=1).T[:, :, None].expand(-1, -1, width)
+        return torch.cat([ex, ey], dim=0)[None].to(dtype)
+
+    def forward(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        enc = self.encoding(height, width, like.device, self.proj.weight.dtype)
+        return self.proj(enc)  # (1, C_P, H, W); broadcast over the batch by the caller
+
+
+class Encoder(nn.Module):
+    """ResNet-FPN with a part-segmentation head; returns per-scale appearance/position features."""
+
+    def __init__(self, config: DFLConfig) -> None:
+        super().__init__()
+        if config.backbone not in _BACKBONES:
+            raise ValueError(f"backbone must be one of {_BACKBONES}, got {config.backbone!r}")
+        # weights=None: no download at construction; trained weights come from safetensors.
+        if config.backbone == "resnet10":
+            # One BasicBlock per stage: the tiny preset's backbone, for CPU training.
+            resnet = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
+        else:
+            resnet = getattr(torchvision.models, config.backbone)(weights=None)
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layers = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
+        in_channels = [_out_channels(layer) for layer in self.layers]
+        c_f, c_s = config.fpn_channels, config.num_seg_classes
+        self.fpn = FeaturePyramidNetwork(in_channels, c_f)
+        self.seg_head = nn.Sequential(
+            nn.Conv2d(c_f, config.seg_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(config.seg_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(config.seg_channels, config.seg_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(config.seg_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(config.seg_channels, c_s, 1),
+        )
+        self.position = SinusoidalPosition(config.pos_channels)
+        self.appearance_channels = c_f + c_s
+
+    def forward(self, images: torch.Tensor) -> dict[str, object]:
+        """images (B, 3, S, S) normalized -> dict with
+
+        ``appearance``: list of (B, C_F + C_S, H_n, W_n), coarsest (stride 32) first;
+        ``position``: list of (1, C_P, H_n, W_n), same order;
+        ``segmentation``: (B, C_S, S/4, S/4) logits of the finest scale.
+        """
+        x = self.stem(images)
+        feats = OrderedDict()
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            feats[str(i)] = x
+        pyramid = list(self.fpn(feats).values())  # strides 4, 8, 16, 32
+        seg_logits = self.seg_head(pyramid[0])
+        seg_prob = seg_logits.float().softmax(dim=1).to(pyramid[0].dtype)
+        appearance, position = [], []
+        for level in reversed(pyramid):  # coarsest first
+            h, w = level.shape[-2:]
+            # Segmentation is predicted once at the finest scale and average-pooled down.
+            prob = seg_prob if prob_matches(seg_prob, h, w) else F.adaptive_avg_pool2d(seg_prob, (h, w))
+            appearance.append(torch.cat([level, prob], dim=1))
+            position.append(self.position(h, w, level))
+        return {"appearance": appearance, "position": position, "segmentation": seg_logits}
+
+
+def prob_matches(t: torch.Tensor, h: int, w: int) -> bool:
+    return t.shape[-2] == h and t.shape[-1] == w
+
+
+def _out_channels(layer: nn.Module) -> int:
+    last = list(layer.children())[-1]
+    for name in ("bn3", "bn2"):  # Bottleneck ends with bn3, BasicBlock with bn2
+        bn = getattr(last, name, None)
+        if bn is not None:
+            return int(bn.num_features)
+    raise ValueError("unsupported ResNet block")

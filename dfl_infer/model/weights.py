@@ -1,0 +1,203 @@
+"""Saving and loading DFL weights: ``model.safetensors`` + ``config.json``, from a local folder or
+the Hugging Face Hub, always strictly (no pickle, no silently missing or unexpected keys)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from dfl_infer.model.config import DFLConfig
+
+if TYPE_CHECKING:
+    from dfl_infer.model.dfl import DFLModel
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be used: missing, truncated, corrupt, or not matching the config."""
+
+
+def _atomic_write(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_pretrained(model: DFLModel, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for key, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu")
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        state[key] = t.contiguous()
+    _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    _atomic_write(out / CONFIG_NAME, lambda tmp: model.config.save(tmp))
+    logger.info("saved %s and %s to %s", WEIGHTS_NAME, CONFIG_NAME, out)
+    return out
+
+
+def _looks_local(name: str) -> bool:
+    """A path the user meant as a folder rather than a Hub id ``org/name``."""
+    return (
+        name.startswith((".", "/", "~", "\\"))
+        or os.sep in name.strip("/").replace("/", "", 1)
+        or name.count("/") != 1
+        or Path(name).exists()
+    )
+
+
+def resolve_files(name_or_path: str | Path, revision: str | None = None) -> tuple[Path, Path]:
+    """Local paths of (config.json, model.safetensors) for a folder or a Hub repo id.
+
+    Hub files go through huggingface_hub's cache, so ``HF_HUB_OFFLINE=1`` uses what is cached.
+    """
+    name = str(name_or_path)
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        files = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        for f in files:
+            if not f.is_file():
+                raise FileNotFoundError(
+                    f"{folder} has no {f.name}: a DFL weights folder holds {CONFIG_NAME} and "
+                    f"{WEIGHTS_NAME} (written by DFLModel.save_pretrained)"
+                )
+        return files
+    if _looks_local(name):
+        raise FileNotFoundError(f"weights folder not found: {folder}")
+    return _download(name, revision)
+
+
+def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    paths = []
+    for filename in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            paths.append(Path(hf_hub_download(repo_id, filename, revision=revision)))
+        except RepositoryNotFoundError:
+            raise FileNotFoundError(
+                f"{repo_id!r} is neither a local folder nor a Hugging Face Hub model repo "
+                "you can access"
+            ) from None
+        except RevisionNotFoundError:
+            raise FileNotFoundError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
+        except EntryNotFoundError:
+            raise FileNotFoundError(f"Hub repo {repo_id!r} has no {filename}") from None
+        except LocalEntryNotFoundError:
+            raise FileNotFoundError(
+                f"cannot fetch {filename} of {repo_id!r}: the Hugging Face Hub is unreachable (or "
+                "HF_HUB_OFFLINE=1) and the file is not in the local Hub cache; pass a local "
+                "weights folder instead"
+            ) from None
+        except HfHubHTTPError as exc:
+            raise FileNotFoundError(f"cannot fetch {filename} of {repo_id!r}: {exc}") from None
+    return paths[0], paths[1]
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, turning every failure into a WeightsError naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"weights file not found: {path}") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({exc}); it is probably truncated or "
+            "corrupt: download or copy it again"
+        ) from None
+
+
+def check_state_dict(
+    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str
+) -> None:
+    """Raise WeightsError naming missing, unexpected and mis-shaped keys."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(
+        f"{k}: file {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(found)
+        if tuple(found[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatches", shapes)):
+        if items:
+            shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        raise WeightsError(f"{source} does not match its config.json: " + "; ".join(problems))
+
+
+def load_pretrained(
+    cls: type[DFLModel],
+    name_or_path: str | Path,
+    revision: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> DFLModel:
+    config_path, weights_path = resolve_files(name_or_path, revision)
+    config = DFLConfig.load(config_path)
+    model = cls(config)
+    found = load_state_dict(weights_path)
+    expected = model.state_dict()
+    check_state_dict(expected, found, str(weights_path))
+    # Shipped weights may be fp16/bf16; the module keeps its own dtype (fp32), as do integer
+    # buffers such as BatchNorm's num_batches_tracked.
+    state = {k: v.to(expected[k].dtype) for k, v in found.items()}
+    model.load_state_dict(state, strict=True)
+    model.to(map_location)
+    model.eval()
+    logger.info("loaded DFL weights from %s (%s parameters)", weights_path.parent,
+                f"{model.num_parameters():,}")
+    return model
+
+
+def push_to_hub(
+    model: DFLModel,
+    repo_id: str,
+    private: bool = False,
+    commit_message: str = "Upload DFL model",
+    dtype: torch.dtype | None = None,
+    token: str | None = None,
+) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(model, tmp, dtype=dtype)
+        readme = Path(tmp) / "README.md"
+        readme.write_text(
+            f"---\nlibrary_name: dfl-infer\ntags: [hand-pose, 3d, dfl]\n---\n# {repo_id}\n\n"
+            "DFL weights for dfl-infer: `DFLPredictor(weights=\"" + repo_id + "\")`.\n"
+        )
+        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
+                                 repo_type="model")
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,291 @@
+"""``DFLPredictor``: detector -> square crops -> DFL network -> 3D joints. Composition only; each
+stage lives in its own module (detect, crop, model, lift).
+
+How crops are chosen (MediaPipe often misses one of two tightly interacting hands, so the region
+given to the network does not trust the detector alone):
+- two detected hands whose boxes touch share one crop (their union box);
+- a lone detected hand is first seen in a crop widened so that a second hand beside it fits; the
+  network's presence head says which hands are there, and a second pass re-crops tightly on the
+  network's own 2D joints of the hands it found;
+- hands far apart, or belonging to different people, are cropped one by one;
+- when the detector finds nothing, the whole image is tried the same way (widened pass, presence
+  gate, re-crop); a box given by the user is used as is.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from dfl_infer.crop import Crop, group_hands, make_crop, points_box, union_box
+from dfl_infer.image import ImageInput, load_image
+from dfl_infer.joints import HANDS, NUM_HAND_JOINTS
+from dfl_infer.lift import Intrinsics, lift_to_3d, relative_to_wrist
+from dfl_infer.model import DFLModel
+from dfl_infer.results import Hand, Prediction
+
+logger = logging.getLogger(__name__)
+
+# Hub repo of the default model, used when the package's own weights/ folder is absent (an
+# installed wheel). Until trained weights are published there, loading it fails with a clear error.
+DEFAULT_HUB_ID = "dfl-infer/dfl-r18"
+# A lone hand's crop is this many times its own size (before the config's box_scale), so that a
+# second hand touching it fits in the first pass.
+WIDEN_FACTOR = 2.0
+# Hands from different crops closer than this (mean joint distance / hand size) are one hand.
+DUPLICATE_DISTANCE = 0.25
+
+
+class NoWeightsError(FileNotFoundError):
+    """No weights were given and no default weights could be found."""
+
+
+def default_weights() -> str | Path:
+    """The repository's ``weights/`` folder when it holds a model, else the default Hub id."""
+    local = Path(__file__).resolve().parent.parent / "weights"
+    if (local / "model.safetensors").is_file():
+        return local
+    return DEFAULT_HUB_ID
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+    return dev
+
+
+@dataclass
+class _Task:
+    """One crop to run through the network."""
+
+    image: int  # index of the image in the batch
+    crop: Crop
+    kind: str  # "pair" | "single" | "box": final; "widened" | "full": need a re-crop pass
+    fallback_box: np.ndarray | None = None  # detector box to fall back on if nothing is found
+    outputs: dict[str, np.ndarray] | None = None
+
+
+class DFLPredictor:
+    """Estimate the 3D joints of the hands in photos.
+
+    ``weights``: a folder with config.json + model.safetensors, a Hugging Face Hub id, a loaded
+    ``DFLModel``, or None for the default model. ``device``: "auto" (CUDA when available), "cpu",
+    "cuda", "cuda:1", ... ``detector``: a ``HandDetector``-like object with ``detect(rgb)``, or None
+    to create MediaPipe's on first use. ``presence_threshold``: minimum presence probability.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | DFLModel | None = None,
+        device: str | torch.device = "auto",
+        detector: Any = None,
+        presence_threshold: float = 0.5,
+        batch_size: int = 16,
+        full_image_fallback: bool = True,
+    ) -> None:
+        self.device = resolve_device(device)
+        if isinstance(weights, DFLModel):
+            model = weights
+        else:
+            model = self._load(weights)
+        self.model = model.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.config = self.model.config
+        self._detector = detector
+        self.presence_threshold = float(presence_threshold)
+        self.batch_size = int(batch_size)
+        self.full_image_fallback = full_image_fallback
+        mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
+        self._mean, self._std = mean * 255.0, std * 255.0
+
+    @staticmethod
+    def _load(weights: str | Path | None) -> DFLModel:
+        if weights is not None:
+            return DFLModel.from_pretrained(weights)
+        source = default_weights()
+        try:
+            return DFLModel.from_pretrained(source)
+        except (FileNotFoundError, ValueError) as exc:
+            raise NoWeightsError(
+                "no trained default weights are available: the package's weights/ folder holds no "
+                f"model.safetensors and the default Hub model {DEFAULT_HUB_ID!r} could not be "
+                f"loaded ({exc}). Pass weights explicitly: DFLPredictor(weights='DIR_OR_HUB_ID') "
+                "or `dfl-infer IMAGE --weights DIR_OR_HUB_ID`, where DIR holds config.json and "
+                "model.safetensors (as written by `dfl-train fit` or DFLModel.save_pretrained)."
+            ) from None
+
+    @property
+    def detector(self) -> Any:
+        if self._detector is None:
+            from dfl_infer.detect import HandDetector
+
+            self._detector = HandDetector()
+        return self._detector
+
+    # --- public API ------------------------------------------------------------------------
+    def predict(
+        self,
+        image: ImageInput,
+        box: Sequence[float] | None = None,
+        intrinsics: Any = None,
+        focal: float | None = None,
+    ) -> Prediction:
+        """Hands in one image. ``box``: optional (x0, y0, x1, y1) pixels around the hands (skips
+        the detector). ``intrinsics``: (fx, fy, cx, cy), a 3x3 matrix, a dict or an
+        ``Intrinsics``; when None they are assumed (``Intrinsics.default``), with ``focal`` in
+        pixels if given."""
+        return self.predict_batch([image], boxes=[box], intrinsics=[intrinsics], focal=focal)[0]
+
+    def predict_batch(
+        self,
+        images: Sequence[ImageInput],
+        boxes: Sequence[Sequence[float] | None] | None = None,
+        intrinsics: Sequence[Any] | None = None,
+        focal: float | None = None,
+    ) -> list[Prediction]:
+        """Hands in several images; the network runs on all their crops in batches."""
+        n = len(images)
+        boxes = list(boxes) if boxes is not None else [None] * n
+        intr_in = list(intrinsics) if intrinsics is not None else [None] * n
+        if len(boxes) != n or len(intr_in) != n:
+            raise ValueError("boxes and intrinsics must have one entry per image")
+        rgbs = [load_image(img) for img in images]
+        intr = [
+            Intrinsics.resolve(k, rgb.shape[1], rgb.shape[0], focal) for k, rgb in zip(intr_in, rgbs)
+        ]
+        tasks = [t for i, rgb in enumerate(rgbs) for t in self._plan(i, rgb, boxes[i])]
+        self._run(tasks, rgbs)
+        tasks = self._refine(tasks, rgbs)
+        return [self._collect(i, rgbs[i], intr[i], [t for t in tasks if t.image == i])
+                for i in range(n)]
+
+    # --- stages ----------------------------------------------------------------------------
+    def _crop(self, box: np.ndarray, scale: float | None = None) -> Crop:
+        return make_crop(box, self.config.input_size, self.config.box_scale if scale is None else scale)
+
+    def _plan(self, index: int, rgb: np.ndarray, box: Sequence[float] | None) -> list[_Task]:
+        h, w = rgb.shape[:2]
+        if box is not None:
+            b = np.asarray(box, dtype=np.float64).reshape(-1)
+            if b.shape != (4,) or not np.isfinite(b).all() or not (b[2] > b[0] and b[3] > b[1]):
+                raise ValueError(f"box must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {box}")
+            return [_Task(index, self._crop(b), "box")]
+        detections = self.detector.detect(rgb)
+        if not detections:
+            if not self.full_image_fallback:
+                return []
+            full = np.array([-0.5, -0.5, w - 0.5, h - 0.5])
+            return [_Task(index, self._crop(full, scale=1.0), "full")]
+        det_boxes = np.stack([d.box for d in detections])
+        groups = group_hands(det_boxes, [d.handedness for d in detections])
+        tasks = []
+        for group in groups:
+            gbox = union_box(det_boxes[group])
+            if len(group) == 2:
+                tasks.append(_Task(index, self._crop(gbox), "pair"))
+            elif len(groups) == 1:
+                wide = self._crop(gbox, scale=self.config.box_scale * WIDEN_FACTOR)
+                tasks.append(_Task(index, wide, "widened", fallback_box=gbox))
+            else:
+                tasks.append(_Task(index, self._crop(gbox), "single"))
+        return tasks
+
+    def _present(self, task: _Task) -> np.ndarray:
+        assert task.outputs is not None
+        return 1 / (1 + np.exp(-task.outputs["presence"])) >= self.presence_threshold
+
+    def _refine(self, tasks: list[_Task], rgbs: list[np.ndarray]) -> list[_Task]:
+        """Second pass for widened and whole-image crops: re-crop on the hands the network found."""
+        final, second = [], []
+        for task in tasks:
+            if task.kind not in ("widened", "full"):
+                final.append(task)
+                continue
+            present = self._present(task)
+            assert task.outputs is not None
+            uv = task.crop.to_image(task.outputs["joints_25d"][:, :2])
+            if present.any():
+                pts = np.concatenate(
+                    [uv[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS] for h in (0, 1) if present[h]]
+                )
+                box = points_box(pts)
+                if box[2] - box[0] > 1 and box[3] - box[1] > 1:
+                    second.append(_Task(task.image, self._crop(box), "pair" if present.all() else "single"))
+                    continue
+            if task.fallback_box is not None:
+                second.append(_Task(task.image, self._crop(task.fallback_box), "single"))
+            else:
+                final.append(task)  # nothing found on the whole image: keep the (empty) result
+        self._run(second, rgbs)
+        return final + second
+
+    @torch.inference_mode()
+    def _run(self, tasks: list[_Task], rgbs: list[np.ndarray]) -> None:
+        """Run the network on every task's crop, in batches; fills ``task.outputs``."""
+        for start in range(0, len(tasks), self.batch_size):
+            chunk = tasks[start : start + self.batch_size]
+            crops = np.stack([t.crop.warp(rgbs[t.image]) for t in chunk])
+            x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
+            x = (x - self._mean) / self._std
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                out = self.model(x)
+            uvd = out["joints_25d"].float().cpu().numpy()
+            presence = out["hand_presence"].float().cpu().numpy()
+            rel_root = out["rel_root_depth"].float().cpu().numpy()
+            for k, task in enumerate(chunk):
+                task.outputs = {"joints_25d": uvd[k], "presence": presence[k], "rel_root": rel_root[k]}
+
+    def _collect(self, index: int, rgb: np.ndarray, intr: Intrinsics, tasks: list[_Task]) -> Prediction:
+        candidates: list[tuple[int, Hand]] = []  # (task number, hand)
+        for number, task in enumerate(tasks):
+            assert task.outputs is not None
+            present = self._present(task)
+            if not present.any():
+                continue
+            uvd = task.outputs["joints_25d"]
+            uv = task.crop.to_image(uvd[:, :2])
+            joints_3d = lift_to_3d(uv, uvd[:, 2], intr, present=tuple(present),
+                                   rel_root_depth=float(task.outputs["rel_root"]))
+            probs = 1 / (1 + np.exp(-task.outputs["presence"]))
+            for h in (0, 1):
+                if not present[h]:
+                    continue
+                sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
+                candidates.append((number, Hand(
+                    handedness=HANDS[h], score=float(probs[h]), joints_2d=uv[sl],
+                    joints_3d=joints_3d[sl], joints_3d_rel=relative_to_wrist(joints_3d[sl]),
+                )))  # fmt: skip
+        hands = _deduplicate(candidates)
+        hands.sort(key=lambda hd: (HANDS.index(hd.handedness), float(hd.joints_2d[:, 0].mean())))
+        crops = tuple(t.crop.box for t in tasks)
+        box = union_box(np.stack(crops)) if crops else None
+        return Prediction(hands=tuple(hands), width=rgb.shape[1], height=rgb.shape[0],
+                          intrinsics=intr, box=box, crops=crops)
+
+
+def _deduplicate(candidates: list[tuple[int, Hand]]) -> list[Hand]:
+    """Drop hands that another crop already found (same place, lower score)."""
+    kept: list[tuple[int, Hand]] = []
+    for number, hand in sorted(candidates, key=lambda c: -c[1].score):
+        size = float(np.ptp(hand.joints_2d, axis=0).max()) + 1e-6
+        duplicate = any(
+            other_number != number
+            and float(np.linalg.norm(hand.joints_2d - other.joints_2d, axis=1).mean()) / size
+            < DUPLICATE_DISTANCE
+            for other_number, other in kept
+        )
+        if not duplicate:
+            kept.append((number, hand))
+    return [hand for _, hand in kept]

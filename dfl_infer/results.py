@@ -1,0 +1,71 @@
+"""Result types: ``Hand`` and ``Prediction``, frozen, with documented shapes, units and frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dfl_infer.lift import Intrinsics
+
+
+def _round(a: np.ndarray, digits: int) -> list[Any]:
+    return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
+
+
+@dataclass(frozen=True)
+class Hand:
+    """One hand. Joints follow ``HAND_JOINT_NAMES`` (thumb tip -> CMC, index tip -> MCP, middle,
+    ring, pinky, wrist last).
+
+    - ``handedness``: "right" or "left" (the person's own hand, for an unmirrored photo).
+    - ``score``: probability in [0, 1] that this hand is present (the network's presence head).
+    - ``joints_2d`` (21, 2): image pixels, (0, 0) = centre of the top-left pixel.
+    - ``joints_3d`` (21, 3): camera frame (x right, y down, z forward), millimetres. The absolute
+      depth rests on the intrinsics and on a canonical hand size unless given (see ``lift``).
+    - ``joints_3d_rel`` (21, 3): ``joints_3d`` minus the wrist, millimetres.
+    """
+
+    handedness: str
+    score: float
+    joints_2d: np.ndarray
+    joints_3d: np.ndarray
+    joints_3d_rel: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "handedness": self.handedness,
+            "score": round(float(self.score), 4),
+            "joints_2d": _round(self.joints_2d, 2),
+            "joints_3d": _round(self.joints_3d, 2),
+            "joints_3d_rel": _round(self.joints_3d_rel, 2),
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """All hands found in one image.
+
+    - ``hands``: right hands first, then left hands.
+    - ``width``, ``height``: of the image after EXIF orientation, pixels.
+    - ``intrinsics``: the camera used for lifting; ``intrinsics.assumed`` says it was guessed.
+    - ``box``: (4,) xyxy pixels, the union of the square regions the network saw (None if none).
+    - ``crops``: every square region (xyxy) the network's final pass saw.
+    """
+
+    hands: tuple[Hand, ...]
+    width: int
+    height: int
+    intrinsics: Intrinsics
+    box: np.ndarray | None
+    crops: tuple[np.ndarray, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "intrinsics": self.intrinsics.to_dict(),
+            "box": None if self.box is None else _round(self.box, 2),
+            "hands": [h.to_dict() for h in self.hands],
+        }
