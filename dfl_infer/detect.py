@@ -68,8 +68,10 @@ BUNDLE_FILENAME = "hand_landmarker.task"
 ENV_BUNDLE = "DFL_HAND_LANDMARKER"
 ENV_CACHE_DIR = "DFL_CACHE_DIR"
 
-# Version 1 of the float16 bundle; the versioned path never changes content, so a pinned hash is
-# safe. The hash is the one pinned by several independent public projects for this exact URL.
+# Version 1 of the float16 bundle: a versioned path, so its bytes are not expected to change and a
+# pinned hash is safe. The hash is the one that several unrelated public projects pin for this exact
+# URL; Google's storage is unreachable from the machine this was written on, so it was not
+# recomputed here (the structure check runs as well).
 HAND_LANDMARKER_URL = (
     "https://storage.googleapis.com/mediapipe-models/"
     "hand_landmarker/hand_landmarker/float16/1/hand_landmarker.task"
@@ -119,7 +121,8 @@ class DetectorUnavailableError(RuntimeError):
     """The hand landmarker bundle cannot be found, fetched or assembled."""
 
 
-@dataclass(frozen=True)
+# eq=False: the generated __eq__ would compare numpy arrays and raise; identity is what is meant.
+@dataclass(frozen=True, eq=False)
 class HandDetection:
     """One detected hand in image pixels (centre of the top-left pixel is (0, 0)).
 
@@ -410,7 +413,10 @@ class HandDetector:
         if self._landmarker is not None and self.bundle_path is not None:
             return self.bundle_path
         path = resolve_bundle(self.bundle, allow_download=self.allow_download)
-        validate_bundle(path)  # a clear message beats MediaPipe's on a broken file
+        try:
+            validate_bundle(path)  # a clear message beats MediaPipe's on a broken file
+        except DetectorUnavailableError as err:
+            raise DetectorUnavailableError(f"{err}; {_FETCH_HINT}") from err
 
         from mediapipe.tasks.python import BaseOptions, vision
 

@@ -106,14 +106,15 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
             ) from None
         except RevisionNotFoundError:
             raise FileNotFoundError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
-        except EntryNotFoundError:
-            raise FileNotFoundError(f"Hub repo {repo_id!r} has no {filename}") from None
+        # LocalEntryNotFoundError subclasses EntryNotFoundError: test it first.
         except LocalEntryNotFoundError:
             raise FileNotFoundError(
                 f"cannot fetch {filename} of {repo_id!r}: the Hugging Face Hub is unreachable (or "
                 "HF_HUB_OFFLINE=1) and the file is not in the local Hub cache; pass a local "
                 "weights folder instead"
             ) from None
+        except EntryNotFoundError:
+            raise FileNotFoundError(f"Hub repo {repo_id!r} has no {filename}") from None
         except HfHubHTTPError as exc:
             raise FileNotFoundError(f"cannot fetch {filename} of {repo_id!r}: {exc}") from None
     return paths[0], paths[1]

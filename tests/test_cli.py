@@ -1,0 +1,106 @@
+"""The dfl-infer CLI end to end on a temp folder: schema, bad inputs, exit codes, atomic output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dfl_infer.cli import main
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(d / name)
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (d / "notes.txt").write_text("not an image and not picked up from a folder")
+    return d
+
+
+def _run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dfl_infer.cli", *args], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
+
+
+def test_folder_with_bad_files(tiny_weights, folder, tmp_path) -> None:
+    out = tmp_path / "res" / "joints.json"
+    vis = tmp_path / "vis"
+    code = main([str(folder), str(folder / "missing.jpg"), str(folder / "notes.txt"),
+                 "--weights", str(tiny_weights), "--box", "40,30,200,190", "--out", str(out),
+                 "--vis", str(vis), "--device", "cpu", "--batch-size", "2", "--threshold", "0",
+                 "--focal", "700", "-q"])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["schema_version"] == 1 and len(data["joint_names"]) == 21
+    assert data["joint_names"][-1] == "wrist"
+    assert data["model"]["backbone"] == "resnet10"
+    by_name = {Path(r["path"]).name: r for r in data["images"]}
+    assert list(by_name) == ["a.jpg", "b.png", "broken.jpg", "missing.jpg", "notes.txt"]
+    for name in ("a.jpg", "b.png"):
+        rec = by_name[name]
+        assert rec["error"] is None and (rec["width"], rec["height"]) == (320, 240)
+        assert rec["intrinsics"] == {"fx": 700.0, "fy": 700.0, "cx": 159.5, "cy": 119.5, "assumed": False}
+        assert len(rec["hands"]) == 2
+        for hand in rec["hands"]:
+            assert hand["handedness"] in ("right", "left")
+            assert np.asarray(hand["joints_2d"]).shape == (21, 2)
+            assert np.asarray(hand["joints_3d"]).shape == (21, 3)
+            assert np.asarray(hand["joints_3d_rel"]).shape == (21, 3)
+    for name, msg in (("broken.jpg", "cannot read image"), ("missing.jpg", "no such file"),
+                      ("notes.txt", "not an image file")):
+        assert msg in by_name[name]["error"] and by_name[name]["hands"] == []
+    assert sorted(p.name for p in vis.iterdir()) == ["a.jpg", "b.jpg"]
+    assert [p.name for p in out.parent.iterdir()] == ["joints.json"]  # no temp files left
+
+
+def test_nothing_succeeds_exit_1(tiny_weights, tmp_path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    out = tmp_path / "j.json"
+    res = _run_cli(str(bad), "--weights", str(tiny_weights), "--box", "0,0,10,10", "--out", str(out),
+                   "-q")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert json.loads(out.read_text())["images"][0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["x.jpg", "--box", "1,2,3"], "box must be"),
+        (["x.jpg", "--focal", "-3"], "positive"),
+        (["x.jpg", "--batch-size", "0"], "positive integer"),
+        (["x.jpg", "--weights", "/no/such/folder"], "weights folder not found"),
+    ],
+)
+def test_invalid_arguments_exit_2_without_traceback(tmp_path, args, message) -> None:
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.jpg")
+    res = _run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_failed_run_leaves_existing_output_untouched(tmp_path, folder) -> None:
+    out = tmp_path / "joints.json"
+    out.write_text('{"previous": true}')
+    res = _run_cli(str(folder), "--weights", str(tmp_path / "none"), "--out", str(out))
+    assert res.returncode == 2
+    assert json.loads(out.read_text()) == {"previous": True}
+    assert sorted(os.listdir(tmp_path)) == ["imgs", "joints.json"]
+
+
+def test_stdout_output(tiny_weights, folder) -> None:
+    res = _run_cli(str(folder / "a.jpg"), "--weights", str(tiny_weights), "--box", "0,0,100,100",
+                   "--device", "cpu", "-q")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["images"][0]["error"] is None

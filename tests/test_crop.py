@@ -1,0 +1,63 @@
+"""Crop geometry: the affine, its inverse, the pixel convention and the hand grouping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dfl_infer.crop import group_hands, make_crop, square_box
+
+
+def test_square_box() -> None:
+    sq = square_box([10, 20, 50, 100], scale=1.25)
+    np.testing.assert_allclose(sq, [-20, 10, 80, 110])
+    with pytest.raises(ValueError):
+        square_box([10, 10, 5, 20])
+
+
+@pytest.mark.parametrize("rotation", [0.0, 30.0, -75.0])
+@pytest.mark.parametrize("flip", [False, True])
+def test_round_trip(rotation: float, flip: bool) -> None:
+    rng = np.random.default_rng(0)
+    crop = make_crop([100, 50, 300, 200], size=256, rotation=rotation, flip=flip)
+    pts = rng.uniform(-100, 500, size=(50, 2))
+    np.testing.assert_allclose(crop.to_image(crop.to_crop(pts)), pts, atol=1e-9)
+
+
+def test_box_edges_map_to_crop_edges() -> None:
+    crop = make_crop([0, 0, 100, 100], size=256, scale=1.0)
+    np.testing.assert_allclose(crop.to_crop(np.array([[0, 0], [100, 100], [50, 50]])),
+                               [[-0.5, -0.5], [255.5, 255.5], [127.5, 127.5]])
+    assert crop.scale == pytest.approx(2.56)
+
+
+def test_warp_puts_pixels_where_to_crop_says() -> None:
+    img = np.zeros((300, 400, 3), np.uint8)
+    img[120, 210] = 255  # one bright pixel at x=210, y=120
+    for rotation, flip in [(0.0, False), (20.0, True)]:
+        crop = make_crop([150, 80, 260, 190], size=256, rotation=rotation, flip=flip)
+        out = crop.warp(img).astype(float).sum(axis=2)
+        ys, xs = np.nonzero(out)
+        centroid = np.array([(xs * out[ys, xs]).sum(), (ys * out[ys, xs]).sum()]) / out.sum()
+        np.testing.assert_allclose(centroid, crop.to_crop(np.array([210.0, 120.0])), atol=0.05)
+
+
+def test_flip_mirrors_horizontally() -> None:
+    crop = make_crop([0, 0, 100, 100], size=100, scale=1.0, flip=True)
+    # The box's left edge (x = 0 maps to -0.5 unflipped) lands on the crop's right edge.
+    np.testing.assert_allclose(crop.to_crop(np.array([[0.0, 10.0]])), [[99.5, 9.5]], atol=1e-9)
+
+
+def test_group_hands() -> None:
+    boxes = np.array([
+        [0, 0, 100, 100],      # 0: touches 1
+        [90, 0, 190, 100],     # 1
+        [1000, 0, 1100, 100],  # 2: far away
+        [1095, 0, 1200, 100],  # 3: touches 2 but same side
+    ], dtype=float)  # fmt: skip
+    assert group_hands(boxes, ["right", "left", "right", "right"]) == [[0, 1], [2], [3]]
+    assert group_hands(boxes) == [[0, 1], [2, 3]]
+    # Several people: pairs are formed from the closest touching pair first.
+    boxes = np.array([[0, 0, 100, 100], [50, 0, 150, 100], [140, 0, 240, 100]], dtype=float)
+    assert group_hands(boxes, ["right", "left", "right"]) == [[0, 1], [2]]
+    assert group_hands(np.zeros((0, 4))) == []

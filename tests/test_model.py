@@ -1,0 +1,88 @@
+"""Shapes, parameter counts and config handling of the DFL network."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dfl_infer.joints import JOINT_NAMES, NUM_SEG_CLASSES, SEG_CLASS_NAMES
+from dfl_infer.model import DFLConfig, DFLModel
+
+
+def _check_outputs(out: dict, batch: int, size: int) -> None:
+    assert out["joints_25d"].shape == (batch, 42, 3)
+    assert len(out["joints_2d_iter"]) == 3
+    for uv in out["joints_2d_iter"]:
+        assert uv.shape == (batch, 42, 2)
+    assert out["segmentation"].shape == (batch, 33, size // 4, size // 4)
+    assert out["hand_presence"].shape == (batch, 2)
+    assert out["rel_root_depth"].shape == (batch,)
+    for key in ("joints_25d", "segmentation", "hand_presence", "rel_root_depth"):
+        assert torch.isfinite(out[key]).all(), key
+
+
+@pytest.mark.parametrize(
+    ("preset", "low", "high"), [("r50", 35e6, 50e6), ("r18", 10e6, 20e6), ("tiny", 1e6, 8e6)]
+)
+def test_presets_forward_and_size(preset: str, low: float, high: float) -> None:
+    torch.manual_seed(0)
+    model = DFLModel(getattr(DFLConfig, preset)()).eval()
+    n = model.num_parameters()
+    assert low <= n <= high, f"{preset}: {n:,} parameters"
+    with torch.inference_mode():
+        out = model(torch.randn(2, 3, 256, 256))
+    _check_outputs(out, 2, 256)
+
+
+def test_r50_matches_paper_scale() -> None:
+    # The paper reports 42 M parameters for its ResNet-50 model; the issue asks for 35-50 M.
+    n = DFLModel(DFLConfig.r50()).num_parameters()
+    assert 35e6 <= n <= 50e6
+
+
+def test_joint_and_class_names() -> None:
+    assert len(JOINT_NAMES) == 42 and len(set(JOINT_NAMES)) == 42
+    assert JOINT_NAMES[0] == "right_thumb_tip" and JOINT_NAMES[20] == "right_wrist"
+    assert JOINT_NAMES[21] == "left_thumb_tip" and JOINT_NAMES[41] == "left_wrist"
+    assert JOINT_NAMES[7] == "right_index_mcp" and JOINT_NAMES[3] == "right_thumb_cmc"
+    assert len(SEG_CLASS_NAMES) == NUM_SEG_CLASSES == 33
+
+
+def test_forward_rejects_wrong_input(tiny_model) -> None:
+    with pytest.raises(ValueError, match="expected images of shape"):
+        tiny_model(torch.randn(1, 3, 128, 128))
+
+
+def test_gradients_reach_every_parameter(tiny_model) -> None:
+    model = DFLModel(tiny_model.config).train()
+    out = model(torch.randn(2, 3, 256, 256))
+    loss = (
+        out["joints_25d"].mean() + sum(u.mean() for u in out["joints_2d_iter"])
+        + out["segmentation"].mean() + out["hand_presence"].mean() + out["rel_root_depth"].mean()
+    )
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+
+
+def test_config_round_trip_and_strictness(tmp_path) -> None:
+    cfg = DFLConfig.r18(metadata={"note": "x"})
+    path = tmp_path / "config.json"
+    cfg.save(path)
+    assert DFLConfig.load(path) == cfg
+    data = json.loads(path.read_text())
+    data["hidden_size"] = 12
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="unknown config keys \\['hidden_size'\\]"):
+        DFLConfig.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        DFLConfig.load(path)
+    with pytest.raises(ValueError, match="divisible"):
+        DFLConfig(attn_dim=100, num_heads=3)
+    data = json.loads(json.dumps(cfg.to_dict()))
+    data["format"] = 99
+    with pytest.raises(ValueError, match="newer"):
+        DFLConfig.from_dict(data)

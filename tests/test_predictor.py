@@ -1,0 +1,126 @@
+"""DFLPredictor end to end on a tiny random model (untrained: these check plumbing, geometry and
+the result schema, not accuracy). A stand-in detector with fixed boxes drives the crop planning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dfl_infer import DFLPredictor, Hand, Prediction
+from dfl_infer.image import ImageError
+from dfl_infer.predictor import DEFAULT_HUB_ID, NoWeightsError, default_weights
+
+
+@dataclass(frozen=True)
+class Det:
+    box: np.ndarray
+    handedness: str
+    score: float = 0.9
+
+
+class FixedDetector:
+    """Returns the same detections for every image; counts calls."""
+
+    def __init__(self, dets):
+        self.dets, self.calls = dets, 0
+
+    def detect(self, rgb):
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+        self.calls += 1
+        return list(self.dets)
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (360, 480, 3), dtype=np.uint8)
+
+
+def _check(pred: Prediction, width: int, height: int) -> None:
+    assert (pred.width, pred.height) == (width, height)
+    for hand in pred.hands:
+        assert isinstance(hand, Hand) and hand.handedness in ("right", "left")
+        assert 0.0 <= hand.score <= 1.0
+        assert hand.joints_2d.shape == (21, 2) and hand.joints_3d.shape == (21, 3)
+        assert np.isfinite(hand.joints_3d).all() and (hand.joints_3d[:, 2] > 0).all()
+        np.testing.assert_allclose(hand.joints_3d_rel, hand.joints_3d - hand.joints_3d[20])
+        # The lifted joints project back onto the 2D joints.
+        k = pred.intrinsics
+        uv = hand.joints_3d[:, :2] / hand.joints_3d[:, 2:] * [k.fx, k.fy] + [k.cx, k.cy]
+        np.testing.assert_allclose(uv, hand.joints_2d, atol=1e-6)
+    d = pred.to_dict()
+    assert set(d) == {"width", "height", "intrinsics", "box", "hands"}
+    assert set(d["intrinsics"]) == {"fx", "fy", "cx", "cy", "assumed"}
+
+
+@pytest.mark.parametrize(
+    ("dets", "n_crops"),
+    [
+        ([], 1),  # nothing found: whole-image pass
+        ([Det(np.array([100.0, 100, 200, 220]), "right")], 1),  # lone hand: widened, re-cropped
+        ([Det(np.array([100.0, 100, 200, 220]), "right"),
+          Det(np.array([190.0, 100, 300, 220]), "left")], 1),  # touching: one union crop
+        ([Det(np.array([10.0, 10, 60, 60]), "right"),
+          Det(np.array([380.0, 250, 470, 350]), "left")], 2),  # far apart: one crop each
+    ],
+    ids=["none", "single", "pair", "far-apart"],
+)
+def test_crop_plans(tiny_weights, image, dets, n_crops) -> None:
+    detector = FixedDetector(dets)
+    p = DFLPredictor(tiny_weights, device="cpu", detector=detector, presence_threshold=0.0)
+    pred = p.predict(image)
+    assert detector.calls == 1
+    _check(pred, 480, 360)
+    assert pred.intrinsics.assumed and pred.intrinsics.fx == 480
+    # Threshold 0 keeps every hand slot of every final crop, minus cross-crop duplicates.
+    assert 1 <= len(pred.hands) <= 2 * max(1, len(dets))
+    assert len(pred.crops) == n_crops
+
+
+def test_presence_threshold_gates_hands(tiny_weights, image) -> None:
+    p = DFLPredictor(tiny_weights, device="cpu", detector=FixedDetector([]), presence_threshold=1.0)
+    assert p.predict(image).hands == ()
+
+
+def test_user_box_intrinsics_and_inputs(tiny_weights, image, tmp_path) -> None:
+    detector = FixedDetector([])
+    p = DFLPredictor(tiny_weights, device="cpu", detector=detector, presence_threshold=0.0)
+    k = (500.0, 510.0, 240.0, 180.0)
+    pred = p.predict(image, box=(100, 80, 260, 240), intrinsics=k)
+    assert detector.calls == 0  # a user box skips the detector
+    assert not pred.intrinsics.assumed and pred.intrinsics.fy == 510.0
+    np.testing.assert_allclose(pred.crops[0], [80, 60, 280, 260])  # square x 1.25
+    _check(pred, 480, 360)
+    # Path, PIL and numpy inputs give the same result.
+    Image.fromarray(image).save(tmp_path / "im.png")
+    for inp in (tmp_path / "im.png", str(tmp_path / "im.png"), Image.fromarray(image)):
+        other = p.predict(inp, box=(100, 80, 260, 240), intrinsics=k)
+        for a, b in zip(pred.hands, other.hands):
+            np.testing.assert_allclose(a.joints_3d, b.joints_3d)
+    with pytest.raises(ValueError, match="box must be"):
+        p.predict(image, box=(10, 10, 5, 5))
+    with pytest.raises(ImageError):
+        p.predict(tmp_path / "missing.png")
+
+
+def test_batch_matches_single(tiny_weights, image) -> None:
+    dets = [Det(np.array([100.0, 100, 200, 220]), "right")]
+    p = DFLPredictor(tiny_weights, device="cpu", detector=FixedDetector(dets), presence_threshold=0.0,
+                     batch_size=3)
+    images = [image, image[::-1].copy(), image[:, ::-1].copy(), image]
+    batch = p.predict_batch(images)
+    for img, got in zip(images, batch):
+        want = p.predict(img)
+        assert len(got.hands) == len(want.hands)
+        for a, b in zip(got.hands, want.hands):
+            np.testing.assert_allclose(a.joints_2d, b.joints_2d, atol=1e-3)
+
+
+def test_default_weights_error_is_clear(monkeypatch) -> None:
+    if default_weights() != DEFAULT_HUB_ID:
+        pytest.skip("trained default weights are present in weights/")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(NoWeightsError, match="Pass weights explicitly"):
+        DFLPredictor(device="cpu")
