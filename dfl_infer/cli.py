@@ -202,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         records.extend(chunk_records)
         bar.update(len(chunk))
     bar.close()
+    predictor.close()
     result = {
         "schema_version": SCHEMA_VERSION,
         "model": model_info,

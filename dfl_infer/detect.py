@@ -43,6 +43,7 @@ the flip on ``wild/intaghand_demo_1.jpg``.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import http.client
 import logging
@@ -50,7 +51,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
+import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,6 +382,18 @@ def fetch_detector(
 # ----------------------------------------------------------------------------- detector
 
 
+def _close_at_exit(ref: weakref.ref) -> None:
+    detector = ref()
+    if detector is None:
+        return
+    try:
+        detector.close()
+    except Exception:  # noqa: BLE001 - at exit, never print a traceback for a closing graph
+        landmarker, detector._landmarker = detector._landmarker, None
+        if landmarker is not None:
+            landmarker._handle = None  # its __del__ would try (and fail) to close again
+
+
 class HandDetector:
     """MediaPipe HandLandmarker on single RGB images; lazy, so construction never touches disk
     or network. Use as a context manager or call :meth:`close` to free MediaPipe's graph.
@@ -418,6 +433,10 @@ class HandDetector:
         except DetectorUnavailableError as err:
             raise DetectorUnavailableError(f"{err}; {_FETCH_HINT}") from err
 
+        # MediaPipe's C++ side logs TFLite/glog chatter to stderr; keep only errors unless the
+        # user asked otherwise.
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from mediapipe.tasks.python import BaseOptions, vision
 
         options = vision.HandLandmarkerOptions(
@@ -428,6 +447,11 @@ class HandDetector:
             min_hand_presence_confidence=self.min_presence_confidence,
         )
         self._landmarker = vision.HandLandmarker.create_from_options(options)
+        # Close before interpreter teardown: MediaPipe dispatches close() through a thread pool
+        # that concurrent.futures shuts down at exit, after which its __del__ prints a traceback.
+        # threading's exit hooks run before that pool's (they are called in reverse order).
+        register = getattr(threading, "_register_atexit", atexit.register)
+        register(_close_at_exit, weakref.ref(self))
         self.bundle_path = path
         logger.info("hand landmarker loaded from %s", path)
         return path

@@ -132,6 +132,17 @@ class DFLPredictor:
             self._detector = HandDetector()
         return self._detector
 
+    def close(self) -> None:
+        """Release the detector's MediaPipe graph (the predictor stays usable)."""
+        if self._detector is not None and hasattr(self._detector, "close"):
+            self._detector.close()
+
+    def __enter__(self) -> DFLPredictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- public API ------------------------------------------------------------------------
     def predict(
         self,
