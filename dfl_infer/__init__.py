@@ -1,4 +1,4 @@
-"""dfl-infer: 3D joints of one or two interacting hands from a single RGB photo (DFL, ACM MM 2024)."""
+"""dfl-infer: 3D joints of one or two interacting hands from one RGB photo (DFL, ACM MM 2024)."""
 
 from dfl_infer.joints import JOINT_NAMES
 from dfl_infer.lift import Intrinsics
@@ -6,5 +6,13 @@ from dfl_infer.model import DFLConfig, DFLModel
 from dfl_infer.predictor import DFLPredictor
 from dfl_infer.results import Hand, Prediction
 
-__all__ = ["DFLConfig", "DFLModel", "DFLPredictor", "Hand", "Intrinsics", "JOINT_NAMES", "Prediction"]
+__all__ = [
+    "DFLConfig",
+    "DFLModel",
+    "DFLPredictor",
+    "Hand",
+    "Intrinsics",
+    "JOINT_NAMES",
+    "Prediction",
+]
 __version__ = "0.1.0"

@@ -17,8 +17,9 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 logger = logging.getLogger("dfl_infer")
 
@@ -36,7 +37,9 @@ def _box(text: str) -> tuple[float, float, float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"box must be x0,y0,x1,y1 numbers, got {text!r}") from None
     if len(vals) != 4 or not (vals[2] > vals[0] and vals[3] > vals[1]):
-        raise argparse.ArgumentTypeError(f"box must be x0,y0,x1,y1 with x1 > x0 and y1 > y0, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"box must be x0,y0,x1,y1 with x1 > x0 and y1 > y0, got {text!r}"
+        )
     return vals  # type: ignore[return-value]
 
 
@@ -67,21 +70,44 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Output units: joints_2d in image pixels, joints_3d (camera frame, x right, y down, "
         "z forward) and joints_3d_rel (minus the wrist) in millimetres. See the README.",
     )
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
+    p.add_argument(
+        "inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images"
+    )
     p.add_argument("--out", metavar="JSON", help="output JSON file (default: standard output)")
     p.add_argument("--vis", metavar="DIR", help="write overlays of the 2D skeletons into DIR")
-    p.add_argument("--weights", metavar="DIR_OR_HUB_ID",
-                   help="weights folder (config.json + model.safetensors) or Hugging Face Hub id; "
-                   "default: the package's own model")
-    p.add_argument("--box", type=_box, metavar="x0,y0,x1,y1",
-                   help="region around the hands in pixels (skips the detector; same for every image)")
-    p.add_argument("--focal", type=_positive_float, metavar="F",
-                   help="focal length in pixels (default: assumed, the image's longer side)")
+    p.add_argument(
+        "--weights",
+        metavar="DIR_OR_HUB_ID",
+        help="weights folder (config.json + model.safetensors) or Hugging Face Hub id; "
+        "default: the package's own model",
+    )
+    p.add_argument(
+        "--box",
+        type=_box,
+        metavar="x0,y0,x1,y1",
+        help="region around the hands in pixels (skips the detector; same for every image)",
+    )
+    p.add_argument(
+        "--focal",
+        type=_positive_float,
+        metavar="F",
+        help="focal length in pixels (default: assumed, the image's longer side)",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
-                   help="images per batch (default 8)")
-    p.add_argument("--threshold", type=float, default=0.5, metavar="P",
-                   help="minimum hand-presence probability (default 0.5)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="images per batch (default 8)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        metavar="P",
+        help="minimum hand-presence probability (default 0.5)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
     return p
 
@@ -92,10 +118,18 @@ def build_fetch_parser() -> argparse.ArgumentParser:
         description="Download MediaPipe's hand_landmarker.task bundle, or assemble it from the "
         "mediapipe==0.10.21 wheel on PyPI when Google's model storage is unreachable.",
     )
-    p.add_argument("--dest", metavar="PATH", help="where to write the bundle (default: the cache folder)")
-    p.add_argument("--source", choices=("auto", "google", "pip"), default="auto",
-                   help="auto (default): Google's model storage, then PyPI")
-    p.add_argument("--wheel", metavar="WHEEL", help="assemble from this mediapipe 0.10.21 wheel file")
+    p.add_argument(
+        "--dest", metavar="PATH", help="where to write the bundle (default: the cache folder)"
+    )
+    p.add_argument(
+        "--source",
+        choices=("auto", "google", "pip"),
+        default="auto",
+        help="auto (default): Google's model storage, then PyPI",
+    )
+    p.add_argument(
+        "--wheel", metavar="WHEEL", help="assemble from this mediapipe 0.10.21 wheel file"
+    )
     return p
 
 
@@ -105,7 +139,9 @@ def collect_images(inputs: Sequence[str]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
             if not found:
                 logger.warning("%s: no image files in this folder", path)
             paths.extend(found)
@@ -159,8 +195,9 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise UsageError("no images to process")
     try:
-        predictor = DFLPredictor(weights=args.weights, device=args.device,
-                                 presence_threshold=args.threshold)
+        predictor = DFLPredictor(
+            weights=args.weights, device=args.device, presence_threshold=args.threshold
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     model_info = {
@@ -180,8 +217,15 @@ def run(args: argparse.Namespace) -> int:
         loaded: list[tuple[int, np.ndarray]] = []
         chunk_records: list[dict[str, Any]] = []
         for k, path in enumerate(chunk):
-            rec: dict[str, Any] = {"path": str(path), "width": None, "height": None,
-                                   "intrinsics": None, "box": None, "hands": [], "error": None}
+            rec: dict[str, Any] = {
+                "path": str(path),
+                "width": None,
+                "height": None,
+                "intrinsics": None,
+                "box": None,
+                "hands": [],
+                "error": None,
+            }
             try:
                 rgb = load_image(path)
                 rec["width"], rec["height"] = int(rgb.shape[1]), int(rgb.shape[0])
@@ -207,8 +251,11 @@ def run(args: argparse.Namespace) -> int:
         "schema_version": SCHEMA_VERSION,
         "model": model_info,
         "joint_names": list(HAND_JOINT_NAMES),
-        "units": {"joints_2d": "pixels", "joints_3d": "millimetres, camera frame",
-                  "joints_3d_rel": "millimetres, relative to the wrist"},
+        "units": {
+            "joints_2d": "pixels",
+            "joints_3d": "millimetres, camera frame",
+            "joints_3d_rel": "millimetres, relative to the wrist",
+        },
         "images": records,
     }
     if out_path is None:
@@ -224,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _predict_chunk(predictor: Any, loaded: list, records: list, args: argparse.Namespace) -> list:
-    """Predictions for the loaded images of a chunk; an image that fails alone gets an error entry."""
+    """Predictions for the loaded images of a chunk; an image that fails alone gets an error."""
     if not loaded:
         return []
     arrays = [rgb for _, rgb in loaded]
@@ -271,8 +318,11 @@ def fetch(argv: Sequence[str]) -> int:
     args = build_fetch_parser().parse_args(argv)
     from dfl_infer.detect import fetch_detector
 
-    path = fetch_detector(dest=Path(args.dest) if args.dest else None, source=args.source,
-                          wheel=Path(args.wheel) if args.wheel else None)
+    path = fetch_detector(
+        dest=Path(args.dest) if args.dest else None,
+        source=args.source,
+        wheel=Path(args.wheel) if args.wheel else None,
+    )
     print(path)
     return 0
 
@@ -280,8 +330,10 @@ def fetch(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet = "-q" in argv or "--quiet" in argv
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="dfl-infer: %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="dfl-infer: %(levelname)s: %(message)s",
+    )
     try:
         if argv and argv[0] == "fetch-detector":
             return fetch(argv[1:])

@@ -10,8 +10,8 @@ coordinates. A crop of ``size`` pixels covers its square box exactly: the box's 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -131,10 +131,12 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def boxes_touch(a: np.ndarray, b: np.ndarray, margin: float = 0.0) -> bool:
     """Whether boxes ``a`` and ``b`` (xyxy) overlap once each is grown by ``margin`` x its size."""
+
     def grow(box: np.ndarray) -> np.ndarray:
         w, h = box[2] - box[0], box[3] - box[1]
-        return np.array([box[0] - margin * w, box[1] - margin * h, box[2] + margin * w,
-                         box[3] + margin * h])
+        return np.array(
+            [box[0] - margin * w, box[1] - margin * h, box[2] + margin * w, box[3] + margin * h]
+        )
 
     ga, gb = grow(np.asarray(a, float)), grow(np.asarray(b, float))
     return bool(ga[0] <= gb[2] and gb[0] <= ga[2] and ga[1] <= gb[3] and gb[1] <= ga[3])

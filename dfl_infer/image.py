@@ -1,14 +1,15 @@
-"""Turning whatever the user passes (a path, a PIL image, a numpy array) into an (H, W, 3) uint8
-RGB array, with EXIF orientation applied; every failure is an ``ImageError`` with a clear message."""
+"""Turning what the user passes (a path, a PIL image, a numpy array) into an (H, W, 3) uint8
+RGB array, with EXIF orientation applied; every failure is an ``ImageError`` with a clear
+message."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
-ImageInput = Union[str, Path, np.ndarray, Any]  # Any: a PIL.Image.Image
+ImageInput = str | Path | np.ndarray | Any  # Any: a PIL.Image.Image
 
 
 class ImageError(ValueError):
@@ -92,7 +93,9 @@ def load_image(image: ImageInput) -> np.ndarray:
                 img.load()
                 return _from_pil(img)
         except UnidentifiedImageError:
-            raise ImageError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+            raise ImageError(
+                f"{path}: not an image file (or a format Pillow cannot read)"
+            ) from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"{path}: cannot read image: {exc}") from None
     if isinstance(image, Image.Image):
@@ -102,6 +105,4 @@ def load_image(image: ImageInput) -> np.ndarray:
             raise ImageError(f"cannot convert PIL image: {exc}") from None
     if isinstance(image, np.ndarray):
         return _from_array(image)
-    raise ImageError(
-        f"expected a path, a PIL image or a numpy array, got {type(image).__name__}"
-    )
+    raise ImageError(f"expected a path, a PIL image or a numpy array, got {type(image).__name__}")

@@ -31,13 +31,13 @@ def _hand_joint_names() -> tuple[str, ...]:
 
 
 HAND_JOINT_NAMES: tuple[str, ...] = _hand_joint_names()
-JOINT_NAMES: tuple[str, ...] = tuple(f"{hand}_{name}" for hand in HANDS for name in HAND_JOINT_NAMES)
+JOINT_NAMES: tuple[str, ...] = tuple(
+    f"{hand}_{name}" for hand in HANDS for name in HAND_JOINT_NAMES
+)
 
 # Parent of each joint inside one hand (-1 for the wrist): each finger chains tip -> ... -> base,
 # and the base joint of every finger hangs from the wrist.
-HAND_PARENTS: tuple[int, ...] = tuple(
-    [WRIST if i % 4 == 3 else i + 1 for i in range(20)] + [-1]
-)
+HAND_PARENTS: tuple[int, ...] = tuple([WRIST if i % 4 == 3 else i + 1 for i in range(20)] + [-1])
 # Bones of one hand as (child, parent) pairs, 20 of them.
 HAND_BONES: tuple[tuple[int, int], ...] = tuple(
     (child, parent) for child, parent in enumerate(HAND_PARENTS) if parent >= 0

@@ -14,8 +14,9 @@ bones instead of one reference bone for robustness).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,9 +60,7 @@ class Intrinsics:
         return cls(f, f, (width - 1) / 2, (height - 1) / 2, assumed=focal is None)
 
     @classmethod
-    def resolve(
-        cls, value: Any, width: int, height: int, focal: float | None = None
-    ) -> Intrinsics:
+    def resolve(cls, value: Any, width: int, height: int, focal: float | None = None) -> Intrinsics:
         """Intrinsics from None (assumed), an Intrinsics, (fx, fy, cx, cy), a dict with those keys,
         or a 3x3 matrix."""
         if value is None:

@@ -15,9 +15,10 @@ given to the network does not trust the detector alone):
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -172,24 +173,30 @@ class DFLPredictor:
             raise ValueError("boxes and intrinsics must have one entry per image")
         rgbs = [load_image(img) for img in images]
         intr = [
-            Intrinsics.resolve(k, rgb.shape[1], rgb.shape[0], focal) for k, rgb in zip(intr_in, rgbs)
+            Intrinsics.resolve(k, rgb.shape[1], rgb.shape[0], focal)
+            for k, rgb in zip(intr_in, rgbs)
         ]
         tasks = [t for i, rgb in enumerate(rgbs) for t in self._plan(i, rgb, boxes[i])]
         self._run(tasks, rgbs)
         tasks = self._refine(tasks, rgbs)
-        return [self._collect(i, rgbs[i], intr[i], [t for t in tasks if t.image == i])
-                for i in range(n)]
+        return [
+            self._collect(i, rgbs[i], intr[i], [t for t in tasks if t.image == i]) for i in range(n)
+        ]
 
     # --- stages ----------------------------------------------------------------------------
     def _crop(self, box: np.ndarray, scale: float | None = None) -> Crop:
-        return make_crop(box, self.config.input_size, self.config.box_scale if scale is None else scale)
+        return make_crop(
+            box, self.config.input_size, self.config.box_scale if scale is None else scale
+        )
 
     def _plan(self, index: int, rgb: np.ndarray, box: Sequence[float] | None) -> list[_Task]:
         h, w = rgb.shape[:2]
         if box is not None:
             b = np.asarray(box, dtype=np.float64).reshape(-1)
             if b.shape != (4,) or not np.isfinite(b).all() or not (b[2] > b[0] and b[3] > b[1]):
-                raise ValueError(f"box must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {box}")
+                raise ValueError(
+                    f"box must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {box}"
+                )
             return [_Task(index, self._crop(b), "box")]
         detections = self.detector.detect(rgb)
         if not detections:
@@ -227,11 +234,17 @@ class DFLPredictor:
             uv = task.crop.to_image(task.outputs["joints_25d"][:, :2])
             if present.any():
                 pts = np.concatenate(
-                    [uv[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS] for h in (0, 1) if present[h]]
+                    [
+                        uv[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS]
+                        for h in (0, 1)
+                        if present[h]
+                    ]
                 )
                 box = points_box(pts)
                 if box[2] - box[0] > 1 and box[3] - box[1] > 1:
-                    second.append(_Task(task.image, self._crop(box), "pair" if present.all() else "single"))
+                    second.append(
+                        _Task(task.image, self._crop(box), "pair" if present.all() else "single")
+                    )
                     continue
             if task.fallback_box is not None:
                 second.append(_Task(task.image, self._crop(task.fallback_box), "single"))
@@ -250,15 +263,23 @@ class DFLPredictor:
             x = (x - self._mean) / self._std
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with torch.autocast(
+                self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+            ):
                 out = self.model(x)
             uvd = out["joints_25d"].float().cpu().numpy()
             presence = out["hand_presence"].float().cpu().numpy()
             rel_root = out["rel_root_depth"].float().cpu().numpy()
             for k, task in enumerate(chunk):
-                task.outputs = {"joints_25d": uvd[k], "presence": presence[k], "rel_root": rel_root[k]}
+                task.outputs = {
+                    "joints_25d": uvd[k],
+                    "presence": presence[k],
+                    "rel_root": rel_root[k],
+                }
 
-    def _collect(self, index: int, rgb: np.ndarray, intr: Intrinsics, tasks: list[_Task]) -> Prediction:
+    def _collect(
+        self, index: int, rgb: np.ndarray, intr: Intrinsics, tasks: list[_Task]
+    ) -> Prediction:
         candidates: list[tuple[int, Hand]] = []  # (task number, hand)
         for number, task in enumerate(tasks):
             assert task.outputs is not None
@@ -267,8 +288,13 @@ class DFLPredictor:
                 continue
             uvd = task.outputs["joints_25d"]
             uv = task.crop.to_image(uvd[:, :2])
-            joints_3d = lift_to_3d(uv, uvd[:, 2], intr, present=tuple(present),
-                                   rel_root_depth=float(task.outputs["rel_root"]))
+            joints_3d = lift_to_3d(
+                uv,
+                uvd[:, 2],
+                intr,
+                present=tuple(present),
+                rel_root_depth=float(task.outputs["rel_root"]),
+            )
             probs = 1 / (1 + np.exp(-task.outputs["presence"]))
             for h in (0, 1):
                 if not present[h]:
@@ -282,8 +308,14 @@ class DFLPredictor:
         hands.sort(key=lambda hd: (HANDS.index(hd.handedness), float(hd.joints_2d[:, 0].mean())))
         crops = tuple(t.crop.box for t in tasks)
         box = union_box(np.stack(crops)) if crops else None
-        return Prediction(hands=tuple(hands), width=rgb.shape[1], height=rgb.shape[0],
-                          intrinsics=intr, box=box, crops=crops)
+        return Prediction(
+            hands=tuple(hands),
+            width=rgb.shape[1],
+            height=rgb.shape[0],
+            intrinsics=intr,
+            box=box,
+            crops=crops,
+        )
 
 
 def _deduplicate(candidates: list[tuple[int, Hand]]) -> list[Hand]:

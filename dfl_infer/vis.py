@@ -29,13 +29,26 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, draw_boxes: bool = 
         colour = HAND_COLOURS[hand.handedness]
         pts = np.round(hand.joints_2d).astype(np.int64)
         for child, parent in HAND_BONES:
-            cv2.line(out, tuple(int(v) for v in pts[child]), tuple(int(v) for v in pts[parent]),
-                     colour, thick, cv2.LINE_AA)
+            cv2.line(
+                out,
+                tuple(int(v) for v in pts[child]),
+                tuple(int(v) for v in pts[parent]),
+                colour,
+                thick,
+                cv2.LINE_AA,
+            )
         for p in pts:
             cv2.circle(out, (int(p[0]), int(p[1])), radius, (255, 255, 255), -1, cv2.LINE_AA)
             cv2.circle(out, (int(p[0]), int(p[1])), radius, colour, max(1, thick // 2), cv2.LINE_AA)
         wrist = pts[-1]
-        cv2.putText(out, f"{hand.handedness[0].upper()} {hand.score:.2f}",
-                    (int(wrist[0]) + radius, int(wrist[1]) + 4 * radius), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.5 * scale, colour, thick, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            f"{hand.handedness[0].upper()} {hand.score:.2f}",
+            (int(wrist[0]) + radius, int(wrist[1]) + 4 * radius),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5 * scale,
+            colour,
+            thick,
+            cv2.LINE_AA,
+        )
     return out

@@ -30,5 +30,7 @@ def tiny_weights(tiny_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
-        pytest.skip(f"shared data folder {SHARED} is absent (it is only on the developers' machines)")
+        pytest.skip(
+            f"shared data folder {SHARED} is absent (it is only on the developers' machines)"
+        )
     return SHARED

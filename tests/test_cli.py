@@ -28,17 +28,42 @@ def folder(tmp_path) -> Path:
 
 
 def _run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dfl_infer.cli", *args], capture_output=True,
-                          text=True, timeout=600, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "dfl_infer.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
 
 
 def test_folder_with_bad_files(tiny_weights, folder, tmp_path) -> None:
     out = tmp_path / "res" / "joints.json"
     vis = tmp_path / "vis"
-    code = main([str(folder), str(folder / "missing.jpg"), str(folder / "notes.txt"),
-                 "--weights", str(tiny_weights), "--box", "40,30,200,190", "--out", str(out),
-                 "--vis", str(vis), "--device", "cpu", "--batch-size", "2", "--threshold", "0",
-                 "--focal", "700", "-q"])
+    code = main(
+        [
+            str(folder),
+            str(folder / "missing.jpg"),
+            str(folder / "notes.txt"),
+            "--weights",
+            str(tiny_weights),
+            "--box",
+            "40,30,200,190",
+            "--out",
+            str(out),
+            "--vis",
+            str(vis),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+            "--threshold",
+            "0",
+            "--focal",
+            "700",
+            "-q",
+        ]
+    )
     assert code == 0
     data = json.loads(out.read_text())
     assert data["schema_version"] == 1 and len(data["joint_names"]) == 21
@@ -49,15 +74,24 @@ def test_folder_with_bad_files(tiny_weights, folder, tmp_path) -> None:
     for name in ("a.jpg", "b.png"):
         rec = by_name[name]
         assert rec["error"] is None and (rec["width"], rec["height"]) == (320, 240)
-        assert rec["intrinsics"] == {"fx": 700.0, "fy": 700.0, "cx": 159.5, "cy": 119.5, "assumed": False}
+        assert rec["intrinsics"] == {
+            "fx": 700.0,
+            "fy": 700.0,
+            "cx": 159.5,
+            "cy": 119.5,
+            "assumed": False,
+        }
         assert len(rec["hands"]) == 2
         for hand in rec["hands"]:
             assert hand["handedness"] in ("right", "left")
             assert np.asarray(hand["joints_2d"]).shape == (21, 2)
             assert np.asarray(hand["joints_3d"]).shape == (21, 3)
             assert np.asarray(hand["joints_3d_rel"]).shape == (21, 3)
-    for name, msg in (("broken.jpg", "cannot read image"), ("missing.jpg", "no such file"),
-                      ("notes.txt", "not an image file")):
+    for name, msg in (
+        ("broken.jpg", "cannot read image"),
+        ("missing.jpg", "no such file"),
+        ("notes.txt", "not an image file"),
+    ):
         assert msg in by_name[name]["error"] and by_name[name]["hands"] == []
     assert sorted(p.name for p in vis.iterdir()) == ["a.jpg", "b.jpg"]
     assert [p.name for p in out.parent.iterdir()] == ["joints.json"]  # no temp files left
@@ -67,8 +101,9 @@ def test_nothing_succeeds_exit_1(tiny_weights, tmp_path) -> None:
     bad = tmp_path / "bad.png"
     bad.write_text("nope")
     out = tmp_path / "j.json"
-    res = _run_cli(str(bad), "--weights", str(tiny_weights), "--box", "0,0,10,10", "--out", str(out),
-                   "-q")
+    res = _run_cli(
+        str(bad), "--weights", str(tiny_weights), "--box", "0,0,10,10", "--out", str(out), "-q"
+    )
     assert res.returncode == 1, res.stderr
     assert "Traceback" not in res.stderr
     assert json.loads(out.read_text())["images"][0]["error"]
@@ -100,7 +135,15 @@ def test_failed_run_leaves_existing_output_untouched(tmp_path, folder) -> None:
 
 
 def test_stdout_output(tiny_weights, folder) -> None:
-    res = _run_cli(str(folder / "a.jpg"), "--weights", str(tiny_weights), "--box", "0,0,100,100",
-                   "--device", "cpu", "-q")
+    res = _run_cli(
+        str(folder / "a.jpg"),
+        "--weights",
+        str(tiny_weights),
+        "--box",
+        "0,0,100,100",
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["images"][0]["error"] is None

@@ -26,8 +26,10 @@ def test_round_trip(rotation: float, flip: bool) -> None:
 
 def test_box_edges_map_to_crop_edges() -> None:
     crop = make_crop([0, 0, 100, 100], size=256, scale=1.0)
-    np.testing.assert_allclose(crop.to_crop(np.array([[0, 0], [100, 100], [50, 50]])),
-                               [[-0.5, -0.5], [255.5, 255.5], [127.5, 127.5]])
+    np.testing.assert_allclose(
+        crop.to_crop(np.array([[0, 0], [100, 100], [50, 50]])),
+        [[-0.5, -0.5], [255.5, 255.5], [127.5, 127.5]],
+    )
     assert crop.scale == pytest.approx(2.56)
 
 

@@ -22,7 +22,9 @@ def canonical_hand(rng: np.random.Generator) -> np.ndarray:
             if parent in placed and child not in placed:
                 d = rng.normal(size=3)
                 d[1] -= 2.0  # fingers roughly up in the image
-                joints[child] = joints[parent] + d / np.linalg.norm(d) * CANONICAL_BONE_LENGTHS_MM[b]
+                joints[child] = (
+                    joints[parent] + d / np.linalg.norm(d) * CANONICAL_BONE_LENGTHS_MM[b]
+                )
                 placed.add(child)
     return joints
 

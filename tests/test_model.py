@@ -59,8 +59,11 @@ def test_gradients_reach_every_parameter(tiny_model) -> None:
     model = DFLModel(tiny_model.config).train()
     out = model(torch.randn(2, 3, 256, 256))
     loss = (
-        out["joints_25d"].mean() + sum(u.mean() for u in out["joints_2d_iter"])
-        + out["segmentation"].mean() + out["hand_presence"].mean() + out["rel_root_depth"].mean()
+        out["joints_25d"].mean()
+        + sum(u.mean() for u in out["joints_2d_iter"])
+        + out["segmentation"].mean()
+        + out["hand_presence"].mean()
+        + out["rel_root_depth"].mean()
     )
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]

@@ -60,10 +60,20 @@ def _check(pred: Prediction, width: int, height: int) -> None:
     [
         ([], 1),  # nothing found: whole-image pass
         ([Det(np.array([100.0, 100, 200, 220]), "right")], 1),  # lone hand: widened, re-cropped
-        ([Det(np.array([100.0, 100, 200, 220]), "right"),
-          Det(np.array([190.0, 100, 300, 220]), "left")], 1),  # touching: one union crop
-        ([Det(np.array([10.0, 10, 60, 60]), "right"),
-          Det(np.array([380.0, 250, 470, 350]), "left")], 2),  # far apart: one crop each
+        (
+            [
+                Det(np.array([100.0, 100, 200, 220]), "right"),
+                Det(np.array([190.0, 100, 300, 220]), "left"),
+            ],
+            1,
+        ),  # touching: one union crop
+        (
+            [
+                Det(np.array([10.0, 10, 60, 60]), "right"),
+                Det(np.array([380.0, 250, 470, 350]), "left"),
+            ],
+            2,
+        ),  # far apart: one crop each
     ],
     ids=["none", "single", "pair", "far-apart"],
 )
@@ -107,8 +117,13 @@ def test_user_box_intrinsics_and_inputs(tiny_weights, image, tmp_path) -> None:
 
 def test_batch_matches_single(tiny_weights, image) -> None:
     dets = [Det(np.array([100.0, 100, 200, 220]), "right")]
-    p = DFLPredictor(tiny_weights, device="cpu", detector=FixedDetector(dets), presence_threshold=0.0,
-                     batch_size=3)
+    p = DFLPredictor(
+        tiny_weights,
+        device="cpu",
+        detector=FixedDetector(dets),
+        presence_threshold=0.0,
+        batch_size=3,
+    )
     images = [image, image[::-1].copy(), image[:, ::-1].copy(), image]
     batch = p.predict_batch(images)
     for img, got in zip(images, batch):

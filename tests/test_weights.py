@@ -20,7 +20,9 @@ def _same_outputs(a: DFLModel, b: DFLModel, atol: float = 0.0) -> None:
     x = torch.randn(1, 3, 256, 256)
     with torch.inference_mode():
         oa, ob = a.eval()(x), b.eval()(x)
-    torch.testing.assert_close(ob["joints_25d"], oa["joints_25d"], atol=atol, rtol=0 if atol == 0 else 1e-3)
+    torch.testing.assert_close(
+        ob["joints_25d"], oa["joints_25d"], atol=atol, rtol=0 if atol == 0 else 1e-3
+    )
 
 
 def test_round_trip(tiny_model, tmp_path) -> None:
@@ -115,8 +117,13 @@ print("OK", m.num_parameters())
 
 def _run_hub(cache: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(cache.parent))
-    return subprocess.run([sys.executable, "-c", _HUB_SCRIPT, *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", _HUB_SCRIPT, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_hub_id_from_offline_cache(tiny_model, tiny_weights, tmp_path) -> None:

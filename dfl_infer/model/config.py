@@ -21,7 +21,9 @@ class DFLConfig:
     """Architecture of the DFL network plus what its input and output mean."""
 
     # --- encoder ---------------------------------------------------------------------------
-    backbone: str = "resnet50"  # torchvision ResNet: resnet10 (1 block per stage) / 18 / 34 / 50 / 101
+    backbone: str = (
+        "resnet50"  # torchvision ResNet: resnet10 (1 block per stage) / 18 / 34 / 50 / 101
+    )
     fpn_channels: int = 256  # C_F, channels of every FPN level
     seg_channels: int = 256  # hidden channels of the part-segmentation head
     num_seg_classes: int = 33  # C_S: 16 parts per hand + background (joints.SEG_CLASS_NAMES)
@@ -47,7 +49,9 @@ class DFLConfig:
 
     def __post_init__(self) -> None:
         if self.attn_dim % self.num_heads != 0:
-            raise ValueError(f"attn_dim {self.attn_dim} is not divisible by num_heads {self.num_heads}")
+            raise ValueError(
+                f"attn_dim {self.attn_dim} is not divisible by num_heads {self.num_heads}"
+            )
         if self.num_iterations < 1 or self.num_iterations > 3:
             raise ValueError("num_iterations must be 1..3 (the FPN has 4 scales)")
         if self.input_size % 32 != 0:

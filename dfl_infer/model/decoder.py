@@ -67,7 +67,10 @@ class JointsJointsAttention(nn.Module):
         h = self.heads
         v = torch.cat([_split_heads(part, h) for part in v.chunk(2, dim=-1)], dim=-1)
         out = F.scaled_dot_product_attention(
-            _split_heads(q, h), _split_heads(k, h), v, dropout_p=self.dropout if self.training else 0.0
+            _split_heads(q, h),
+            _split_heads(k, h),
+            v,
+            dropout_p=self.dropout if self.training else 0.0,
         )
         out_a, out_p = out.chunk(2, dim=-1)
         return ja + self.out_a(_merge_heads(out_a)), jp + self.out_p(_merge_heads(out_p))
@@ -95,13 +98,18 @@ class JointsImageAttention(nn.Module):
         b = ja.shape[0]
         k_p, v_p = k_p.expand(b, -1, -1), v_p.expand(b, -1, -1)
         q = torch.cat(
-            [_split_heads(self.q_a(self.norm_ja(ja)), h), _split_heads(self.q_p(self.norm_jp(jp)), h)],
+            [
+                _split_heads(self.q_a(self.norm_ja(ja)), h),
+                _split_heads(self.q_p(self.norm_jp(jp)), h),
+            ],
             dim=-1,
         )
         k = torch.cat([_split_heads(k_a, h), _split_heads(k_p, h)], dim=-1)
         v = torch.cat([_split_heads(v_a, h), _split_heads(v_p, h)], dim=-1)
         # Default scale 1/sqrt(2 * d_head): the summed logits have twice the terms of one stream.
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0
+        )
         out_a, out_p = out.chunk(2, dim=-1)
         return ja + self.out_a(_merge_heads(out_a)), jp + self.out_p(_merge_heads(out_p))
 
@@ -149,7 +157,9 @@ class SpatialPositionRefinement(nn.Module):
                 nn.ModuleDict(
                     {
                         "norm": nn.LayerNorm(dim),
-                        "attn": nn.MultiheadAttention(dim, heads, batch_first=True, kdim=dim, vdim=dim),
+                        "attn": nn.MultiheadAttention(
+                            dim, heads, batch_first=True, kdim=dim, vdim=dim
+                        ),
                         "gcn": SkeletonGraphConv(dim, adj),
                         "ffn": FeedForward(dim, ffn_ratio, 0.0),
                     }
@@ -178,10 +188,16 @@ class Decoder(nn.Module):
         self.init_norm = nn.LayerNorm(a_dim)
         dim, heads, drop = config.attn_dim, config.num_heads, config.dropout
         self.jj = nn.ModuleList(
-            [JointsJointsAttention(a_dim, p_dim, dim, heads, drop) for _ in range(config.num_iterations)]
+            [
+                JointsJointsAttention(a_dim, p_dim, dim, heads, drop)
+                for _ in range(config.num_iterations)
+            ]
         )
         self.ji = nn.ModuleList(
-            [JointsImageAttention(a_dim, p_dim, dim, heads, drop) for _ in range(config.num_iterations)]
+            [
+                JointsImageAttention(a_dim, p_dim, dim, heads, drop)
+                for _ in range(config.num_iterations)
+            ]
         )
         self.ffn_a = nn.ModuleList(
             [FeedForward(a_dim, config.ffn_ratio, drop) for _ in range(config.num_iterations)]
@@ -190,7 +206,10 @@ class Decoder(nn.Module):
             [FeedForward(p_dim, config.ffn_ratio, drop) for _ in range(config.num_iterations)]
         )
         self.uv_iter = nn.ModuleList(
-            [nn.Sequential(nn.LayerNorm(p_dim), nn.Linear(p_dim, 2)) for _ in range(config.num_iterations)]
+            [
+                nn.Sequential(nn.LayerNorm(p_dim), nn.Linear(p_dim, 2))
+                for _ in range(config.num_iterations)
+            ]
         )
         self.spr = SpatialPositionRefinement(p_dim, dim, heads, config.gcn_layers, config.ffn_ratio)
         self.head_norm = nn.LayerNorm(p_dim)
@@ -218,7 +237,9 @@ class Decoder(nn.Module):
         s = self.config.input_size
         return (raw.float() + 0.5) * s - 0.5
 
-    def forward(self, appearance: list[torch.Tensor], position: list[torch.Tensor]) -> dict[str, object]:
+    def forward(
+        self, appearance: list[torch.Tensor], position: list[torch.Tensor]
+    ) -> dict[str, object]:
         cfg = self.config
         fa0 = appearance[0].flatten(2).transpose(1, 2)  # (B, HW, A)
         fp0 = position[0].flatten(2).transpose(1, 2)  # (1, HW, P)

@@ -38,7 +38,9 @@ class DFLModel(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, object]:
         s = self.config.input_size
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (s, s):
-            raise ValueError(f"expected images of shape (B, 3, {s}, {s}), got {tuple(images.shape)}")
+            raise ValueError(
+                f"expected images of shape (B, 3, {s}, {s}), got {tuple(images.shape)}"
+            )
         enc = self.encoder(images)
         out = self.decoder(enc["appearance"], enc["position"])
         out["segmentation"] = enc["segmentation"]
@@ -67,10 +69,17 @@ class DFLModel(nn.Module):
 
         return load_pretrained(cls, name_or_path, revision=revision, map_location=map_location)
 
-    def push_to_hub(self, repo_id: str, private: bool = False, commit_message: str = "Upload DFL model",
-                    dtype: torch.dtype | None = None, token: str | None = None) -> str:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool = False,
+        commit_message: str = "Upload DFL model",
+        dtype: torch.dtype | None = None,
+        token: str | None = None,
+    ) -> str:
         """Upload ``model.safetensors`` + ``config.json`` to a Hub model repo; returns its URL."""
         from dfl_infer.model.weights import push_to_hub
 
-        return push_to_hub(self, repo_id, private=private, commit_message=commit_message,
-                           dtype=dtype, token=token)
+        return push_to_hub(
+            self, repo_id, private=private, commit_message=commit_message, dtype=dtype, token=token
+        )

@@ -36,7 +36,9 @@ class SinusoidalPosition(nn.Module):
         self.register_buffer("freqs", freqs, persistent=False)
         self.proj = nn.Conv2d(4 * _NUM_FREQS, out_channels, kernel_size=1)
 
-    def encoding(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def encoding(
+        self, height: int, width: int, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
         """(1, 4 * _NUM_FREQS, H, W) raw encoding; coordinates of pixel centres in (0, 1)."""
         ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
         xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
@@ -61,7 +63,9 @@ class Encoder(nn.Module):
         # weights=None: no download at construction; trained weights come from safetensors.
         if config.backbone == "resnet10":
             # One BasicBlock per stage: the tiny preset's backbone, for CPU training.
-            resnet = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
+            resnet = torchvision.models.resnet.ResNet(
+                torchvision.models.resnet.BasicBlock, [1, 1, 1, 1]
+            )
         else:
             resnet = getattr(torchvision.models, config.backbone)(weights=None)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
@@ -100,7 +104,11 @@ class Encoder(nn.Module):
         for level in reversed(pyramid):  # coarsest first
             h, w = level.shape[-2:]
             # Segmentation is predicted once at the finest scale and average-pooled down.
-            prob = seg_prob if prob_matches(seg_prob, h, w) else F.adaptive_avg_pool2d(seg_prob, (h, w))
+            prob = (
+                seg_prob
+                if prob_matches(seg_prob, h, w)
+                else F.adaptive_avg_pool2d(seg_prob, (h, w))
+            )
             appearance.append(torch.cat([level, prob], dim=1))
             position.append(self.position(h, w, level))
         return {"appearance": appearance, "position": position, "segmentation": seg_logits}

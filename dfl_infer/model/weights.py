@@ -37,7 +37,9 @@ def _atomic_write(path: Path, write) -> None:  # type: ignore[no-untyped-def]
             os.unlink(tmp)
 
 
-def save_pretrained(model: DFLModel, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+def save_pretrained(
+    model: DFLModel, directory: str | Path, dtype: torch.dtype | None = None
+) -> Path:
     from safetensors.torch import save_file
 
     out = Path(directory)
@@ -148,10 +150,15 @@ def check_state_dict(
         if tuple(found[k].shape) != tuple(expected[k].shape)
     )
     problems = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatches", shapes)):
+    for label, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", shapes),
+    ):
         if items:
-            shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+            shown = ", ".join(items[:8]) + (
+                f", ... ({len(items)} in all)" if len(items) > 8 else ""
+            )
             problems.append(f"{label}: {shown}")
     if problems:
         raise WeightsError(f"{source} does not match its config.json: " + "; ".join(problems))
@@ -175,8 +182,11 @@ def load_pretrained(
     model.load_state_dict(state, strict=True)
     model.to(map_location)
     model.eval()
-    logger.info("loaded DFL weights from %s (%s parameters)", weights_path.parent,
-                f"{model.num_parameters():,}")
+    logger.info(
+        "loaded DFL weights from %s (%s parameters)",
+        weights_path.parent,
+        f"{model.num_parameters():,}",
+    )
     return model
 
 
@@ -197,8 +207,9 @@ def push_to_hub(
         readme = Path(tmp) / "README.md"
         readme.write_text(
             f"---\nlibrary_name: dfl-infer\ntags: [hand-pose, 3d, dfl]\n---\n# {repo_id}\n\n"
-            "DFL weights for dfl-infer: `DFLPredictor(weights=\"" + repo_id + "\")`.\n"
+            'DFL weights for dfl-infer: `DFLPredictor(weights="' + repo_id + '")`.\n'
         )
-        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
-                                 repo_type="model")
+        info = api.upload_folder(
+            repo_id=repo_id, folder_path=tmp, commit_message=commit_message, repo_type="model"
+        )
     return str(getattr(info, "commit_url", info))

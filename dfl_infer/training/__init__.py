@@ -1,1 +1,2 @@
-"""Training code for DFL: data, synthetic engine, losses, loop, evaluation. Never imported by inference."""
+"""Training code for DFL: data, synthetic engine, losses, loop, evaluation (never imported by
+inference)."""

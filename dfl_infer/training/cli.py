@@ -12,9 +12,7 @@ import logging
 import sys
 
 # Modules that provide a subcommand, imported lazily so one broken tool cannot hide the others.
-_TOOLS = (
-    "dfl_infer.training.synth.cli",
-)
+_TOOLS = ("dfl_infer.training.synth.cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:
