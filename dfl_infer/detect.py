@@ -44,6 +44,7 @@ the flip on ``wild/intaghand_demo_1.jpg``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -55,6 +56,7 @@ import threading
 import urllib.request
 import weakref
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -382,6 +384,32 @@ def fetch_detector(
 # ----------------------------------------------------------------------------- detector
 
 
+@contextlib.contextmanager
+def _native_stderr_to_log() -> Iterator[None]:
+    """Route what C++ code writes to file descriptor 2 (TFLite and glog notices, which ignore
+    Python's logging) into this module's logger: debug level, or warning for error lines."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (e.g. some notebook kernels): leave it alone
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    is_error = line.startswith(("E0", "F0", "ERROR")) or "error" in line.lower()
+                    logger.log(
+                        logging.WARNING if is_error else logging.DEBUG, "mediapipe: %s", line
+                    )
+
+
 def _close_at_exit(ref: weakref.ref) -> None:
     detector = ref()
     if detector is None:
@@ -422,6 +450,7 @@ class HandDetector:
         self.allow_download = allow_download
         self.bundle_path: Path | None = None
         self._landmarker: Any = None
+        self._first_detect = True
 
     def load(self) -> Path:
         """Resolve the bundle (downloading it if allowed) and build MediaPipe's graph."""
@@ -446,7 +475,8 @@ class HandDetector:
             min_hand_detection_confidence=self.min_detection_confidence,
             min_hand_presence_confidence=self.min_presence_confidence,
         )
-        self._landmarker = vision.HandLandmarker.create_from_options(options)
+        with _native_stderr_to_log():
+            self._landmarker = vision.HandLandmarker.create_from_options(options)
         # Close before interpreter teardown: MediaPipe dispatches close() through a thread pool
         # that concurrent.futures shuts down at exit, after which its __del__ prints a traceback.
         # threading's exit hooks run before that pool's (they are called in reverse order).
@@ -465,7 +495,13 @@ class HandDetector:
 
         height, width = image.shape[:2]
         mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
-        result = self._landmarker.detect(mp_image)
+        if self._first_detect:
+            # The first call logs TFLite delegate and calculator notices from C++.
+            with _native_stderr_to_log():
+                result = self._landmarker.detect(mp_image)
+            self._first_detect = False
+        else:
+            result = self._landmarker.detect(mp_image)
         order = list(MEDIAPIPE_TO_INTERHAND)
         detections = []
         for i, normalized in enumerate(result.hand_landmarks):
