@@ -69,14 +69,15 @@ class Intrinsics:
             return value
         if isinstance(value, dict):
             try:
-                return cls(*(float(value[k]) for k in ("fx", "fy", "cx", "cy")))
+                fx, fy, cx, cy = (float(value[k]) for k in ("fx", "fy", "cx", "cy"))
+                return cls(fx, fy, cx, cy)
             except KeyError as exc:
                 raise ValueError(f"intrinsics dict needs fx, fy, cx, cy; missing {exc}") from None
         arr = np.asarray(value, dtype=np.float64)
         if arr.shape == (3, 3):
             k = cls(arr[0, 0], arr[1, 1], arr[0, 2], arr[1, 2])
         elif arr.shape == (4,):
-            k = cls(*(float(v) for v in arr))
+            k = cls(float(arr[0]), float(arr[1]), float(arr[2]), float(arr[3]))
         else:
             raise ValueError(
                 f"intrinsics must be (fx, fy, cx, cy) or a 3x3 matrix, got shape {arr.shape}"

@@ -16,6 +16,8 @@ Joints carry two feature streams: appearance J^a (C_F + C_S channels) and positi
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -131,6 +133,8 @@ class SkeletonGraphConv(nn.Module):
     """Graph convolution with learnable, softmax-normalized edge weights on the skeleton
     (semantic graph convolution): each joint mixes its own and its neighbours' features."""
 
+    mask: torch.Tensor
+
     def __init__(self, dim: int, adjacency: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", adjacency > 0, persistent=False)
@@ -168,7 +172,8 @@ class SpatialPositionRefinement(nn.Module):
         del attn_dim  # the attention works at the width of the position stream
 
     def forward(self, jp: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
+        for module in self.blocks:
+            block = cast(nn.ModuleDict, module)
             y = block["norm"](jp)
             jp = jp + block["attn"](y, y, y, need_weights=False)[0]
             jp = block["gcn"](jp)
@@ -228,7 +233,8 @@ class Decoder(nn.Module):
     def _reset_heads(self) -> None:
         # Start every coordinate head at the crop centre with small slopes, so the first
         # iterations refine from a sane guess instead of from arbitrary corners.
-        for head in [*(m[1] for m in self.uv_iter), self.head_25d]:
+        heads = [cast(nn.Linear, cast(nn.Sequential, m)[1]) for m in self.uv_iter] + [self.head_25d]
+        for head in heads:
             nn.init.normal_(head.weight, std=1e-3)
             nn.init.zeros_(head.bias)
 

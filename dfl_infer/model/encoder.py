@@ -28,6 +28,8 @@ _NUM_FREQS = 16
 class SinusoidalPosition(nn.Module):
     """Position features: sin/cos of normalized pixel-centre coordinates -> C_P (1x1 conv)."""
 
+    freqs: torch.Tensor
+
     def __init__(self, out_channels: int) -> None:
         super().__init__()
         # Geometric frequencies from 1 to 32 cycles across the crop: fine enough to tell apart
