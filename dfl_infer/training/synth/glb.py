@@ -34,9 +34,9 @@ class SkinnedMesh:
     """A skinned triangle mesh in its bind (rest) pose.
 
     ``vertices`` (V, 3) float64 in the file's units (metres for glTF), ``faces`` (F, 3) int64,
-    ``joints`` (V, 4) int64 indices into ``joint_names``, ``weights`` (V, 4) float64 (rows sum to 1),
-    ``joint_names`` the skin's joint node names in skin order, ``joint_positions`` (J, 3) the rest
-    world position of each skin joint (from the inverse bind matrices).
+    ``joints`` (V, 4) int64 indices into ``joint_names``, ``weights`` (V, 4) float64 rows
+    summing to 1, ``joint_names`` the skin's joint node names in skin order, ``joint_positions``
+    (J, 3) the rest world position of each skin joint (from the inverse bind matrices).
     """
 
     vertices: np.ndarray
@@ -52,7 +52,9 @@ def _read_chunks(data: bytes, path: Path) -> tuple[dict, bytes]:
         raise ValueError(f"{path}: too short to be a .glb file")
     magic, version, length = struct.unpack_from("<III", data, 0)
     if magic != _MAGIC or version != 2:
-        raise ValueError(f"{path}: not a glTF 2.0 binary file (magic {magic:#x}, version {version})")
+        raise ValueError(
+            f"{path}: not a glTF 2.0 binary file (magic {magic:#x}, version {version})"
+        )
     if length > len(data):
         raise ValueError(f"{path}: truncated ({len(data)} bytes, header says {length})")
     offset, doc, binary = 12, None, b""
@@ -78,10 +80,12 @@ def _accessor(doc: dict, binary: bytes, index: int) -> np.ndarray:
     start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
     stride = view.get("byteStride", 0) or dtype.itemsize * ncomp
     # Strided views interleave attributes: read each element's bytes at its stride.
-    raw = np.frombuffer(binary, dtype=np.uint8, count=stride * (count - 1) + dtype.itemsize * ncomp,
-                        offset=start)
-    rows = np.lib.stride_tricks.as_strided(raw, shape=(count, dtype.itemsize * ncomp),
-                                           strides=(stride, 1))
+    raw = np.frombuffer(
+        binary, dtype=np.uint8, count=stride * (count - 1) + dtype.itemsize * ncomp, offset=start
+    )
+    rows = np.lib.stride_tricks.as_strided(
+        raw, shape=(count, dtype.itemsize * ncomp), strides=(stride, 1)
+    )
     out = np.ascontiguousarray(rows).view(dtype).reshape(count, ncomp)
     if acc.get("normalized") and dtype.kind in "iu":
         out = out.astype(np.float64) / np.iinfo(dtype).max
@@ -136,11 +140,12 @@ def read_glb(path: str | Path) -> SkinnedMesh:
         raise FileNotFoundError(f"mesh file not found: {path}")
     doc, binary = _read_chunks(path.read_bytes(), path)
     worlds = _world_matrices(doc)
-    for node_index, node in enumerate(doc.get("nodes", [])):
-        if "mesh" in node and "skin" in node:
-            break
-    else:
+    nodes = doc.get("nodes", [])
+    skinned = [i for i, nd in enumerate(nodes) if "mesh" in nd and "skin" in nd]
+    if not skinned:
         raise ValueError(f"{path}: no node with both a mesh and a skin")
+    node_index = skinned[0]
+    node = nodes[node_index]
     prim = doc["meshes"][node["mesh"]]["primitives"][0]
     if prim.get("mode", 4) != 4:
         raise ValueError(f"{path}: primitive mode {prim['mode']} is not TRIANGLES")
