@@ -1,8 +1,10 @@
 """The ``dfl-infer`` console script: a thin argparse layer over ``DFLPredictor``.
 
     dfl-infer IMAGE_OR_DIR... [--out joints.json] [--vis DIR] [--weights DIR_OR_HUB_ID]
-              [--box x0,y0,x1,y1] [--focal F] [--device D] [--batch-size N]
+              [--box x0,y0,x1,y1] [--focal F] [--device D] [--batch-size N] [--workers N]
+              [--compile]
     dfl-infer fetch-detector [--dest PATH] [--source auto|google|pip] [--wheel WHEEL]
+    dfl-infer export-onnx --weights DIR_OR_HUB_ID --out model.onnx [--opset N] [--batch dynamic|N]
 
 Bad images get an ``"error"`` entry and a warning while the others still run; the exit status is
 non-zero only for invalid arguments (2) or when no image succeeded (1). The JSON is written
@@ -63,10 +65,17 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _default_workers() -> int:
+    # Decoding overlaps with the network only when there is a core to spare for it.
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 1 else min(4, cpus)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dfl-infer",
-        description="3D joints of the hands in photos (DFL). Also: `dfl-infer fetch-detector`.",
+        description="3D joints of the hands in photos (DFL). Also: `dfl-infer fetch-detector`, "
+        "`dfl-infer export-onnx`.",
         epilog="Output units: joints_2d in image pixels, joints_3d (camera frame, x right, y down, "
         "z forward) and joints_3d_rel (minus the wrist) in millimetres. See the README.",
     )
@@ -102,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="images per batch (default 8)",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=_default_workers(),
+        metavar="N",
+        help="processes decoding images while the network runs (default: min(4, CPU count), "
+        "0 on one core: decode in the main process)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (slow first batch; pays off on large GPU runs)",
+    )
+    p.add_argument(
         "--threshold",
         type=float,
         default=0.5,
@@ -129,6 +151,28 @@ def build_fetch_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--wheel", metavar="WHEEL", help="assemble from this mediapipe 0.10.21 wheel file"
+    )
+    return p
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dfl-infer export-onnx",
+        description="Export the DFL network to ONNX: normalized (B, 3, S, S) crops in; joints_25d, "
+        "hand_presence, rel_root_depth, segmentation out (see dfl_infer/export.py).",
+    )
+    p.add_argument(
+        "--weights", required=True, metavar="DIR_OR_HUB_ID", help="weights folder or Hub id"
+    )
+    p.add_argument("--out", required=True, metavar="ONNX", help="output .onnx file")
+    p.add_argument(
+        "--opset", type=_positive_int, default=17, metavar="N", help="ONNX opset (default 17)"
+    )
+    p.add_argument(
+        "--batch",
+        default="dynamic",
+        metavar="dynamic|N",
+        help="'dynamic' (default): any batch size; or a fixed batch size N",
     )
     return p
 
@@ -179,7 +223,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dfl_infer import __version__
-    from dfl_infer.image import ImageError, load_image
     from dfl_infer.joints import HAND_JOINT_NAMES
     from dfl_infer.predictor import DFLPredictor
 
@@ -196,7 +239,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("no images to process")
     try:
         predictor = DFLPredictor(
-            weights=args.weights, device=args.device, presence_threshold=args.threshold
+            weights=args.weights,
+            device=args.device,
+            presence_threshold=args.threshold,
+            compile=args.compile,
         )
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
@@ -212,11 +258,11 @@ def run(args: argparse.Namespace) -> int:
     used_names: set[str] = set()
     n_ok = 0
     bar = tqdm(total=len(paths), unit="img", disable=True if args.quiet else None, file=sys.stderr)
-    for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start : start + args.batch_size]
+    for start, decoded in _decoded_chunks(paths, args.batch_size, max(0, args.workers)):
+        chunk = paths[start : start + len(decoded)]
         loaded: list[tuple[int, np.ndarray]] = []
         chunk_records: list[dict[str, Any]] = []
-        for k, path in enumerate(chunk):
+        for k, (path, (rgb, error)) in enumerate(zip(chunk, decoded)):
             rec: dict[str, Any] = {
                 "path": str(path),
                 "width": None,
@@ -226,13 +272,12 @@ def run(args: argparse.Namespace) -> int:
                 "hands": [],
                 "error": None,
             }
-            try:
-                rgb = load_image(path)
+            if rgb is not None:
                 rec["width"], rec["height"] = int(rgb.shape[1]), int(rgb.shape[0])
                 loaded.append((k, rgb))
-            except ImageError as exc:
-                rec["error"] = str(exc)
-                logger.warning("skipping %s", exc)
+            else:
+                rec["error"] = error
+                logger.warning("skipping %s", error)
             chunk_records.append(rec)
         preds = _predict_chunk(predictor, loaded, chunk_records, args)
         for (k, rgb), pred in zip(loaded, preds):
@@ -268,6 +313,50 @@ def run(args: argparse.Namespace) -> int:
         logger.error("no image succeeded")
         return 1
     return 0
+
+
+class _DecodeDataset:
+    """Map-style dataset for ``torch.utils.data.DataLoader``: item i is (rgb, None) or
+    (None, error message) for ``paths[i]``, so a bad file never stops a worker."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[Any, str | None]:
+        from dfl_infer.image import ImageError, load_image
+
+        try:
+            return load_image(self.paths[i]), None
+        except ImageError as exc:
+            return None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. a decoder bug: this image only
+            return None, f"{self.paths[i]}: cannot read image: {exc}"
+
+
+def _keep_list(items: list) -> list:
+    return items
+
+
+def _decoded_chunks(paths: Sequence[Path], batch_size: int, workers: int) -> Any:
+    """Yield (start index, [(rgb or None, error or None), ...]) per chunk of ``batch_size``
+    paths, in order; with ``workers`` > 0 the next chunks decode in worker processes while the
+    current one runs through the network."""
+    dataset = _DecodeDataset(paths)
+    if workers == 0:
+        for start in range(0, len(paths), batch_size):
+            yield start, [dataset[i] for i in range(start, min(start + batch_size, len(paths)))]
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=_keep_list,
+        prefetch_factor=2,
+    )  # fmt: skip
+    for n, chunk in enumerate(loader):
+        yield n * batch_size, chunk
 
 
 def _predict_chunk(predictor: Any, loaded: list, records: list, args: argparse.Namespace) -> list:
@@ -327,6 +416,30 @@ def fetch(argv: Sequence[str]) -> int:
     return 0
 
 
+def export(argv: Sequence[str]) -> int:
+    args = build_export_parser().parse_args(argv)
+    if args.batch == "dynamic":
+        batch = None
+    else:
+        try:
+            batch = _positive_int(args.batch)
+        except argparse.ArgumentTypeError:
+            raise UsageError(
+                f"--batch must be 'dynamic' or a positive integer, got {args.batch!r}"
+            ) from None
+    from dfl_infer.model import DFLModel
+
+    try:
+        from dfl_infer.export import export_onnx
+
+        model = DFLModel.from_pretrained(args.weights)
+        path = export_onnx(model, args.out, opset=args.opset, batch=batch)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        raise UsageError(str(exc)) from None
+    print(path)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet = "-q" in argv or "--quiet" in argv
@@ -337,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == "fetch-detector":
             return fetch(argv[1:])
+        if argv and argv[0] == "export-onnx":
+            return export(argv[1:])
         return run(build_parser().parse_args(argv))
     except UsageError as exc:
         print(f"dfl-infer: error: {exc}", file=sys.stderr)

@@ -189,7 +189,10 @@ class Decoder(nn.Module):
         a_dim, p_dim = appearance_channels, config.pos_channels
         j = config.num_joints
         self.config = config
-        self.queries = nn.Parameter(torch.randn(j, a_dim) * 0.02)  # Q^a
+        # Q^a. Unit-scale entries against layer-normed image features give each joint its own
+        # initial attention map; tiny ones would make all 42 joints gather the same mean feature
+        # and start training from a symmetric state that takes many steps to break.
+        self.queries = nn.Parameter(torch.randn(j, a_dim))
         self.init_norm = nn.LayerNorm(a_dim)
         dim, heads, drop = config.attn_dim, config.num_heads, config.dropout
         self.jj = nn.ModuleList(
@@ -219,6 +222,10 @@ class Decoder(nn.Module):
         self.spr = SpatialPositionRefinement(p_dim, dim, heads, config.gcn_layers, config.ffn_ratio)
         self.head_norm = nn.LayerNorm(p_dim)
         self.head_25d = nn.Linear(p_dim, 3)
+        # Per-joint offsets of every coordinate head: each joint starts from its own learned mean
+        # position (the shared linear bias alone would start all joints at one point).
+        self.joint_bias_25d = nn.Parameter(torch.zeros(j, 3))
+        self.joint_bias_iter = nn.Parameter(torch.zeros(config.num_iterations, j, 2))
         # Not in the paper, needed for real photos (InterNet-style): which hands are present, and
         # the left wrist's depth relative to the right wrist.
         self.presence = nn.Sequential(
@@ -264,8 +271,8 @@ class Decoder(nn.Module):
             ja, jp = self.ffn_a[t](ja), self.ffn_p[t](jp)
             if t == cfg.num_iterations - 1:
                 jp = self.spr(jp)
-            uv_iter.append(self._uv(self.uv_iter[t](jp)))
-        out = self.head_25d(self.head_norm(jp)).float()
+            uv_iter.append(self._uv(self.uv_iter[t](jp) + self.joint_bias_iter[t]))
+        out = (self.head_25d(self.head_norm(jp)) + self.joint_bias_25d).float()
         uvd = torch.cat([self._uv(out[..., :2]), out[..., 2:] * (cfg.depth_range_mm / 2)], dim=-1)
         n = cfg.num_hand_joints
         hand_a = torch.stack([ja[:, :n].mean(1), ja[:, n:].mean(1)], dim=1)  # (B, 2, A)

@@ -105,19 +105,14 @@ class Encoder(nn.Module):
         appearance, position = [], []
         for level in reversed(pyramid):  # coarsest first
             h, w = level.shape[-2:]
-            # Segmentation is predicted once at the finest scale and average-pooled down.
-            prob = (
-                seg_prob
-                if prob_matches(seg_prob, h, w)
-                else F.adaptive_avg_pool2d(seg_prob, (h, w))
-            )
+            # Segmentation is predicted once at the finest scale and average-pooled down. Every
+            # level divides the finest one exactly (input_size is a multiple of 32), so a plain
+            # average pool with kernel = stride does it, and exports to ONNX with constant sizes.
+            k = seg_prob.shape[-1] // w
+            prob = seg_prob if k == 1 else F.avg_pool2d(seg_prob, kernel_size=k, stride=k)
             appearance.append(torch.cat([level, prob], dim=1))
             position.append(self.position(h, w, level))
         return {"appearance": appearance, "position": position, "segmentation": seg_logits}
-
-
-def prob_matches(t: torch.Tensor, h: int, w: int) -> bool:
-    return t.shape[-2] == h and t.shape[-1] == w
 
 
 def _out_channels(layer: nn.Module) -> int:

@@ -12,7 +12,12 @@ import logging
 import sys
 
 # Modules that provide a subcommand, imported lazily so one broken tool cannot hide the others.
-_TOOLS = ("dfl_infer.training.synth.cli",)
+_TOOLS = (
+    "dfl_infer.training.synth.cli",
+    "dfl_infer.training.fit",
+    "dfl_infer.training.evaluate",
+    "dfl_infer.training.pseudolabel",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,243 @@
+"""Per-image time of the whole ``DFLPredictor`` pipeline on CPU, stage by stage, and its peak RSS.
+
+Stages, each timed per image (median over the images, after a warm-up image):
+- decode: ``load_image`` of a JPEG file (Pillow + EXIF);
+- detect: MediaPipe ``HandLandmarker`` (the detector's own time, reported beside the rest);
+- crop: the affine warps to 256x256, tensor conversion and normalization (inside the network
+  batches, minus the network itself);
+- model: the network's forward passes (one or two per image: a lone or missed hand gets a second,
+  tighter crop);
+- lift+other: planning, 2.5D -> 3D lifting, deduplication, building the result.
+
+Random weights (speed does not depend on them), saved to a temp folder and loaded like real ones.
+Each preset runs in a fresh child process so that its peak RSS (``ru_maxrss``) is its own.
+
+    python benchmarks/end_to_end.py [--configs r18,r50] [--images N | --dir DIR] [--box]
+        [--json PATH]
+
+Generated images: 640x480 JPEGs of noise and drawn shapes (no hands: MediaPipe finds none and
+the predictor takes its whole-image path). ``--dir shared/data/wild`` uses real photos instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Targets of tracker issue 6 for CPU (2 cores), default model (r18).
+CPU_TARGET_MS_PER_IMAGE = 200.0
+CPU_TARGET_PEAK_RSS_GIB = 1.5
+STAGES = ("decode", "detect", "crop", "model", "lift+other", "total")
+
+
+def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """``n`` 640x480 JPEGs: smooth noise plus random filled ellipses and rectangles."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        img = cv2.resize(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), (640, 480))
+        for _ in range(8):
+            color = tuple(int(c) for c in rng.integers(0, 256, 3))
+            c = (int(rng.integers(0, 640)), int(rng.integers(0, 480)))
+            if rng.random() < 0.5:
+                axes = (int(rng.integers(10, 120)), int(rng.integers(10, 120)))
+                cv2.ellipse(img, c, axes, float(rng.uniform(0, 180)), 0, 360, color, -1)
+            else:
+                d = (c[0] + int(rng.integers(10, 200)), c[1] + int(rng.integers(10, 200)))
+                cv2.rectangle(img, c, d, color, -1)
+        img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+        path = folder / f"synth_{i:04d}.jpg"
+        cv2.imwrite(str(path), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+        paths.append(path)
+    return paths
+
+
+def peak_rss_mib() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+class _Timer:
+    """Accumulates the time spent inside a wrapped callable."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn, self.seconds, self.calls = fn, 0.0, 0
+
+    def __call__(self, *a: Any, **k: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self.fn(*a, **k)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+
+
+def run_child(args: argparse.Namespace) -> dict[str, Any]:
+    """One preset, in this process: load, warm up, time every stage per image."""
+    import torch
+
+    from dfl_infer.image import load_image
+    from dfl_infer.model import DFLConfig, DFLModel
+    from dfl_infer.predictor import DFLPredictor
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "weights"
+        DFLModel(getattr(DFLConfig, args.config)()).save_pretrained(weights)
+        rss_before = peak_rss_mib()
+        predictor = DFLPredictor(weights=weights, device="cpu", compile=args.compile)
+        if args.channels_last:
+            predictor.model.to(memory_format=torch.channels_last)
+        paths = sorted(Path(args.dir).iterdir()) if args.dir else []
+        if not args.dir:
+            paths = make_images(Path(tmp), args.images)
+        paths = [p for p in paths if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        if args.limit:
+            paths = paths[: args.limit]
+        box = (100.0, 60.0, 420.0, 380.0) if args.box else None
+        if box is None:
+            predictor.detector.load()
+            predictor._detector = _TimedDetector(predictor.detector)
+        net = predictor._net = _Timer(predictor._net)
+        run = predictor._run = _Timer(predictor._run)
+        per_image: list[dict[str, float]] = []
+        for k, path in enumerate([paths[0], *paths]):  # the first image warms everything up
+            net.seconds = run.seconds = 0.0
+            net.calls = 0
+            det_seconds = 0.0
+            t0 = time.perf_counter()
+            rgb = load_image(path)
+            t1 = time.perf_counter()
+            pred = predictor.predict(rgb, box=box)
+            t2 = time.perf_counter()
+            if box is None:
+                det_seconds = predictor._detector.pop_seconds()
+            stages = {
+                "decode": t1 - t0,
+                "detect": det_seconds,
+                "crop": run.seconds - net.seconds,
+                "model": net.seconds,
+                "lift+other": (t2 - t1) - det_seconds - run.seconds,
+                "total": t2 - t0,
+                "passes": float(net.calls),
+                "hands": float(len(pred.hands)),
+            }
+            if k > 0:
+                per_image.append(stages)
+        rss = peak_rss_mib()
+        predictor.close()
+    med = {s: 1e3 * statistics.median(im[s] for im in per_image) for s in STAGES}
+    mean = {s: 1e3 * statistics.fmean(im[s] for im in per_image) for s in STAGES}
+    return {
+        "config": args.config,
+        "mode": "box" if args.box else "detector",
+        "images": len(per_image),
+        "source": args.dir or "generated 640x480",
+        "median_ms": med,
+        "mean_ms": mean,
+        "passes_per_image": statistics.fmean(im["passes"] for im in per_image),
+        "hands_per_image": statistics.fmean(im["hands"] for im in per_image),
+        "peak_rss_mib": rss,
+        "rss_before_predictor_mib": rss_before,
+        "torch_threads": torch.get_num_threads(),
+        "channels_last": bool(args.channels_last),
+    }
+
+
+class _TimedDetector:
+    def __init__(self, detector: Any) -> None:
+        self.detector, self.seconds = detector, 0.0
+
+    def detect(self, rgb: np.ndarray) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self.detector.detect(rgb)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def pop_seconds(self) -> float:
+        s, self.seconds = self.seconds, 0.0
+        return s
+
+    def close(self) -> None:
+        self.detector.close()
+
+
+def loadavg() -> list[str]:
+    try:
+        return open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", default="r18,r50", help="comma-separated presets")
+    p.add_argument("--images", type=int, default=8, help="generated images to time")
+    p.add_argument("--dir", help="time these photos instead of generated ones")
+    p.add_argument("--limit", type=int, default=0, help="at most this many images of --dir")
+    p.add_argument("--box", action="store_true", help="give a box: skip the detector")
+    p.add_argument("--compile", action="store_true", help="DFLPredictor(compile=True)")
+    p.add_argument("--channels-last", action="store_true", help="force channels_last weights")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument("--config", help=argparse.SUPPRESS)  # child mode: one preset, JSON on stdout
+    args = p.parse_args(argv)
+    if args.config:
+        print(json.dumps(run_child(args)))
+        return 0
+    results = []
+    load_start = loadavg()
+    print(f"load average at start: {load_start}; {os.cpu_count()} CPUs")
+    header = f"{'config':6} {'mode':8} " + " ".join(f"{s:>10}" for s in STAGES)
+    header += f" {'passes':>6} {'peak RSS MiB':>12}"
+    print(header)
+    for name in args.configs.split(","):
+        cmd = [sys.executable, __file__, "--config", name.strip(), "--images", str(args.images)]
+        for flag in ("box", "compile", "channels_last"):
+            if getattr(args, flag):
+                cmd.append("--" + flag.replace("_", "-"))
+        if args.dir:
+            cmd += ["--dir", args.dir, "--limit", str(args.limit)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            print(out.stderr[-3000:], file=sys.stderr)
+            return 1
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        res["loadavg_after"] = loadavg()
+        results.append(res)
+        print(
+            f"{res['config']:6} {res['mode']:8} "
+            + " ".join(f"{res['median_ms'][s]:10.1f}" for s in STAGES)
+            + f" {res['passes_per_image']:6.2f} {res['peak_rss_mib']:12.0f}",
+            flush=True,
+        )
+    print("(median ms per image over", results[0]["images"], "images;", results[0]["source"], ")")
+    for res in results:
+        if res["config"] == "r18":
+            tot, rss = res["median_ms"]["total"], res["peak_rss_mib"] / 1024
+            print(f"target r18 CPU <= {CPU_TARGET_MS_PER_IMAGE:.0f} ms/image: {tot:.0f} ms "
+                  f"({'met' if tot <= CPU_TARGET_MS_PER_IMAGE else 'MISSED'}); peak RSS <= "
+                  f"{CPU_TARGET_PEAK_RSS_GIB} GiB: {rss:.2f} GiB "
+                  f"({'met' if rss <= CPU_TARGET_PEAK_RSS_GIB else 'MISSED'})")  # fmt: skip
+    print(f"load average at end: {loadavg()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"loadavg_start": load_start, "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Speed and memory of the DFL network alone (no detector, no cropping, no lifting).
+
+For each preset (r50, r18), precision (fp32, bf16 autocast), execution mode (eager, channels_last,
+torch.compile, CUDA graphs) and batch size it reports the median latency of one forward pass and
+the crops per second, plus FLOPs per crop (``torch.utils.flop_counter.FlopCounterMode``) and peak
+memory. On CUDA it also measures a large bf16 matmul in the same run and reports each bf16 row as
+a fraction of that rate. Random weights: speed does not depend on their values.
+
+    python benchmarks/model_speed.py [--configs r18,r50] [--batches 1,8,64,256]
+        [--dtypes fp32,bf16] [--device auto|cpu|cuda] [--compile] [--json PATH]
+
+CPU notes: batch 256 of r50 takes minutes on 2 cores (``--batches 1,8`` is the CPU default);
+torch.compile runs only with ``--compile`` (minutes of compilation); CUDA graphs are skipped.
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` per row; on CPU the process's peak
+resident set size (``resource.getrusage``), which only grows, so it is the peak so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from dfl_infer.model import DFLConfig, DFLModel
+
+logger = logging.getLogger("model_speed")
+
+# Targets of tracker issue 6 (GPU: H100, bf16, r50).
+GPU_TARGET_CROPS_PER_S = 3000.0
+GPU_TARGET_LATENCY_B1_MS = 5.0
+GPU_TARGET_MATMUL_FRACTION = 0.25
+
+
+@dataclass
+class Row:
+    config: str
+    dtype: str
+    mode: str  # eager | channels_last | compile | cuda_graph
+    batch: int
+    latency_ms: float | None  # median of the timed repeats
+    latency_min_ms: float | None
+    crops_per_s: float | None
+    gflops_per_crop: float
+    matmul_fraction: float | None  # achieved FLOP rate / measured bf16 matmul rate (CUDA, bf16)
+    peak_mem_mib: float | None
+    repeats: int
+    note: str = ""
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(
+    fn: Callable[[], object],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    max_seconds: float,
+) -> list[float]:
+    """Seconds per call of ``fn``: ``warmup`` untimed calls, then up to ``repeats`` timed ones
+    (at least 3, stopping early once ``max_seconds`` have been spent timing)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times: list[float] = []
+    start_all = time.perf_counter()
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 3 and time.perf_counter() - start_all > max_seconds:
+            break
+    return times
+
+
+def flops_per_crop(model: DFLModel, device: torch.device) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    s = model.config.input_size
+    x = torch.randn(2, 3, s, s, device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(x)
+    return counter.get_total_flops() / 2
+
+
+def bf16_matmul_tflops(device: torch.device, n: int = 8192) -> float:
+    """Measured dense bf16 matmul rate (TFLOP/s) on this GPU, the denominator of the
+    fraction-of-peak column."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    times = time_fn(lambda: a @ b, device, warmup=5, repeats=20, max_seconds=10.0)
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def make_runner(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    dtype: str,
+    mode: str,
+    device: torch.device,
+) -> Callable[[], object]:
+    amp = dtype == "bf16"
+
+    def forward() -> object:
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            return model(x)
+
+    if mode != "cuda_graph":
+        return forward
+    # Capture once on a side stream after a warm-up, then replay with the same static input.
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            forward()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        forward()
+    return graph.replay
+
+
+def bench_config(
+    name: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    matmul_tflops: float | None,
+) -> list[Row]:
+    torch.manual_seed(0)
+    config = getattr(DFLConfig, name)()
+    base = DFLModel(config).to(device).eval()
+    gflops = flops_per_crop(base, device) / 1e9
+    logger.info("%s: %.2f GFLOPs per crop, %.1f M parameters", name, gflops,
+                base.num_parameters() / 1e6)  # fmt: skip
+    modes = ["eager", "channels_last"]
+    if args.compile or (device.type == "cuda" and not args.no_compile):
+        modes.append("compile")
+    if device.type == "cuda":
+        modes.append("cuda_graph")
+    rows: list[Row] = []
+    s = config.input_size
+    for dtype in args.dtypes:
+        for mode in modes:
+            cl = mode in ("channels_last", "compile", "cuda_graph")
+            model = base.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            if mode == "compile":
+                model = torch.compile(model)
+            for batch in args.batches:
+                if device.type == "cpu" and dtype == "bf16" and batch > args.cpu_bf16_max_batch:
+                    continue  # emulated bf16 without AVX512-BF16/AMX: slow, batch 1 tells enough
+                x = torch.randn(batch, 3, s, s, device=device)
+                if cl:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats(device)
+                note = ""
+                try:
+                    fn = make_runner(model, x, dtype, mode, device)
+                    warm = args.warmup + (2 if mode == "compile" else 0)
+                    if device.type == "cpu" and dtype == "bf16":
+                        warm = 1  # seconds per call: one untimed call is enough
+                    times = time_fn(fn, device, warm, args.repeats, args.max_seconds)
+                except Exception as exc:  # noqa: BLE001 - report the failure in the table
+                    if device.type == "cuda" and isinstance(exc, torch.cuda.OutOfMemoryError):
+                        torch.cuda.empty_cache()
+                    note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                    logger.warning("%s %s %s b%d %s", name, dtype, mode, batch, note)
+                    times = []
+                med = statistics.median(times) if times else None
+                cps = batch / med if med else None
+                frac = None
+                if cps and matmul_tflops and dtype == "bf16":
+                    frac = cps * gflops * 1e9 / (matmul_tflops * 1e12)
+                if device.type == "cuda":
+                    mem = torch.cuda.max_memory_allocated(device) / 2**20
+                else:
+                    mem = peak_rss_mib()
+                row = Row(
+                    config=name, dtype=dtype, mode=mode, batch=batch,
+                    latency_ms=med * 1e3 if med else None,
+                    latency_min_ms=min(times) * 1e3 if times else None,
+                    crops_per_s=cps, gflops_per_crop=gflops, matmul_fraction=frac,
+                    peak_mem_mib=mem, repeats=len(times), note=note,
+                )  # fmt: skip
+                rows.append(row)
+                print(format_row(row), flush=True)
+    return rows
+
+
+HEADER = (
+    f"{'config':6} {'dtype':5} {'mode':13} {'batch':>5} {'lat ms':>9} {'min ms':>9} "
+    f"{'crops/s':>9} {'GFLOP/crop':>10} {'%matmul':>7} {'peak MiB':>9} {'n':>3}  note"
+)
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return format(v, fmt) if v is not None else "-"
+
+
+def format_row(r: Row) -> str:
+    frac = f"{100 * r.matmul_fraction:.1f}" if r.matmul_fraction is not None else "-"
+    return (
+        f"{r.config:6} {r.dtype:5} {r.mode:13} {r.batch:5d} {_f(r.latency_ms, '9.2f')} "
+        f"{_f(r.latency_min_ms, '9.2f')} {_f(r.crops_per_s, '9.1f')} {r.gflops_per_crop:10.2f} "
+        f"{frac:>7} {_f(r.peak_mem_mib, '9.0f')} {r.repeats:3d}  {r.note}"
+    )
+
+
+def machine_info(device: torch.device) -> dict[str, object]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    info: dict[str, object] = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        info["loadavg_start"] = open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        pass
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", default="r18,r50", help="comma-separated presets (r18,r50,tiny)")
+    p.add_argument("--batches", default=None, help="comma-separated batch sizes "
+                   "(default: 1,8,64,256 on CUDA, 1,8 on CPU)")  # fmt: skip
+    p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile on CPU")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls (CPU 2, CUDA 10)")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls (CPU 5, CUDA 30)")
+    p.add_argument("--max-seconds", type=float, default=20.0,
+                   help="stop timing a row after this long (at least 3 calls)")  # fmt: skip
+    p.add_argument("--cpu-bf16-max-batch", type=int, default=1,
+                   help="largest batch timed for bf16 on CPU (emulated bf16 is slow)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--json", metavar="PATH", help="write rows and machine info as JSON")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="model_speed: %(message)s")
+
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gpu = device.type == "cuda"
+    args.batches = [int(b) for b in (args.batches or ("1,8,64,256" if gpu else "1,8")).split(",")]
+    args.dtypes = [d.strip() for d in args.dtypes.split(",")]
+    args.warmup = args.warmup if args.warmup is not None else (10 if gpu else 2)
+    args.repeats = args.repeats if args.repeats is not None else (30 if gpu else 5)
+    info = machine_info(device)
+    print(json.dumps(info))
+    matmul = None
+    if gpu:
+        matmul = bf16_matmul_tflops(device)
+        info["bf16_matmul_tflops"] = matmul
+        print(f"measured bf16 matmul (8192^3): {matmul:.1f} TFLOP/s")
+    else:
+        print("CPU run: CUDA graphs, GPU bf16 and the fraction-of-matmul column are skipped "
+              "(the GPU targets cannot be measured here)")  # fmt: skip
+    print(HEADER)
+    rows: list[Row] = []
+    for name in args.configs.split(","):
+        rows += bench_config(name.strip(), args, device, matmul)
+    try:
+        info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        pass
+    print(f"load average at end: {info.get('loadavg_end')}")
+    if gpu:
+        _print_gpu_targets(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "rows": [asdict(r) for r in rows]}, f, indent=1)
+    return 0
+
+
+def _print_gpu_targets(rows: list[Row]) -> None:
+    r50 = [r for r in rows if r.config == "r50" and r.dtype == "bf16" and r.crops_per_s]
+    if not r50:
+        return
+    best = max(r50, key=lambda r: r.crops_per_s or 0)
+    b1 = [r for r in r50 if r.batch == 1]
+    fast1 = min(b1, key=lambda r: r.latency_ms or 1e9) if b1 else None
+    print(f"target r50 bf16 >= {GPU_TARGET_CROPS_PER_S:.0f} crops/s: best {best.crops_per_s:.0f}"
+          f" ({best.mode}, batch {best.batch})")  # fmt: skip
+    if fast1 is not None and fast1.latency_ms is not None:
+        print(f"target r50 bf16 batch 1 <= {GPU_TARGET_LATENCY_B1_MS} ms: {fast1.latency_ms:.2f} ms"
+              f" ({fast1.mode})")  # fmt: skip
+    if best.matmul_fraction is not None:
+        print(
+            f"target >= {100 * GPU_TARGET_MATMUL_FRACTION:.0f}% of bf16 matmul rate: "
+            f"{100 * best.matmul_fraction:.1f}%"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

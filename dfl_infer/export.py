@@ -1,0 +1,101 @@
+"""ONNX export of the DFL network (``dfl-infer export-onnx``).
+
+Exported: the network alone, as ``DFLModel`` defines it: input ``images`` (B, 3, S, S) float32,
+normalized with the config's mean/std (RGB, [0, 1] then (x - mean) / std), S = ``input_size``;
+outputs ``joints_25d`` (B, 42, 3), ``hand_presence`` (B, 2) logits, ``rel_root_depth`` (B,) mm and
+``segmentation`` (B, 33, S/4, S/4) logits, with the meanings documented on ``DFLModel``. The
+per-iteration 2D predictions (``joints_2d_iter``, a training signal) are dropped. Detection,
+cropping and lifting stay in Python (``DFLPredictor``); the preprocessing contract (input size,
+mean, std, box scale) and the full config are stored in the model's metadata properties.
+
+Uses the TorchScript-based exporter (``dynamo=False``), so only ``onnx`` is needed, not
+``onnxscript``; ``onnxruntime`` is only needed to run or check the file (extra ``onnx``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dfl_infer.model import DFLModel
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_NAMES = ("joints_25d", "hand_presence", "rel_root_depth", "segmentation")
+DEFAULT_OPSET = 17
+
+
+class _ExportWrapper(nn.Module):
+    """Tuple-returning view of ``DFLModel`` (ONNX outputs are positional)."""
+
+    def __init__(self, model: DFLModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(images)
+        return tuple(out[name] for name in OUTPUT_NAMES)  # type: ignore[misc]
+
+
+def export_onnx(
+    model: DFLModel,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    batch: int | None = None,
+) -> Path:
+    """Write ``model`` as ONNX to ``path``. ``batch``: a fixed batch size, or None for a dynamic
+    batch axis (named ``batch``). Returns the path. Needs the ``onnx`` package."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError(
+            "ONNX export needs the onnx package: pip install 'dfl-infer[onnx]'"
+        ) from exc
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    # A copy: with torch 2.14 the TorchScript exporter changed the exported module's weights in
+    # place (its outputs differed after export), which would silently corrupt the caller's model.
+    model = copy.deepcopy(model).cpu().float().eval()
+    s = cfg.input_size
+    example = torch.randn(batch or 2, 3, s, s)
+    dynamic_axes = None
+    if batch is None:
+        dynamic_axes = {name: {0: "batch"} for name in ("images", *OUTPUT_NAMES)}
+    with warnings.catch_warnings():
+        # The input-shape check in forward() becomes a constant in the trace: expected, harmless.
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)  # the TorchScript exporter
+        torch.onnx.export(
+            _ExportWrapper(model),
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    meta = {
+        "dfl_config": json.dumps(cfg.to_dict()),
+        "input_size": str(s),
+        "mean": json.dumps(list(cfg.mean)),
+        "std": json.dumps(list(cfg.std)),
+        "box_scale": str(cfg.box_scale),
+        "input_contract": "images (B,3,S,S) float32 RGB: (pixel/255 - mean) / std",
+    }
+    for key, value in meta.items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    logger.info("wrote %s (opset %d, batch %s)", path, opset, batch or "dynamic")
+    return path

@@ -1,0 +1,382 @@
+"""InterHand2.6M-layout datasets: GT-box crops, the paper's augmentations, labels moved exactly.
+
+Layout read (InterHand2.6M's official one; also what ``dfl-train synth`` and ``dfl-train
+pseudolabel`` write)::
+
+    ROOT/images/{split}/<file_name>
+    ROOT/annotations/{split}/InterHand2.6M_{split}_data.json       COCO-style images + annotations
+    ROOT/annotations/{split}/InterHand2.6M_{split}_camera.json     {capture: {campos, camrot, focal,
+                                                                    princpt: {camera: ...}}}
+    ROOT/annotations/{split}/InterHand2.6M_{split}_joint_3d.json   {capture: {frame_idx: {
+                                                                    world_coord (42x3 mm),
+                                                                    joint_valid, ...}}}
+    ROOT/masks/{split}/<file_name with .png>                       optional part segmentation
+
+Camera coordinates are ``camrot @ (world - campos)`` (mm, OpenCV axes); pixels are
+``focal * xy / z + princpt``. JSON object keys are strings in the real files (captures, cameras,
+frame indices), so every lookup goes through ``str()``.
+
+Extension fields (optional, per annotation; written by ``dfl-train pseudolabel``, defaults in
+brackets, see ``docs/training.md``): ``depth_confidence`` [1.0] weight of the depth term for that
+annotation; ``depth_valid`` (42) [joint_valid] which joints have a usable relative depth;
+``root_depth_valid`` [1] whether the left-minus-right wrist depth is known; ``hand_missing`` [0]
+an external label says the image holds a hand the labeller did not find.
+
+Each item is a dict with the synthetic stream's keys (one loss serves both): ``image`` (3, S, S)
+float32 RGB in [0, 1]; ``joints_uvd`` (42, 3) u, v crop pixels and depth in mm relative to each
+hand's own wrist; ``joints_cam`` (42, 3) mm camera frame (x negated under a horizontal flip, so
+it stays consistent with the mirrored image); ``joint_valid`` (42,); ``hand_valid`` (2,) right,
+left; ``seg`` (S, S) int64 part classes (``SEG_IGNORE`` where unknown); ``intrinsics`` (4,) fx,
+fy, cx, cy of the crop (exact when the crop is not rotated); ``visibility`` (42,) valid and inside
+the crop; ``rel_root_depth`` () left wrist depth minus right wrist depth, mm. Extras used by the
+loss and evaluation: ``depth_weight`` (42,), ``presence_valid`` (2,), ``root_valid`` (),
+``seg_valid`` (), ``crop_matrix`` (2, 3) image -> crop affine, ``index`` ().
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from dfl_infer.crop import Crop, make_crop, points_box
+from dfl_infer.joints import (
+    FLIP_PERMUTATION,
+    NUM_HAND_JOINTS,
+    NUM_JOINTS,
+    ROOT_INDICES,
+    flip_seg_classes,
+)
+from dfl_infer.training.losses import SEG_IGNORE
+
+logger = logging.getLogger(__name__)
+
+HAND_TYPES = ("right", "left", "interacting")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random augmentation of §4.2 (flip, rotation, scale, translation) plus colour jitter.
+
+    Ranges follow InterNet's training code, which the paper's crops follow ([19]).
+    """
+
+    flip_prob: float = 0.5  # horizontal flip; swaps the hands (FLIP_PERMUTATION)
+    rotation_deg: float = 45.0  # uniform in +-rotation_deg, applied with rotation_prob
+    rotation_prob: float = 0.6
+    scale: float = 0.25  # box side multiplied by a factor uniform in [1 - scale, 1 + scale]
+    translation: float = 0.15  # box centre shifted by up to this fraction of its side, per axis
+    color: float = 0.2  # brightness, contrast and saturation factors in [1 - color, 1 + color]
+
+    @classmethod
+    def none(cls) -> AugmentConfig:
+        """No augmentation (evaluation)."""
+        return cls(flip_prob=0.0, rotation_prob=0.0, scale=0.0, translation=0.0, color=0.0)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Ground truth of one annotation in the original image (before cropping).
+
+    ``joints_cam`` (42, 3) mm; ``joints_img`` (42, 2) pixels; ``joint_valid`` (42,) bool;
+    ``depth_weight`` (42,) in [0, 1]; ``hand_type`` one of HAND_TYPES; ``intrinsics`` (4,).
+    """
+
+    image_path: Path
+    mask_path: Path | None
+    joints_cam: np.ndarray
+    joints_img: np.ndarray
+    joint_valid: np.ndarray
+    depth_weight: np.ndarray
+    hand_type: str
+    hand_type_valid: bool
+    root_depth_valid: bool
+    intrinsics: np.ndarray
+
+    @property
+    def hand_valid(self) -> np.ndarray:
+        """(2,) bool: which hands (right, left) the annotation has, with a valid wrist."""
+        present = {
+            "right": (True, False), "left": (False, True), "interacting": (True, True)
+        }[self.hand_type]  # fmt: skip
+        return np.array([present[h] and bool(self.joint_valid[ROOT_INDICES[h]]) for h in (0, 1)])
+
+    def box(self) -> np.ndarray:
+        """GT box (xyxy): the tight box of the valid joints' projections (InterNet-style)."""
+        valid = self.joint_valid & np.repeat(self.hand_valid, NUM_HAND_JOINTS)
+        pts = self.joints_img[valid] if valid.any() else self.joints_img[self.joint_valid]
+        box = points_box(pts)
+        # A degenerate box (one valid joint) still needs an area for make_crop.
+        if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            c = (box[:2] + box[2:]) / 2
+            box = np.array([c[0] - 8, c[1] - 8, c[0] + 8, c[1] + 8])
+        return box
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"annotation file not found: {path}") from None
+
+
+def _flat(value: Any, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.size != n:
+        raise ValueError(f"{name}: expected {n} values, got {arr.size}")
+    return arr
+
+
+def load_samples(root: str | Path, split: str) -> list[Sample]:
+    """Parse an InterHand2.6M-layout folder into samples (one per annotation)."""
+    root = Path(root)
+    ann_dir = root / "annotations" / split
+    if not ann_dir.is_dir():
+        raise NotADirectoryError(f"{ann_dir} does not exist: expected InterHand2.6M's layout")
+    prefix = f"InterHand2.6M_{split}"
+    data = _load_json(ann_dir / f"{prefix}_data.json")
+    cameras = _load_json(ann_dir / f"{prefix}_camera.json")
+    joints3d = _load_json(ann_dir / f"{prefix}_joint_3d.json")
+    images = {img["id"]: img for img in data["images"]}
+    mask_dir = root / "masks" / split
+    samples = []
+    for ann in data["annotations"]:
+        img = images[ann["image_id"]]
+        capture, cam, frame = str(img["capture"]), str(img["camera"]), str(img["frame_idx"])
+        c = cameras[capture]
+        campos = np.asarray(c["campos"][cam], dtype=np.float64).reshape(3)
+        camrot = np.asarray(c["camrot"][cam], dtype=np.float64).reshape(3, 3)
+        focal = np.asarray(c["focal"][cam], dtype=np.float64).reshape(2)
+        princpt = np.asarray(c["princpt"][cam], dtype=np.float64).reshape(2)
+        j3 = joints3d[capture][frame]
+        world = np.asarray(j3["world_coord"], dtype=np.float64).reshape(NUM_JOINTS, 3)
+        cam_xyz = (camrot @ (world - campos).T).T
+        valid = _flat(ann.get("joint_valid", j3["joint_valid"]), NUM_JOINTS, "joint_valid") > 0
+        valid &= _flat(j3["joint_valid"], NUM_JOINTS, "joint_valid") > 0
+        valid &= cam_xyz[:, 2] > 1.0  # behind or on the camera: no projection
+        z = np.where(cam_xyz[:, 2] > 1.0, cam_xyz[:, 2], 1.0)
+        uv = cam_xyz[:, :2] / z[:, None] * focal + princpt
+        hand_type = str(ann.get("hand_type", j3.get("hand_type", "interacting")))
+        if hand_type not in HAND_TYPES:
+            raise ValueError(f"annotation {ann.get('id')}: unknown hand_type {hand_type!r}")
+        # Joints of a hand the annotation says is absent are never supervised (InterNet does the
+        # same: single-hand frames carry the other hand's stale or empty coordinates).
+        present = {"right": [1, 0], "left": [0, 1], "interacting": [1, 1]}[hand_type]
+        valid &= np.repeat(np.array(present, dtype=bool), NUM_HAND_JOINTS)
+        depth_valid = np.asarray(ann.get("depth_valid", valid), dtype=np.float64).reshape(-1) > 0
+        depth_w = float(ann.get("depth_confidence", 1.0)) * (valid & depth_valid)
+        mask_path = mask_dir / Path(img["file_name"]).with_suffix(".png")
+        samples.append(
+            Sample(
+                image_path=root / "images" / split / img["file_name"],
+                mask_path=mask_path if mask_path.is_file() else None,
+                joints_cam=cam_xyz,
+                joints_img=uv,
+                joint_valid=valid,
+                depth_weight=depth_w,
+                hand_type=hand_type,
+                hand_type_valid=bool(ann.get("hand_type_valid", 1))
+                and not bool(ann.get("hand_missing", 0)),
+                root_depth_valid=bool(ann.get("root_depth_valid", 1)),
+                intrinsics=np.array([*focal, *princpt]),
+            )
+        )
+    logger.info("%s/%s: %d annotations, %d with masks", root, split, len(samples),
+                sum(s.mask_path is not None for s in samples))  # fmt: skip
+    return samples
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Brightness, contrast, saturation jitter of a float RGB image in [0, 1]."""
+    lo, hi = 1 - strength, 1 + strength
+    image = image * rng.uniform(lo, hi)
+    mean = image.mean()
+    image = (image - mean) * rng.uniform(lo, hi) + mean
+    gray = image.mean(axis=2, keepdims=True)
+    image = (image - gray) * rng.uniform(lo, hi) + gray
+    return np.clip(image, 0.0, 1.0)
+
+
+def crop_intrinsics(intrinsics: np.ndarray, crop: Crop) -> np.ndarray:
+    """(fx, fy, cx, cy) of the camera seen through ``crop`` (exact without rotation; under a flip
+    fx keeps its sign because the 3D labels are mirrored too)."""
+    fx, fy, cx, cy = intrinsics
+    pp = crop.to_crop(np.array([cx, cy]))
+    return np.array([fx * crop.scale, fy * crop.scale, pp[0], pp[1]])
+
+
+class InterHandDataset(Dataset):
+    """Crops of an InterHand2.6M-layout folder around the GT box, with optional augmentation.
+
+    Items are addressed by index, or by ``(index, seed)`` so that augmentation is a pure function
+    of the seed (reproducible across workers and after resuming; see :class:`StepBatchSampler`).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        size: int = 256,
+        box_scale: float = 1.25,
+        augment: AugmentConfig | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.size = size
+        self.box_scale = box_scale
+        self.augment = augment
+        self.samples = load_samples(self.root, split)
+        if not self.samples:
+            raise ValueError(f"{self.root}/{split} has no annotations")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def make_crop(self, index: int, rng: np.random.Generator | None = None) -> Crop:
+        """The crop of sample ``index``: the GT box x box_scale, randomly moved when ``rng``."""
+        box = self.samples[index].box()
+        aug = self.augment
+        if rng is None or aug is None:
+            return make_crop(box, self.size, self.box_scale)
+        c = (box[:2] + box[2:]) / 2
+        side = max(box[2] - box[0], box[3] - box[1])
+        c = c + rng.uniform(-aug.translation, aug.translation, 2) * side
+        half = side * (1 + rng.uniform(-aug.scale, aug.scale)) / 2
+        rot = rng.uniform(-aug.rotation_deg, aug.rotation_deg)
+        rot = rot if rng.uniform() < aug.rotation_prob else 0.0
+        flip = bool(rng.uniform() < aug.flip_prob)
+        moved = np.array([c[0] - half, c[1] - half, c[0] + half, c[1] + half])
+        return make_crop(moved, self.size, self.box_scale, rotation=rot, flip=flip)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        import cv2
+
+        index, seed = (item, None) if isinstance(item, (int, np.integer)) else item
+        index = int(index)
+        rng = None if seed is None or self.augment is None else np.random.default_rng(seed)
+        s = self.samples[index]
+        crop = self.make_crop(index, rng)
+        rgb = _read_rgb(s.image_path)
+        image = crop.warp(rgb).astype(np.float32) / 255.0
+        if rng is not None and self.augment is not None and self.augment.color > 0:
+            image = _jitter(image, rng, self.augment.color).astype(np.float32)
+        if s.mask_path is not None:
+            mask = cv2.imread(str(s.mask_path), cv2.IMREAD_UNCHANGED)
+            if mask is None:
+                raise FileNotFoundError(f"cannot read mask {s.mask_path}")
+            if mask.ndim == 3:
+                mask = mask[..., 0]
+            seg = cv2.warpAffine(
+                mask, crop.matrix, (self.size, self.size), flags=cv2.INTER_NEAREST,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+            ).astype(np.int64)  # fmt: skip
+            seg_valid = 1.0
+        else:
+            seg = np.full((self.size, self.size), SEG_IGNORE, dtype=np.int64)
+            seg_valid = 0.0
+
+        uv = crop.to_crop(s.joints_img)
+        cam = s.joints_cam.copy()
+        valid = s.joint_valid.copy()
+        depth_w = s.depth_weight.copy()
+        hand_valid = s.hand_valid.copy()
+        wrist_z = cam[list(ROOT_INDICES), 2]
+        depth = cam[:, 2] - np.repeat(wrist_z, NUM_HAND_JOINTS)
+        if crop.flip:
+            # The mirrored image shows a right hand as a left one: swap the hands' labels, mirror
+            # the 3D labels and the part classes. Depths do not change under a mirror.
+            perm = list(FLIP_PERMUTATION)
+            uv, depth, cam = uv[perm], depth[perm], cam[perm]
+            valid, depth_w, hand_valid = valid[perm], depth_w[perm], hand_valid[::-1].copy()
+            cam[:, 0] = -cam[:, 0]
+            seg = np.where(seg == SEG_IGNORE, SEG_IGNORE, flip_seg_classes()[np.minimum(seg, 32)])
+        # A hand's depths are relative to its own wrist: without a valid wrist they mean nothing.
+        depth_w = depth_w * np.repeat(hand_valid, NUM_HAND_JOINTS)
+        r, l_ = ROOT_INDICES
+        rel_root = cam[l_, 2] - cam[r, 2] if hand_valid.all() else 0.0
+        inside = (uv >= -0.5).all(1) & (uv <= self.size - 0.5).all(1)
+        intr = crop_intrinsics(s.intrinsics, crop)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "joints_uvd": torch.from_numpy(np.concatenate([uv, depth[:, None]], 1)).float(),
+            "joints_cam": torch.from_numpy(cam).float(),
+            "joint_valid": torch.from_numpy(valid.astype(np.float32)),
+            "hand_valid": torch.from_numpy(hand_valid.astype(np.float32)),
+            "seg": torch.from_numpy(seg),
+            "intrinsics": torch.from_numpy(intr).float(),
+            "visibility": torch.from_numpy((valid & inside).astype(np.float32)),
+            "rel_root_depth": torch.tensor(float(rel_root)),
+            "depth_weight": torch.from_numpy(depth_w.astype(np.float32)),
+            "presence_valid": torch.full((2,), float(s.hand_type_valid)),
+            "root_valid": torch.tensor(float(s.root_depth_valid and hand_valid.all())),
+            "seg_valid": torch.tensor(seg_valid),
+            "crop_matrix": torch.from_numpy(crop.matrix).float(),
+            "index": torch.tensor(index),
+        }
+
+
+def item_seed(seed: int, rank: int, step: int, slot: int) -> int:
+    """A 63-bit seed for one item of one step, independent of workers and restarts."""
+    return int(np.random.default_rng([seed, rank, step, slot]).integers(2**63 - 1))
+
+
+class StepBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Endless batches of ``(index, augmentation seed)`` whose content is a function of
+    (seed, rank, step) only, so resuming at step k reproduces the batches of an uninterrupted run.
+
+    ``steps`` optionally restricts the sampler to the steps this source serves when several
+    sources are mixed (an iterable of step numbers, ascending).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        steps: Iterator[int] | None = None,
+        start_step: int = 0,
+    ) -> None:
+        self.n, self.batch_size, self.seed, self.rank = n, batch_size, seed, rank
+        self.steps = steps
+        self.start_step = start_step
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        steps = self.steps if self.steps is not None else _count(self.start_step)
+        for step in steps:
+            rng = np.random.default_rng([self.seed, self.rank, step])
+            idx = rng.integers(0, self.n, self.batch_size)
+            yield [(int(i), item_seed(self.seed, self.rank, step, k)) for k, i in enumerate(idx)]
+
+    def __len__(self) -> int:
+        return 2**31 - 1  # endless; DataLoader only needs a number
+
+
+def _count(start: int) -> Iterator[int]:
+    k = start
+    while True:
+        yield k
+        k += 1
+
+
+def project_points(cam: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+    """Camera-frame points (..., 3) mm -> pixels (..., 2) with (fx, fy, cx, cy)."""
+    fx, fy, cx, cy = intrinsics
+    z = np.where(np.abs(cam[..., 2]) < 1e-9, 1e-9, cam[..., 2])
+    return np.stack([cam[..., 0] / z * fx + cx, cam[..., 1] / z * fy + cy], axis=-1)

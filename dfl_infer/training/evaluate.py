@@ -1,0 +1,183 @@
+"""``dfl-train evaluate``: InterHand2.6M's protocol on an InterHand-layout folder.
+
+Protocol (as InterNet and the DFL paper): the crop is cut around the GT box (valid joints'
+projections, x1.25), 2.5D predictions are mapped back to image pixels and lifted to 3D with the GT
+intrinsics and the GT root depth (``lift_to_3d(root_depth=...)``), then each hand is aligned at
+its own wrist. Metrics:
+
+- ``mpjpe_all`` / ``mpjpe_single`` / ``mpjpe_interacting`` (mm): mean Euclidean error over all
+  valid joints (of all, single-hand, interacting images), each hand wrist-aligned;
+- ``mrrpe`` (mm): error of the vector from the right wrist to the left wrist, on interacting images
+  with both wrists valid (the predicted left wrist depth is the right one + predicted relative
+  root depth);
+- ``pck_auc_0_50``: area under the PCK curve of the wrist-aligned errors, thresholds 0..50 mm
+  (51 points, normalized to [0, 1]);
+- ``handedness_acc``: share of images (with ``hand_type_valid``) whose set of hands predicted
+  present (presence logit > 0) equals the annotated hand_type;
+- ``n_images``.
+
+:func:`evaluate_predictions` takes predictions as arrays, so ground truth (or any other method's
+output) can be scored without a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dfl_infer.crop import apply_affine, invert_affine
+from dfl_infer.joints import NUM_HAND_JOINTS, ROOT_INDICES
+from dfl_infer.lift import Intrinsics, lift_to_3d, relative_to_wrist
+from dfl_infer.training.data import AugmentConfig, InterHandDataset
+
+logger = logging.getLogger(__name__)
+
+PCK_THRESHOLDS_MM = np.linspace(0.0, 50.0, 51)
+
+
+def evaluate_predictions(
+    dataset: InterHandDataset,
+    uvd: np.ndarray,
+    presence_logits: np.ndarray,
+    rel_root_depth: np.ndarray,
+) -> dict[str, float]:
+    """Score predictions for every sample of ``dataset`` (evaluation crops, no augmentation).
+
+    ``uvd`` (N, 42, 3): u, v in the crop pixels of ``dataset.make_crop(i)`` and depth (mm)
+    relative to each wrist; ``presence_logits`` (N, 2); ``rel_root_depth`` (N,) mm.
+    """
+    n = len(dataset)
+    if uvd.shape != (n, 2 * NUM_HAND_JOINTS, 3):
+        raise ValueError(f"uvd must be ({n}, 42, 3), got {uvd.shape}")
+    errors: dict[str, list[np.ndarray]] = {"single": [], "interacting": []}
+    rrpe, hand_ok = [], []
+    r, l_ = ROOT_INDICES
+    for i, s in enumerate(dataset.samples):
+        crop = dataset.make_crop(i)
+        uv_img = apply_affine(invert_affine(crop.matrix), uvd[i, :, :2])
+        intr = Intrinsics(*(float(v) for v in s.intrinsics))
+        present = s.hand_valid
+        if s.hand_type_valid:
+            pred_present = presence_logits[i] > 0
+            want = np.array([s.hand_type in ("right", "interacting"),
+                             s.hand_type in ("left", "interacting")])  # fmt: skip
+            hand_ok.append(bool((pred_present == want).all()))
+        if not present.any():
+            continue
+        first = r if present[0] else l_
+        pred = lift_to_3d(
+            uv_img, uvd[i, :, 2], intr, present=tuple(bool(p) for p in present),
+            rel_root_depth=float(rel_root_depth[i]), root_depth=float(s.joints_cam[first, 2]),
+        )  # fmt: skip
+        gt = s.joints_cam
+        err = np.linalg.norm(relative_to_wrist(pred) - relative_to_wrist(gt), axis=1)
+        valid = s.joint_valid & np.repeat(present, NUM_HAND_JOINTS)
+        key = "interacting" if s.hand_type == "interacting" else "single"
+        errors[key].append(err[valid])
+        if s.hand_type == "interacting" and present.all():
+            rrpe.append(float(np.linalg.norm((pred[l_] - pred[r]) - (gt[l_] - gt[r]))))
+
+    def mean(parts: list[np.ndarray]) -> float:
+        cat = np.concatenate(parts) if parts else np.zeros(0)
+        return float(cat.mean()) if cat.size else float("nan")
+
+    every = errors["single"] + errors["interacting"]
+    all_err = np.concatenate(every) if every else np.zeros(0)
+    pck = [(all_err <= t).mean() if all_err.size else np.nan for t in PCK_THRESHOLDS_MM]
+    return {
+        "mpjpe_all": mean(every),
+        "mpjpe_single": mean(errors["single"]),
+        "mpjpe_interacting": mean(errors["interacting"]),
+        "mrrpe": float(np.mean(rrpe)) if rrpe else float("nan"),
+        "pck_auc_0_50": float(np.mean(pck)),
+        "handedness_acc": float(np.mean(hand_ok)) if hand_ok else float("nan"),
+        "n_images": n,
+    }
+
+
+@torch.inference_mode()
+def predict_dataset(
+    model: torch.nn.Module, dataset: InterHandDataset, batch_size: int = 16,
+    device: str | torch.device = "cpu", num_workers: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Run ``model`` on the evaluation crops: (uvd (N, 42, 3), presence logits (N, 2),
+    relative root depth (N,))."""
+    from torch.utils.data import DataLoader
+
+    dev = torch.device(device)
+    cfg = model.config  # type: ignore[attr-defined]
+    mean = torch.tensor(cfg.mean, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=dev).view(1, 3, 1, 1)
+    model.eval().to(dev)
+    uvd, pres, rel = [], [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    for batch in loader:
+        x = (batch["image"].to(dev) - mean) / std
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            out = model(x)
+        uvd.append(out["joints_25d"].float().cpu().numpy())
+        pres.append(out["hand_presence"].float().cpu().numpy())
+        rel.append(out["rel_root_depth"].float().cpu().numpy())
+    return np.concatenate(uvd), np.concatenate(pres), np.concatenate(rel)
+
+
+def metrics_markdown(metrics: dict[str, float], title: str = "") -> str:
+    """A two-column Markdown table of the metrics."""
+    units = {"mpjpe_all": "mm", "mpjpe_single": "mm", "mpjpe_interacting": "mm", "mrrpe": "mm"}
+    lines = [f"# {title}\n" if title else "", "| metric | value |", "|---|---|"]
+    for k, v in metrics.items():
+        val = (
+            f"{v:.2f} {units[k]}"
+            if k in units
+            else (f"{v:.4f}" if isinstance(v, float) else str(v))
+        )
+        lines.append(f"| {k} | {val} |")
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def parse_eval_data(spec: str) -> Path:
+    kind, _, root = spec.partition(":")
+    if kind not in ("interhand", "synth", "folder") or not root:
+        raise ValueError(f"--data must be interhand:ROOT or synth:ROOT, got {spec!r}")
+    return Path(root)
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="InterHand2.6M protocol metrics of a model",
+        description="MPJPE, MRRPE, PCK-AUC, handedness of a model on an InterHand-layout folder.",
+    )  # fmt: skip
+    p.add_argument("--weights", required=True, help="weights folder or Hugging Face Hub id")
+    p.add_argument("--data", required=True, help="interhand:ROOT or synth:ROOT")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True, help="metrics JSON path (metrics.md is written beside)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dfl_infer.model import DFLModel
+    from dfl_infer.training.distributed import resolve_device
+
+    root = parse_eval_data(args.data)
+    device = resolve_device(args.device)
+    model = DFLModel.from_pretrained(args.weights, map_location="cpu")
+    cfg = model.config
+    ds = InterHandDataset(root, args.split, cfg.input_size, cfg.box_scale, AugmentConfig.none())
+    uvd, pres, rel = predict_dataset(model, ds, args.batch_size, device, args.num_workers)
+    metrics = evaluate_predictions(ds, uvd, pres, rel)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    md = out.with_name("metrics.md") if out.name != "metrics.md" else out.with_suffix(".table.md")
+    md.write_text(metrics_markdown(metrics, f"{args.weights} on {args.data} ({args.split})"))
+    logger.info("wrote %s and %s: MPJPE %.2f mm", out, md, metrics["mpjpe_all"])
+    return 0

@@ -1,0 +1,477 @@
+"""``dfl-train fit``: the training loop (Adam, the paper's step decay, bf16 on CUDA, DDP, EMA).
+
+Data sources are mixed per step: every step draws one source with probability proportional to its
+weight and takes a whole batch from it (the synthetic stream renders on the training device; the
+InterHand-layout folders go through a DataLoader). What a step sees is a pure function of
+(seed, rank, step): the source choice, the dataset indices, the augmentation seeds and the
+synthetic generator's seed. Resuming at step k therefore replays exactly the batches an
+uninterrupted run would have seen, without saving data-loader state.
+
+Outputs (rank 0 only): ``OUT/model.safetensors`` + ``OUT/config.json``
+(``DFLModel.save_pretrained``; the EMA weights when EMA is on), ``OUT/metrics.jsonl`` (one JSON
+object per logged step) and
+``OUT/checkpoint.pt`` (model, EMA, optimizer, scheduler, torch RNG, step; plain tensors and
+numbers only, loaded with ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dfl_infer.model import DFLConfig, DFLModel
+from dfl_infer.training import distributed
+from dfl_infer.training.losses import DFLLoss, LossConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+PRESETS = {"r50": DFLConfig.r50, "r18": DFLConfig.r18, "tiny": DFLConfig.tiny}
+SOURCE_KINDS = ("synth", "interhand", "folder")
+# The paper trains 50 epochs and divides the learning rate by 10 at epochs 24 and 35 (§4.2);
+# the same fractions of --steps are used here.
+PAPER_EPOCHS = 50
+PAPER_DECAY_EPOCHS = (24, 35)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One data source: ``kind`` synth / interhand / folder (a pseudo-labelled folder, same
+    layout), ``root`` its folder (None for synth), ``weight`` its share of the steps."""
+
+    kind: str
+    root: str | None = None
+    weight: float = 1.0
+
+
+def parse_data(spec: str) -> list[SourceSpec]:
+    """``synth[@W],interhand:ROOT[@W],folder:ROOT[@W]`` -> sources (weights default to 1)."""
+    sources = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        weight = 1.0
+        if "@" in part:
+            head, _, tail = part.rpartition("@")
+            try:
+                weight = float(tail)
+                part = head
+            except ValueError:
+                pass  # an '@' inside a path
+        kind, _, root = part.partition(":")
+        if kind not in SOURCE_KINDS:
+            raise ValueError(f"unknown data source {kind!r}; expected one of {SOURCE_KINDS}")
+        if kind == "synth" and root:
+            raise ValueError("synth takes no folder (use interhand:ROOT for rendered folders)")
+        if kind != "synth" and not root:
+            raise ValueError(f"{kind} needs a folder: {kind}:ROOT")
+        if not weight > 0:
+            raise ValueError(f"source weight must be positive, got {weight} for {kind}")
+        sources.append(SourceSpec(kind, root or None, weight))
+    if not sources:
+        raise ValueError("--data names no source")
+    return sources
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything ``fit`` needs; the CLI maps its flags onto these fields."""
+
+    out: str  # output folder
+    data: str = "synth"  # see parse_data
+    config: str = "tiny"  # r50 / r18 / tiny (ignored with init: the init folder's config wins)
+    steps: int = 1000  # optimizer steps in total (the schedule is scaled to this)
+    batch_size: int = 8  # per process
+    lr: float = 1e-4  # Adam, as in the paper
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0  # max global grad norm (0: off); guards against early spikes
+    ema_decay: float = 0.0  # 0: off; e.g. 0.999 for long runs
+    device: str = "auto"
+    resume: bool = False  # continue from OUT/checkpoint.pt when it exists
+    init: str | None = None  # start from these weights (folder or Hub id), fresh optimizer
+    split: str = "train"
+    seed: int = 0
+    num_workers: int = 2
+    log_every: int = 10
+    save_every: int = 500
+    input_size: int | None = None  # override the preset's crop size (quick CPU runs)
+    stop_after: int | None = None  # stop (with a checkpoint) after this step: time-limited jobs
+    synth_mesh: str | None = None
+    synth_backgrounds: str | None = None
+    progress: bool = True
+    augment: bool = True  # the paper's augmentations on dataset sources (off: overfit checks)
+
+
+def lr_factor(step: int, total: int) -> float:
+    """Multiplier of the base learning rate after ``step`` optimizer steps (step decay x0.1)."""
+    milestones = [round(total * e / PAPER_EPOCHS) for e in PAPER_DECAY_EPOCHS]
+    return 0.1 ** sum(step >= m for m in milestones)
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point state (buffers copied as is)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].lerp_(v.detach(), 1 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = set(self.shadow) ^ set(state)
+        if missing:
+            raise ValueError(f"EMA state keys do not match the model: {sorted(missing)[:5]}")
+        for k, v in state.items():
+            self.shadow[k].copy_(v)
+
+
+def choose_source(seed: int, step: int, weights: list[float]) -> int:
+    """Index of the source that serves ``step`` (the same on every rank)."""
+    if len(weights) == 1:
+        return 0
+    p = np.asarray(weights, dtype=np.float64)
+    return int(np.random.default_rng([seed, 104729, step]).choice(len(p), p=p / p.sum()))
+
+
+def _steps_of(source: int, seed: int, start: int, weights: list[float]) -> Iterator[int]:
+    step = start
+    while True:
+        if choose_source(seed, step, weights) == source:
+            yield step
+        step += 1
+
+
+def _synth_iter(
+    cfg: FitConfig, size: int, info: distributed.DistInfo, steps: Iterator[int]
+) -> Iterator[dict[str, torch.Tensor]]:
+    from dfl_infer.training.synth.engine import EngineConfig, SynthEngine
+    from dfl_infer.training.synth.scene import SceneConfig
+
+    engine = SynthEngine(
+        info.device, mesh=cfg.synth_mesh, backgrounds=cfg.synth_backgrounds,
+        config=EngineConfig(scene=SceneConfig(image_size=size)), seed=cfg.seed,
+    )  # fmt: skip
+    g = torch.Generator(device=info.device)
+    for step in steps:
+        # Seeded per step (and rank) so a resumed run renders the same scenes.
+        g.manual_seed(int(np.random.default_rng([cfg.seed, info.rank, step, 7]).integers(2**62)))
+        # Yield outside no_grad: a generator suspended inside it would leave grad mode off in
+        # the training loop.
+        with torch.no_grad():
+            batch = engine.sample(cfg.batch_size, g)
+        yield batch
+
+
+def _dataset_iter(
+    cfg: FitConfig, src: SourceSpec, size: int, box_scale: float, info: distributed.DistInfo,
+    steps: Iterator[int],
+) -> Iterator[dict[str, torch.Tensor]]:  # fmt: skip
+    from torch.utils.data import DataLoader
+
+    from dfl_infer.training.data import AugmentConfig, InterHandDataset, StepBatchSampler
+
+    assert src.root is not None
+    augment = AugmentConfig() if cfg.augment else None
+    ds = InterHandDataset(src.root, cfg.split, size, box_scale, augment=augment)
+    sampler = StepBatchSampler(len(ds), cfg.batch_size, cfg.seed, info.rank, steps=steps)
+    loader = DataLoader(
+        ds, batch_sampler=sampler, num_workers=cfg.num_workers,
+        pin_memory=info.device.type == "cuda",
+    )  # fmt: skip
+    yield from loader
+
+
+def build_sources(
+    cfg: FitConfig, model_cfg: DFLConfig, info: distributed.DistInfo, start_step: int
+) -> tuple[list[SourceSpec], list[Iterator[dict[str, torch.Tensor]]]]:
+    """One endless batch iterator per source, each yielding only the steps it serves."""
+    specs = parse_data(cfg.data)
+    weights = [s.weight for s in specs]
+    iters = []
+    for j, src in enumerate(specs):
+        steps = _steps_of(j, cfg.seed, start_step, weights)
+        if src.kind == "synth":
+            iters.append(_synth_iter(cfg, model_cfg.input_size, info, steps))
+        else:
+            iters.append(
+                _dataset_iter(cfg, src, model_cfg.input_size, model_cfg.box_scale, info, steps)
+            )
+    return specs, iters
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint, loaded without unpickling arbitrary objects."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """Drop logged steps after ``last_step`` (they will be logged again by the resumed run)."""
+    if not path.is_file():
+        return
+    keep = [
+        ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step
+    ]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def build_model(cfg: FitConfig) -> DFLModel:
+    if cfg.init:
+        model = DFLModel.from_pretrained(cfg.init, map_location="cpu")
+        logger.info("initialised from %s (%s)", cfg.init, model.config.backbone)
+    else:
+        if cfg.config not in PRESETS:
+            raise ValueError(f"unknown --config {cfg.config!r}; expected one of {sorted(PRESETS)}")
+        overrides = {"input_size": cfg.input_size} if cfg.input_size else {}
+        model = DFLModel(PRESETS[cfg.config](**overrides))
+    if cfg.input_size and model.config.input_size != cfg.input_size:
+        raise ValueError(
+            f"--input-size {cfg.input_size} differs from the init weights' "
+            f"{model.config.input_size}"
+        )
+    return model.train()
+
+
+def fit(cfg: FitConfig) -> Path:
+    """Train as ``cfg`` says; returns the output folder. Launch under torchrun for DDP."""
+    info = distributed.setup(cfg.device)
+    try:
+        return _fit(cfg, info)
+    finally:
+        distributed.cleanup()
+
+
+def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
+    from tqdm import tqdm
+
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise ValueError("--steps and --batch-size must be >= 1")
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    metrics_path = out / METRICS_NAME
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    mcfg = model.config
+    dev = info.device
+    cuda = dev.type == "cuda"
+    model.to(dev)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.steps))
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    start = 0
+    if cfg.resume and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        saved_cfg = DFLConfig.from_dict(state["model_config"], source=str(ckpt_path))
+        if dataclasses.replace(saved_cfg, metadata={}) != dataclasses.replace(mcfg, metadata={}):
+            raise ValueError(f"{ckpt_path} was trained with another architecture: {saved_cfg}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            if state.get("ema") is None:
+                ema = EMA(model, cfg.ema_decay)
+            else:
+                ema.load_state_dict(state["ema"])
+        _set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)])
+        start = int(state["step"])
+        logger.info("resumed from %s at step %d", ckpt_path, start)
+    elif cfg.resume:
+        logger.info("no %s yet: starting from scratch", ckpt_path)
+    if info.is_main and start == 0 and metrics_path.exists():
+        metrics_path.unlink()
+    elif info.is_main:
+        _trim_metrics(metrics_path, start)
+
+    net: nn.Module = model
+    if info.distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
+    loss_fn = DFLLoss(LossConfig(), input_size=mcfg.input_size)
+    mean = torch.tensor(mcfg.mean, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(mcfg.std, device=dev).view(1, 3, 1, 1)
+    specs, iters = build_sources(cfg, mcfg, info, start + 1)
+    weights = [s.weight for s in specs]
+    end = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (info.is_main and cfg.progress),
+               desc="fit", dynamic_ncols=True)  # fmt: skip
+    t_last, steps_since = time.perf_counter(), 0
+    for step in range(start + 1, end + 1):
+        j = choose_source(cfg.seed, step, weights)
+        batch = {k: v.to(dev, non_blocking=True) for k, v in next(iters[j]).items()}
+        if batch["image"].shape[-1] != mcfg.input_size:
+            raise ValueError(
+                f"{specs[j].kind} gives {batch['image'].shape[-1]}px images; the model takes "
+                f"{mcfg.input_size}px"
+            )
+        x = (batch["image"].float() - mean) / std
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+            outputs = net(x)
+        losses = loss_fn(outputs, batch)  # float32 outside autocast
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if cfg.grad_clip > 0 else torch.tensor(float("nan"))
+        )  # fmt: skip
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+        steps_since += 1
+        bar.update(1)
+        last = step == end
+        if step % cfg.log_every == 0 or last:
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            values = distributed.mean_over_ranks(values, info)
+            now = time.perf_counter()
+            record = {
+                "step": step, **values, "lr": optimizer.param_groups[0]["lr"],
+                "grad_norm": float(grad_norm), "source": specs[j].kind,
+                "steps_per_s": steps_since / max(now - t_last, 1e-9),
+            }  # fmt: skip
+            t_last, steps_since = now, 0
+            if not math.isfinite(values["loss"]):
+                raise FloatingPointError(f"loss is {values['loss']} at step {step}")
+            if info.is_main:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{values['loss']:.3g}")
+        if step % cfg.save_every == 0 or last:
+            _save(cfg, info, model, ema, optimizer, scheduler, step)
+    bar.close()
+    if start >= end and info.is_main:
+        logger.info("nothing to do: the checkpoint is already at step %d", start)
+    return out
+
+
+def _save(
+    cfg: FitConfig, info: distributed.DistInfo, model: DFLModel, ema: EMA | None,
+    optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
+) -> None:  # fmt: skip
+    # Every rank's RNG state goes into the checkpoint so each can resume its own stream.
+    rng = _rng_state()
+    if info.distributed:
+        gathered: list[Any] = [None] * info.world_size
+        torch.distributed.all_gather_object(gathered, rng)
+        rngs = gathered
+    else:
+        rngs = [rng]
+    if not info.is_main:
+        return
+    out = Path(cfg.out)
+    meta = {"trained_steps": step, "data": cfg.data, "batch_size": cfg.batch_size * info.world_size}
+    export = DFLModel(dataclasses.replace(model.config, metadata={**model.config.metadata, **meta}))
+    export.load_state_dict(ema.state_dict() if ema is not None else model.state_dict())
+    export.save_pretrained(out)
+    state = {
+        "step": step,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "ema": None if ema is None else {k: v.cpu() for k, v in ema.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rngs,
+        "model_config": model.config.to_dict(),
+        "fit_config": dataclasses.asdict(cfg),
+    }
+    _atomic_save(state, out / CHECKPOINT_NAME)
+    logger.debug("checkpoint at step %d", step)
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "fit", help="train a DFL model",
+        description="Train a DFL model on synthetic and/or InterHand-layout data.",
+    )  # fmt: skip
+    p.add_argument("--config", default="tiny", choices=sorted(PRESETS))
+    p.add_argument(
+        "--data",
+        default="synth",
+        help="comma-separated sources: synth, interhand:ROOT, folder:ROOT, each with an "
+        "optional @WEIGHT (share of the steps), e.g. synth@3,interhand:/ih@1",
+    )
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--batch-size", type=int, default=8, help="per process")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", default=None, help="start from these weights (folder or Hub id)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--grad-clip", type=float, default=5.0)
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay (0: off)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--stop-after", type=int, default=None)
+    p.add_argument("--synth-mesh", default=None)
+    p.add_argument("--synth-backgrounds", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-augment", action="store_true", help="no augmentation of dataset sources")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = FitConfig(
+        out=args.out, data=args.data, config=args.config, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, grad_clip=args.grad_clip, ema_decay=args.ema,
+        device=args.device, resume=args.resume, init=args.init, split=args.split, seed=args.seed,
+        num_workers=args.num_workers, log_every=args.log_every, save_every=args.save_every,
+        input_size=args.input_size, stop_after=args.stop_after, synth_mesh=args.synth_mesh,
+        synth_backgrounds=args.synth_backgrounds, progress=not args.no_progress,
+        augment=not args.no_augment,
+    )  # fmt: skip
+    parse_data(cfg.data)  # fail on a bad --data before any process group starts
+    fit(cfg)
+    return 0

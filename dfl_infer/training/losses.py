@@ -1,0 +1,212 @@
+"""DFL's training losses (paper §3.4), as a module separate from the network.
+
+``L_total = L_2D + 3 L_2.5D + 1 L_seg + w_presence L_presence + w_root L_root`` where
+
+- ``L_2.5D = 0.5 L_tau=1(uv) + 1 L_tau=3(depth)`` on the final 2.5D joints (eq. 6),
+- ``L_2D = sum over iterations of L_tau=1(uv)`` on every iteration's 2D joints (eq. 6 with
+  alpha = 1, beta = 0, tau = 1),
+- ``L_seg = focal (gamma = 2) + soft dice`` over the 33 part classes (eq. 8-10) at the
+  segmentation head's resolution,
+- ``L_presence``: binary cross-entropy of the hand-presence logits (not in the paper: the package's
+  presence head needs it), ``L_root``: L1 of the left-minus-right wrist depth where both hands
+  are valid (the paper's relative root depth, supervised as in InterNet).
+
+``L_tau`` is eq. 7: ``x^2 / (2 tau)`` for ``|x| < tau``, else ``|x| - tau / 2``.
+
+Normalization: each term is a *mean over valid elements* (valid joints x coordinates, valid
+pixels, valid images) instead of eq. 7's sum, so the weights do not depend on the batch size,
+the number of visible joints or the crop size. u, v are in pixels of a 256-pixel crop (the
+paper's crop, for which tau = 1 px was chosen): for another input size S they are multiplied by
+256 / S before the loss, so tau keeps its meaning. Depths are in mm (tau = 3 mm). Masked terms
+with nothing valid return a zero that still depends on the outputs, so every parameter gets a
+gradient (DistributedDataParallel requires that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Pixels of the paper's crop: the unit in which tau_uv = 1 was chosen.
+REFERENCE_CROP = 256
+# Label of pixels without ground truth (no mask file); excluded from the segmentation loss.
+SEG_IGNORE = 255
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights and parameters of :class:`DFLLoss` (paper values unless noted)."""
+
+    alpha: float = 0.5  # weight of uv inside L_2.5D
+    beta: float = 1.0  # weight of depth inside L_2.5D
+    tau_uv: float = 1.0  # pixels of a 256 crop
+    tau_depth: float = 3.0  # mm
+    lambda_25d: float = 3.0
+    lambda_seg: float = 1.0
+    gamma: float = 2.0  # focal loss
+    dice_eps: float = 1.0  # soft dice smoothing
+    # Not in the paper: presence BCE and relative root depth L1 (mm), see the module docstring.
+    # One mm of root error costs as much as one mm of a single joint's depth would under beta.
+    w_presence: float = 1.0
+    w_root: float = 1.0
+
+
+def smooth_l1_tau(x: torch.Tensor, tau: float) -> torch.Tensor:
+    """Elementwise eq. 7: ``x^2 / (2 tau)`` where ``|x| < tau``, else ``|x| - tau / 2``."""
+    ax = x.abs()
+    return torch.where(ax < tau, x * x / (2 * tau), ax - tau / 2)
+
+
+def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of ``values`` (weights broadcast); 0 (still in the graph) when all are 0."""
+    weight = weight.to(values.dtype).expand_as(values)
+    total = weight.sum()
+    return (values * weight).sum() / total.clamp_min(1e-8)
+
+
+def joint_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    uv_weight: torch.Tensor,
+    depth_weight: torch.Tensor | None,
+    alpha: float,
+    beta: float,
+    tau_uv: float,
+    tau_depth: float,
+    uv_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 6 parts: (alpha * L_tau_uv(uv), beta * L_tau_depth(d)), each a masked mean.
+
+    pred/target (B, J, 2 or 3); uv_weight/depth_weight (B, J). Returns two scalars.
+    """
+    luv = smooth_l1_tau((pred[..., :2] - target[..., :2]) * uv_scale, tau_uv)
+    uv = alpha * masked_mean(luv, uv_weight[..., None])
+    if depth_weight is None or beta == 0:
+        return uv, pred.sum() * 0
+    ld = smooth_l1_tau(pred[..., 2] - target[..., 2], tau_depth)
+    return uv, beta * masked_mean(ld, depth_weight)
+
+
+def downsample_labels(seg: torch.Tensor, size: int, num_classes: int) -> torch.Tensor:
+    """(B, H, W) int labels -> (B, size, size) by the mode of each block (one-hot area average,
+    then argmax; ties go to the lower class). Blocks whose majority is ``SEG_IGNORE`` stay
+    ignored. Mode rather than nearest so one stray pixel does not decide a whole block."""
+    b, h, w = seg.shape
+    if (h, w) == (size, size):
+        return seg
+    if h % size or w % size:
+        raise ValueError(f"label map {h}x{w} is not a multiple of {size}")
+    ignore = seg == SEG_IGNORE
+    onehot = F.one_hot(torch.where(ignore, num_classes, seg), num_classes + 1)
+    area = F.avg_pool2d(onehot.permute(0, 3, 1, 2).float(), kernel_size=(h // size, w // size))
+    mode = area.argmax(dim=1)
+    return torch.where(mode == num_classes, SEG_IGNORE, mode)
+
+
+def focal_loss(
+    logits: torch.Tensor, labels: torch.Tensor, gamma: float, weight: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 8 as a mean over valid pixels: ``-(1 - p_t)^gamma log p_t`` with p = softmax(logits).
+
+    The paper prints ``(1 - sigma^gamma)``; the focal loss of [31] it cites is ``(1 - p)^gamma``,
+    which is what is used. logits (B, C, H, W); labels (B, H, W); weight (B, H, W) 0/1.
+    """
+    logp = F.log_softmax(logits.float(), dim=1)
+    safe = torch.where(labels == SEG_IGNORE, 0, labels)
+    logp_t = logp.gather(1, safe[:, None]).squeeze(1)
+    per_pixel = -((1 - logp_t.exp()) ** gamma) * logp_t
+    return masked_mean(per_pixel, weight)
+
+
+def dice_loss(
+    logits: torch.Tensor, labels: torch.Tensor, eps: float, weight: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 9 per image, averaged over images with any valid pixel:
+    ``1 - mean_j (2 sum T p + eps) / (sum T + sum p + eps)`` over valid pixels."""
+    c = logits.shape[1]
+    prob = F.softmax(logits.float(), dim=1)
+    safe = torch.where(labels == SEG_IGNORE, 0, labels)
+    onehot = F.one_hot(safe, c).permute(0, 3, 1, 2).float()
+    w = weight[:, None].float()
+    inter = (onehot * prob * w).sum(dim=(2, 3))
+    denom = (onehot * w).sum(dim=(2, 3)) + (prob * w).sum(dim=(2, 3))
+    per_image = 1 - ((2 * inter + eps) / (denom + eps)).mean(dim=1)
+    image_valid = (weight.flatten(1).sum(1) > 0).float()
+    return masked_mean(per_image, image_valid)
+
+
+class DFLLoss(nn.Module):
+    """The total training loss. ``forward(outputs, batch)`` -> dict of scalar tensors: ``loss``
+    (the total to minimize) and its components ``l2d``, ``l25d_uv``, ``l25d_depth``, ``l25d``,
+    ``focal``, ``dice``, ``seg``, ``presence``, ``root``.
+
+    ``outputs`` is DFLModel's dict; ``batch`` holds ``joints_uvd`` (B, 42, 3), ``joint_valid``
+    (B, 42), ``hand_valid`` (B, 2), ``seg`` (B, S, S), ``rel_root_depth`` (B,), and optionally
+    ``depth_weight`` (B, 42) [joint_valid], ``presence_valid`` (B, 2) [1], ``root_valid`` (B,) [1],
+    ``seg_valid`` (B,) [1].
+    """
+
+    def __init__(self, config: LossConfig | None = None, input_size: int = REFERENCE_CROP) -> None:
+        super().__init__()
+        self.config = config or LossConfig()
+        self.uv_scale = REFERENCE_CROP / input_size
+
+    def forward(
+        self, outputs: dict[str, object], batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        pred = outputs["joints_25d"]
+        assert isinstance(pred, torch.Tensor)
+        pred = pred.float()
+        target = batch["joints_uvd"].float()
+        valid = batch["joint_valid"].float()
+        dw = batch.get("depth_weight", valid).float() * valid
+        uv, depth = joint_loss(
+            pred, target, valid, dw, cfg.alpha, cfg.beta, cfg.tau_uv, cfg.tau_depth, self.uv_scale
+        )
+        l2d = pred.sum() * 0
+        iters = outputs.get("joints_2d_iter", [])
+        assert isinstance(iters, list)
+        for uv_t in iters:
+            l2d = l2d + joint_loss(
+                uv_t.float(), target, valid, None, 1.0, 0.0, cfg.tau_uv, cfg.tau_depth,
+                self.uv_scale,
+            )[0]  # fmt: skip
+
+        logits = outputs["segmentation"]
+        assert isinstance(logits, torch.Tensor)
+        labels = downsample_labels(batch["seg"].long(), logits.shape[-1], logits.shape[1])
+        b = labels.shape[0]
+        seg_valid = batch.get("seg_valid", torch.ones(b, device=labels.device)).float()
+        pix_w = (labels != SEG_IGNORE).float() * seg_valid[:, None, None]
+        focal = focal_loss(logits, labels, cfg.gamma, pix_w)
+        dice = dice_loss(logits, labels, cfg.dice_eps, pix_w)
+
+        presence_logits = outputs["hand_presence"]
+        assert isinstance(presence_logits, torch.Tensor)
+        hand_valid = batch["hand_valid"].float()
+        pres_w = batch.get("presence_valid", torch.ones_like(hand_valid)).float()
+        bce = F.binary_cross_entropy_with_logits(
+            presence_logits.float(), hand_valid, reduction="none"
+        )
+        presence = masked_mean(bce, pres_w)
+
+        rel = outputs["rel_root_depth"]
+        assert isinstance(rel, torch.Tensor)
+        root_w = hand_valid[:, 0] * hand_valid[:, 1]
+        root_w = root_w * batch.get("root_valid", torch.ones_like(root_w)).float()
+        root = masked_mean((rel.float() - batch["rel_root_depth"].float()).abs(), root_w)
+
+        l25d = uv + depth
+        seg = focal + dice
+        total = (
+            l2d + cfg.lambda_25d * l25d + cfg.lambda_seg * seg + cfg.w_presence * presence
+            + cfg.w_root * root
+        )  # fmt: skip
+        return {
+            "loss": total, "l2d": l2d, "l25d": l25d, "l25d_uv": uv, "l25d_depth": depth,
+            "seg": seg, "focal": focal, "dice": dice, "presence": presence, "root": root,
+        }  # fmt: skip

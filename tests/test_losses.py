@@ -1,0 +1,170 @@
+"""DFL losses (paper §3.4) against values computed by hand, and their masking."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dfl_infer.training.losses import (
+    SEG_IGNORE,
+    DFLLoss,
+    LossConfig,
+    dice_loss,
+    downsample_labels,
+    focal_loss,
+    joint_loss,
+    smooth_l1_tau,
+)
+
+
+def test_smooth_l1_tau_is_eq7():
+    x = torch.tensor([0.5, 2.0, -4.0, 0.0])
+    # tau = 1: x^2 / 2 below 1, |x| - 0.5 above.
+    assert torch.allclose(smooth_l1_tau(x, 1.0), torch.tensor([0.125, 1.5, 3.5, 0.0]))
+    # tau = 3: x^2 / 6 below 3, |x| - 1.5 above.
+    assert torch.allclose(smooth_l1_tau(x, 3.0), torch.tensor([0.25 / 6, 4 / 6, 2.5, 0.0]))
+    # Continuous at |x| = tau.
+    t = torch.tensor([3.0 - 1e-6, 3.0])
+    v = smooth_l1_tau(t, 3.0)
+    assert abs(float(v[0] - v[1])) < 1e-5
+
+
+def test_joint_loss_masked_mean():
+    pred = torch.zeros(1, 3, 3)
+    target = torch.zeros(1, 3, 3)
+    target[0, 0] = torch.tensor([2.0, 0.0, 6.0])
+    target[0, 1] = torch.tensor([0.5, 0.0, 1.0])
+    target[0, 2] = torch.tensor([100.0, 100.0, 100.0])  # invalid: must not count
+    w = torch.tensor([[1.0, 1.0, 0.0]])
+    uv, d = joint_loss(pred, target, w, w, alpha=0.5, beta=1.0, tau_uv=1.0, tau_depth=3.0)
+    # uv: (1.5 + 0 + 0.125 + 0) / 4 valid coordinates, x alpha 0.5.
+    assert float(uv) == pytest.approx(0.5 * 1.625 / 4)
+    # depth: (6 - 1.5, 1 / 6) averaged over the 2 valid joints.
+    assert float(d) == pytest.approx((4.5 + 1 / 6) / 2)
+    # uv_scale multiplies the pixel error before tau (input size 128 -> x2).
+    uv2, _ = joint_loss(pred, target, w, w, 1.0, 1.0, 1.0, 3.0, uv_scale=2.0)
+    assert float(uv2) == pytest.approx((3.5 + 0 + 0.5 + 0) / 4)
+
+
+def test_downsample_labels_mode_and_ignore():
+    seg = torch.zeros(1, 8, 8, dtype=torch.long)
+    seg[0, :4, :4] = 3
+    seg[0, :2, :3] = 0  # 6 of 16 background: class 3 still has the majority
+    seg[0, 4:, 4:] = SEG_IGNORE
+    out = downsample_labels(seg, 2, 33)
+    assert out.tolist() == [[[3, 0], [0, SEG_IGNORE]]]
+
+
+def test_focal_gamma0_is_cross_entropy_and_uniform_value():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 33, 4, 4)
+    labels = torch.randint(0, 33, (2, 4, 4))
+    ones = torch.ones(2, 4, 4)
+    assert torch.allclose(focal_loss(logits, labels, 0.0, ones), F.cross_entropy(logits, labels))
+    # Uniform logits: p_t = 1/33 -> (1 - 1/33)^2 * ln 33 everywhere.
+    val = focal_loss(torch.zeros(1, 33, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), 2.0,
+                     torch.ones(1, 2, 2))  # fmt: skip
+    assert float(val) == pytest.approx((32 / 33) ** 2 * math.log(33), rel=1e-5)
+
+
+def _dice_uniform(labels: list[int], eps: float = 1.0, c: int = 33) -> float:
+    """Eq. 9 by hand for uniform probabilities 1/c over len(labels) pixels."""
+    n = len(labels)
+    terms = []
+    for j in range(c):
+        count = labels.count(j)
+        terms.append((2 * count / c + eps) / (count + n / c + eps))
+    return 1 - sum(terms) / c
+
+
+def test_dice_matches_hand_value():
+    labels = torch.tensor([[[0, 0], [1, 17]]])
+    val = dice_loss(torch.zeros(1, 33, 2, 2), labels, 1.0, torch.ones(1, 2, 2))
+    assert float(val) == pytest.approx(_dice_uniform([0, 0, 1, 17]), rel=1e-6)
+    # A perfect one-hot prediction with eps -> 0 gives 0 for present classes only.
+    logits = F.one_hot(labels, 33).permute(0, 3, 1, 2).float() * 100
+    val = dice_loss(logits, labels, 1e-9, torch.ones(1, 2, 2))
+    # Absent classes: (0 + eps) / (0 + ~0 + eps) = 1; present: 1. So the loss is ~0.
+    assert float(val) == pytest.approx(0.0, abs=1e-4)
+
+
+def _outputs(b: int = 1, seg_size: int = 2) -> dict[str, object]:
+    return {
+        "joints_25d": torch.zeros(b, 42, 3, requires_grad=True),
+        "joints_2d_iter": [torch.ones(b, 42, 2, requires_grad=True) for _ in range(2)],
+        "segmentation": torch.zeros(b, 33, seg_size, seg_size, requires_grad=True),
+        "hand_presence": torch.zeros(b, 2, requires_grad=True),
+        "rel_root_depth": torch.zeros(b, requires_grad=True),
+    }
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    uvd = torch.zeros(1, 42, 3)
+    uvd[0, 0] = torch.tensor([2.0, 0.0, 6.0])
+    uvd[0, 1] = torch.tensor([0.5, 0.0, 1.0])
+    uvd[0, 5] = 1000.0  # invalid joint, huge error
+    valid = torch.zeros(1, 42)
+    valid[0, :2] = 1
+    seg = torch.zeros(1, 8, 8, dtype=torch.long)
+    seg[0, 4:, :4] = 1
+    seg[0, 4:, 4:] = 17
+    return {
+        "joints_uvd": uvd, "joint_valid": valid, "hand_valid": torch.ones(1, 2), "seg": seg,
+        "rel_root_depth": torch.tensor([30.0]),
+    }  # fmt: skip
+
+
+def test_total_loss_hand_computed():
+    loss = DFLLoss(LossConfig(), input_size=256)
+    out = {k: v.detach() for k, v in loss(_outputs(), _batch()).items()}
+    l25d_uv = 0.5 * (1.5 + 0.125) / 4
+    l25d_d = (4.5 + 1 / 6) / 2
+    # Every iteration predicts (1, 1): errors (1, 1) and (0.5, 1) on the valid joints 0, 1:
+    # tau = 1 -> (0.5 + 0.5 + 0.125 + 0.5) / 4 per iteration, 2 iterations.
+    l2d = 2 * (0.5 + 0.5 + 0.125 + 0.5) / 4
+    focal = (32 / 33) ** 2 * math.log(33)
+    dice = _dice_uniform([0, 0, 1, 17])
+    presence = math.log(2)
+    root = 30.0
+    expected = l2d + 3 * (l25d_uv + l25d_d) + (focal + dice) + presence + root
+    assert float(out["l25d_uv"]) == pytest.approx(l25d_uv)
+    assert float(out["l25d_depth"]) == pytest.approx(l25d_d)
+    assert float(out["l2d"]) == pytest.approx(l2d)
+    assert float(out["focal"]) == pytest.approx(focal, rel=1e-5)
+    assert float(out["dice"]) == pytest.approx(dice, rel=1e-5)
+    assert float(out["presence"]) == pytest.approx(presence, rel=1e-6)
+    assert float(out["root"]) == pytest.approx(root)
+    assert float(out["loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_masking_of_seg_root_presence_and_depth():
+    loss = DFLLoss()
+    batch = _batch()
+    batch["seg_valid"] = torch.zeros(1)
+    batch["hand_valid"] = torch.tensor([[1.0, 0.0]])  # one hand: no relative root depth
+    batch["presence_valid"] = torch.zeros(1, 2)
+    batch["depth_weight"] = torch.zeros(1, 42)
+    outputs = _outputs()
+    out = loss(outputs, batch)
+    for key in ("seg", "root", "presence", "l25d_depth"):
+        assert float(out[key].detach()) == 0.0, key
+    # Masked terms still reach every output, so DDP sees a gradient for every parameter.
+    out["loss"].backward()
+    for key in ("segmentation", "rel_root_depth", "hand_presence"):
+        grad = outputs[key].grad  # type: ignore[union-attr]
+        assert grad is not None and float(grad.abs().sum()) == 0.0
+    # A pseudo-label depth weight of 0.5 halves nothing: it is a weighted mean, so with uniform
+    # weights the value equals the unweighted one.
+    batch["depth_weight"] = torch.full((1, 42), 0.5)
+    out = loss(_outputs(), batch)
+    assert float(out["l25d_depth"].detach()) == pytest.approx((4.5 + 1 / 6) / 2)
+
+
+def test_uv_scaled_to_reference_crop():
+    # At input size 128 a 1-pixel error is 2 pixels of the paper's 256 crop.
+    batch = _batch()
+    a = DFLLoss(input_size=128)(_outputs(), batch)
+    assert float(a["l25d_uv"].detach()) == pytest.approx(0.5 * (3.5 + 0.5) / 4)

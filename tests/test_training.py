@@ -1,0 +1,394 @@
+"""Training code on CPU: InterHand-layout data round trip, the fit loop (overfit, resume, DDP),
+evaluation with injected predictions, pseudo-labels, and the dfl-train CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dfl_infer.joints import FLIP_PERMUTATION, NUM_HAND_JOINTS, ROOT_INDICES, seg_class
+from dfl_infer.training.data import AugmentConfig, InterHandDataset, StepBatchSampler
+from dfl_infer.training.evaluate import evaluate_predictions
+from dfl_infer.training.fit import FitConfig, fit, lr_factor, parse_data
+
+# Joint colours drawn into the fixture images: right hand red, left hand blue.
+COLOURS = ((255, 40, 40), (40, 40, 255))
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))
+
+
+def make_fixture(root: Path, split: str, n: int = 6, seed: int = 0, masks: bool = True) -> Path:
+    """An InterHand2.6M-layout folder: hands drawn as coloured discs at their joints' projections.
+
+    String JSON keys (captures, cameras, frames) as in the real files; hand types cycle through
+    interacting / right / left; the left pinky tip of image 0 is invalid.
+    """
+    rng = np.random.default_rng(seed)
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / split).mkdir(parents=True, exist_ok=True)
+    if masks:
+        (root / "masks" / split).mkdir(parents=True, exist_ok=True)
+    w, h, f = 320, 240, 400.0
+    data: dict = {"images": [], "annotations": []}
+    cams: dict = {"7": {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}}}
+    joints: dict = {"7": {}}
+    types = ("interacting", "right", "left")
+    for i in range(n):
+        cam_xyz = np.zeros((42, 3))
+        for hand, x0 in ((0, -45.0), (1, 45.0)):
+            base = np.array([x0 + rng.uniform(-5, 5), rng.uniform(-10, 10), 600.0])
+            sl = slice(hand * NUM_HAND_JOINTS, (hand + 1) * NUM_HAND_JOINTS)
+            cam_xyz[sl] = base + rng.uniform([-25, -40, -20], [25, 20, 20], size=(21, 3))
+            cam_xyz[hand * NUM_HAND_JOINTS + 20] = base + np.array([0, 30, 0])  # wrist below
+        camrot = _rotation(rng)
+        campos = rng.uniform(-500, 500, 3)
+        world = (camrot.T @ cam_xyz.T).T + campos
+        princpt = np.array([w / 2 + rng.uniform(-5, 5), h / 2 + rng.uniform(-5, 5)])
+        uv = cam_xyz[:, :2] / cam_xyz[:, 2:] * f + princpt
+        hand_type = types[i % 3]
+        present = {"interacting": (0, 1), "right": (0,), "left": (1,)}[hand_type]
+        img = np.full((h, w, 3), 90, np.uint8)
+        seg = np.zeros((h, w), np.uint8)
+        for hand in present:
+            for j in range(NUM_HAND_JOINTS):
+                p = tuple(int(round(c)) for c in uv[hand * NUM_HAND_JOINTS + j])
+                cv2.circle(img, p, 4, COLOURS[hand], -1)
+                part = 0 if j == 20 else 1 + 3 * (j // 4)
+                cv2.circle(seg, p, 4, seg_class(hand, part), -1)
+        name = f"cap7/img{i:03d}.jpg"
+        (root / "images" / split / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "images" / split / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 98])  # fmt: skip
+        if masks:
+            mpath = root / "masks" / split / f"cap7/img{i:03d}.png"
+            mpath.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(mpath), seg)
+        valid = np.ones(42)
+        if i == 0:
+            valid[21] = 0
+        cam = str(400 + i)
+        cams["7"]["campos"][cam] = campos.tolist()
+        cams["7"]["camrot"][cam] = camrot.tolist()
+        cams["7"]["focal"][cam] = [f, f]
+        cams["7"]["princpt"][cam] = princpt.tolist()
+        joints["7"][str(100 + i)] = {"world_coord": world.tolist(), "joint_valid": valid.tolist(),
+                                     "hand_type": hand_type, "hand_type_valid": 1}  # fmt: skip
+        data["images"].append({"id": i, "file_name": name, "width": w, "height": h,
+                               "capture": 7, "camera": cam, "frame_idx": 100 + i})  # fmt: skip
+        data["annotations"].append({"id": i, "image_id": i, "bbox": [0, 0, w, h],
+                                    "joint_valid": [[v] for v in valid], "hand_type": hand_type,
+                                    "hand_type_valid": 1})  # fmt: skip
+    prefix = root / "annotations" / split / f"InterHand2.6M_{split}"
+    Path(f"{prefix}_data.json").write_text(json.dumps(data))
+    Path(f"{prefix}_camera.json").write_text(json.dumps(cams))
+    Path(f"{prefix}_joint_3d.json").write_text(json.dumps(joints))
+    return root
+
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("interhand")
+    make_fixture(root, "train", n=6, seed=0)
+    make_fixture(root, "test", n=6, seed=1)
+    return root
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _colour_hits(item: dict, hand: int) -> np.ndarray:
+    """For each valid joint of ``hand`` inside the crop, the colour index (0 red, 1 blue) at it."""
+    img = item["image"].numpy().transpose(1, 2, 0)
+    s = img.shape[0]
+    out = []
+    for j in range(hand * NUM_HAND_JOINTS, (hand + 1) * NUM_HAND_JOINTS):
+        if item["visibility"][j] < 1:
+            continue
+        u, v = (int(round(float(c))) for c in item["joints_uvd"][j, :2])
+        if not (0 <= u < s and 0 <= v < s):
+            continue
+        px = img[v, u]
+        out.append(0 if px[0] > px[2] else 1)
+    return np.array(out)
+
+
+def test_dataset_labels_and_projections(fixture_root):
+    ds = InterHandDataset(fixture_root, "train", size=256)
+    assert len(ds) == 6
+    item = ds[0]
+    s = ds.samples[0]
+    crop = ds.make_crop(0)
+    # u, v are the GT camera joints projected with the GT intrinsics, through the crop affine.
+    proj = s.joints_cam[:, :2] / s.joints_cam[:, 2:] * s.intrinsics[:2] + s.intrinsics[2:]
+    assert np.allclose(item["joints_uvd"][:, :2].numpy(), crop.to_crop(proj), atol=1e-3)
+    # Depths are relative to each hand's wrist; rel_root_depth is left wrist minus right wrist.
+    r, l_ = ROOT_INDICES
+    assert abs(float(item["joints_uvd"][r, 2])) < 1e-4
+    assert float(item["rel_root_depth"]) == pytest.approx(s.joints_cam[l_, 2] - s.joints_cam[r, 2],
+                                                          abs=1e-3)  # fmt: skip
+    assert item["joint_valid"][21] == 0 and item["joint_valid"].sum() == 41
+    assert item["hand_valid"].tolist() == [1.0, 1.0]
+    # Crop intrinsics project the camera joints straight to crop pixels (no rotation).
+    fx, fy, cx, cy = item["intrinsics"].tolist()
+    cam = item["joints_cam"].numpy()
+    uv_k = np.stack([cam[:, 0] / cam[:, 2] * fx + cx, cam[:, 1] / cam[:, 2] * fy + cy], 1)
+    assert np.allclose(uv_k, item["joints_uvd"][:, :2].numpy(), atol=1e-2)
+    # The image agrees with the labels: right joints sit on red discs, left joints on blue.
+    assert (_colour_hits(item, 0) == 0).mean() > 0.9
+    assert (_colour_hits(item, 1) == 1).mean() > 0.9
+    assert item["seg_valid"] == 1 and item["seg"].shape == (256, 256)
+    # A single-hand annotation never supervises the other hand.
+    right_only = ds[1]
+    assert right_only["hand_valid"].tolist() == [1.0, 0.0]
+    assert right_only["joint_valid"][NUM_HAND_JOINTS:].sum() == 0
+
+
+def _seed_with(ds: InterHandDataset, index: int, flip: bool) -> int:
+    for seed in range(100):
+        if ds.make_crop(index, np.random.default_rng(seed)).flip == flip:
+            return seed
+    raise AssertionError("no seed")
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_augmentation_keeps_labels_consistent(fixture_root, flip):
+    ds = InterHandDataset(fixture_root, "train", size=256, augment=AugmentConfig())
+    seed = _seed_with(ds, 0, flip)
+    item = ds[(0, seed)]
+    crop = ds.make_crop(0, np.random.default_rng(seed))
+    s = ds.samples[0]
+    uv = crop.to_crop(s.joints_img)
+    perm = list(FLIP_PERMUTATION) if flip else list(range(42))
+    valid = item["joint_valid"].numpy() > 0
+    assert np.allclose(item["joints_uvd"][:, :2].numpy()[valid], uv[perm][valid], atol=1e-3)
+    # Under a flip the right-hand labels are the mirrored left hand: they sit on blue discs, and
+    # the part labels under them are right-hand classes (the mask was mirrored and swapped).
+    right_colour = 1 if flip else 0
+    assert (_colour_hits(item, 0) == right_colour).mean() > 0.9
+    r, l_ = ROOT_INDICES
+    u, v = (int(round(float(c))) for c in item["joints_uvd"][r, :2])
+    if 0 <= u < 256 and 0 <= v < 256:
+        assert 1 <= int(item["seg"][v, u]) <= 16
+    assert item["joint_valid"][0 if flip else 21] == 0  # the invalid left pinky tip moved along
+    depth_gt = s.joints_cam[:, 2] - np.repeat(s.joints_cam[list(ROOT_INDICES), 2], 21)
+    assert np.allclose(item["joints_uvd"][:, 2].numpy()[valid], depth_gt[perm][valid], atol=1e-3)
+    sign = -1 if flip else 1
+    assert float(item["rel_root_depth"]) == pytest.approx(
+        sign * (s.joints_cam[l_, 2] - s.joints_cam[r, 2]), abs=1e-3
+    )
+    # The same (index, seed) gives the same item: augmentation is a function of the seed.
+    assert torch.equal(ds[(0, seed)]["image"], item["image"])
+
+
+def test_step_sampler_is_a_function_of_step():
+    a = StepBatchSampler(10, 3, seed=1, start_step=0)
+    b = StepBatchSampler(10, 3, seed=1, start_step=5)
+    first = [next(it) for it in [iter(a)] for _ in range(8)]
+    assert next(iter(b)) == first[5]
+
+
+def test_parse_data_and_schedule():
+    specs = parse_data("synth@3,interhand:/data/ih,folder:/x@0.5")
+    assert [(s.kind, s.root, s.weight) for s in specs] == [
+        ("synth", None, 3.0), ("interhand", "/data/ih", 1.0), ("folder", "/x", 0.5)
+    ]  # fmt: skip
+    with pytest.raises(ValueError):
+        parse_data("coco:/x")
+    # 50 "epochs" = 100 steps: x0.1 from step 48, x0.01 from step 70.
+    assert [lr_factor(s, 100) for s in (0, 47, 48, 69, 70, 99)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_ground_truth_gives_zero(fixture_root):
+    ds = InterHandDataset(fixture_root, "test", size=256)
+    items = [ds[i] for i in range(len(ds))]
+    uvd = np.stack([it["joints_uvd"].numpy() for it in items]).astype(np.float64)
+    pres = np.stack([np.where(it["hand_valid"].numpy() > 0, 10.0, -10.0) for it in items])
+    rel = np.array([float(it["rel_root_depth"]) for it in items])
+    m = evaluate_predictions(ds, uvd, pres, rel)
+    assert m["n_images"] == 6
+    for key in ("mpjpe_all", "mpjpe_single", "mpjpe_interacting", "mrrpe"):
+        assert m[key] == pytest.approx(0.0, abs=0.05), key
+    # Float round-off (~1e-5 mm) fails only the 0 mm threshold: 50 of 51 points.
+    assert m["pck_auc_0_50"] >= 50 / 51 - 1e-9
+    assert m["handedness_acc"] == 1.0
+    # A 10 mm error in the relative root depth moves the left wrist ~10 mm (MRRPE); MPJPE is
+    # wrist-aligned and only sees the small perspective change of the left hand's x, y.
+    m2 = evaluate_predictions(ds, uvd, -pres, rel + 10.0)
+    assert m2["mpjpe_all"] < 0.5
+    assert m2["mrrpe"] == pytest.approx(10.0, abs=1.0)
+    assert m2["handedness_acc"] == 0.0
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _fit_cfg(root: Path, out: Path, **kw) -> FitConfig:
+    base = dict(out=str(out), data=f"interhand:{root}", config="tiny", input_size=64, steps=6,
+                batch_size=2, num_workers=0, log_every=1, device="cpu", progress=False,
+                augment=False)  # fmt: skip
+    base.update(kw)
+    return FitConfig(**base)
+
+
+def _losses(out: Path) -> list[float]:
+    return [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_tiny_overfits(tmp_path):
+    """tiny memorizes one sample: the loss falls more than 5x in 80 steps (measured 16x at lr
+    1e-3; about 15 s on 2 cores). --stop-after keeps the schedule from decaying inside the run."""
+    torch.set_num_threads(2)
+    root = make_fixture(tmp_path / "one", "train", n=1, seed=0)
+    out = tmp_path / "overfit"
+    fit(_fit_cfg(root, out, steps=1000, stop_after=80, batch_size=1, lr=1e-3, save_every=1000))
+    losses = _losses(out)
+    assert len(losses) == 80
+    assert np.mean(losses[-10:]) < losses[0] / 5, losses
+    # The result loads like any weights folder.
+    from dfl_infer import DFLPredictor
+
+    pred = DFLPredictor(weights=out, device="cpu")
+    assert pred.model.config.metadata["trained_steps"] == 80
+
+
+@pytest.mark.slow
+def test_resume_reproduces_trajectory(fixture_root, tmp_path):
+    torch.set_num_threads(2)
+    full, part = tmp_path / "full", tmp_path / "part"
+    kw = dict(steps=4, batch_size=1, ema_decay=0.9)
+    fit(_fit_cfg(fixture_root, full, **kw))
+    fit(_fit_cfg(fixture_root, part, stop_after=2, **kw))
+    assert len(_losses(part)) == 2
+    fit(_fit_cfg(fixture_root, part, resume=True, **kw))
+    a, b = _losses(full), _losses(part)
+    assert len(b) == 4
+    assert np.allclose(a, b, rtol=1e-5, atol=1e-6), (a, b)
+    state = torch.load(part / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 4
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(fixture_root, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "dfl_infer.training.cli", "fit", "--config", "tiny", "--input-size", "64",
+        "--data", f"interhand:{fixture_root}", "--steps", "2", "--batch-size", "1",
+        "--num-workers", "0", "--device", "cpu", "--log-every", "1", "--no-progress",
+        "--out", str(out),
+    ]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert len(_losses(out)) == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+def test_cli_evaluate_writes_json_and_table(fixture_root, tmp_path):
+    from dfl_infer.model import DFLConfig, DFLModel
+    from dfl_infer.training.cli import main
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w"
+    DFLModel(DFLConfig.tiny(input_size=64)).save_pretrained(weights)
+    out = tmp_path / "eval" / "metrics.json"
+    rc = main(["evaluate", "--weights", str(weights), "--data", f"interhand:{fixture_root}",
+               "--split", "test", "--out", str(out), "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    m = json.loads(out.read_text())
+    assert m["n_images"] == 6 and np.isfinite(m["mpjpe_all"])
+    assert "mpjpe_interacting" in (out.parent / "metrics.md").read_text()
+
+
+# ----------------------------------------------------------------------------- pseudo-labels
+
+
+class _FakeDetector:
+    """Two touching hands at fixed landmarks with MediaPipe-like world coordinates."""
+
+    def detect(self, image):
+        from dfl_infer.detect import HandDetection
+
+        rng = np.random.default_rng(0)
+        hands = []
+        for side, x in (("right", 120.0), ("left", 175.0)):
+            world = rng.uniform(-0.04, 0.04, (21, 3))
+            lm = world[:, :2] * 1000 + np.array([x, 120.0])  # 1 px per mm
+            hands.append(HandDetection(np.r_[lm.min(0), lm.max(0)], side, 0.9, lm, world))
+        return hands
+
+
+def test_pseudolabel_writes_loadable_layout(tmp_path):
+    from dfl_infer.training.pseudolabel import pseudolabel_folder
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        cv2.imwrite(str(photos / name), np.full((240, 320, 3), 128, np.uint8))
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("filename,x0,y0,x1,y1\na.jpg,0,0,1,1\na.jpg,0,0,1,1\na.jpg,0,0,1,1\n")
+    stats = pseudolabel_folder(photos, tmp_path / "out", detector=_FakeDetector(), boxes=boxes)
+    assert stats["annotations"] == 2 and stats["interacting"] == 2 and stats["hand_missing"] == 1
+    ds = InterHandDataset(tmp_path / "out", "train", size=128)
+    s = ds.samples[0]
+    # 3 boxes listed for a.jpg, 2 found: a hand may be missing -> presence not supervised.
+    assert not s.hand_type_valid and ds.samples[1].hand_type_valid
+    assert not s.root_depth_valid
+    assert np.allclose(s.depth_weight[s.joint_valid], 0.5)
+    # Written 3D joints reproject onto the detector's landmarks (scale = 1 px per mm here).
+    lm = _FakeDetector().detect(None)[0].landmarks
+    assert np.allclose(s.joints_img[:21], lm, atol=1e-2)
+    item = ds[0]
+    assert item["presence_valid"].sum() == 0 and item["root_valid"] == 0
+    # Relative depths are MediaPipe's world z differences in mm.
+    world = _FakeDetector().detect(None)[0].landmarks_3d
+    assert np.allclose(item["joints_uvd"][:21, 2].numpy(), (world[:, 2] - world[20, 2]) * 1000,
+                       atol=0.01)  # fmt: skip
+
+
+def test_pseudolabel_real_photos(tmp_path, shared_dir):
+    photos = shared_dir / "data" / "real-hands" / "images"
+    if not photos.is_dir():
+        pytest.skip(f"{photos} is absent (real-hands photos live only on developer machines)")
+    from dfl_infer.detect import DetectorUnavailableError, HandDetector
+    from dfl_infer.training.pseudolabel import pseudolabel_folder
+
+    try:
+        HandDetector(allow_download=False).load()
+    except DetectorUnavailableError as exc:
+        pytest.skip(f"MediaPipe hand landmarker bundle not available: {exc}")
+    stats = pseudolabel_folder(photos, tmp_path / "pl", limit=3,
+                               boxes=photos.parent / "boxes.csv")  # fmt: skip
+    assert stats["images"] == 3
+    if stats.get("annotations", 0):
+        ds = InterHandDataset(tmp_path / "pl", "train", size=128)
+        item = ds[0]
+        assert torch.isfinite(item["joints_uvd"]).all()
+
+
+@pytest.mark.slow
+def test_fit_on_synth_stream_mixed(fixture_root, tmp_path):
+    """The synthetic engine plugs into fit as a source, mixed with an InterHand-layout folder."""
+    out = tmp_path / "mixed"
+    cfg = _fit_cfg(fixture_root, out, steps=2, batch_size=1, data=f"synth,interhand:{fixture_root}")
+    fit(cfg)
+    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(np.isfinite(r["loss"]) for r in records)
