@@ -152,6 +152,7 @@ def build_fetch_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wheel", metavar="WHEEL", help="assemble from this mediapipe 0.10.21 wheel file"
     )
+    p.add_argument("--force", action="store_true", help="fetch again even if a valid bundle exists")
     return p
 
 
@@ -411,6 +412,7 @@ def fetch(argv: Sequence[str]) -> int:
         dest=Path(args.dest) if args.dest else None,
         source=args.source,
         wheel=Path(args.wheel) if args.wheel else None,
+        force=args.force,
     )
     print(path)
     return 0

@@ -343,7 +343,7 @@ def _pip_download_wheel(folder: Path) -> Path:
 
 
 def fetch_detector(
-    dest: Path | None = None, source: str = "auto", wheel: Path | None = None
+    dest: Path | None = None, source: str = "auto", wheel: Path | None = None, force: bool = False
 ) -> Path:
     """Put a ``hand_landmarker.task`` at ``dest`` (default: the cache folder) and return its path.
 
@@ -351,17 +351,28 @@ def fetch_detector(
     ``source``: "google" downloads the official bundle, "pip" assembles one from the
     mediapipe==0.10.21 wheel fetched with pip, "auto" tries google then pip. ``wheel``: assemble
     from a mediapipe wheel already on disk (no network; ``source`` must then be "auto" or "pip").
+    A valid bundle already at the target is kept unless ``force``.
     Raises DetectorUnavailableError when every allowed source fails.
     """
     if source not in ("auto", "google", "pip"):
         raise ValueError(f"source must be 'auto', 'google' or 'pip', got {source!r}")
+    if wheel is not None and source == "google":
+        raise ValueError("wheel= assembles locally; it cannot be combined with source='google'")
     target = default_bundle_path() if dest is None else Path(dest).expanduser()
     if target.is_dir():
         target = target / BUNDLE_FILENAME
+    if target.is_file() and not force:
+        try:
+            validate_bundle(target)
+        except DetectorUnavailableError as err:
+            logger.warning("replacing the broken bundle at %s (%s)", target, err)
+        else:
+            logger.info(
+                "hand detector bundle already present: %s (--force fetches it again)", target
+            )
+            return target
 
     if wheel is not None:
-        if source == "google":
-            raise ValueError("wheel= assembles locally; it cannot be combined with source='google'")
         return assemble_bundle(Path(wheel), target)
 
     errors: list[str] = []

@@ -138,6 +138,21 @@ def test_fetch_into_explicit_folder(tmp_path: Path) -> None:
         fetch_detector(dest=folder, source="ftp")
 
 
+def test_existing_bundle_is_kept_unless_forced(tmp_path: Path) -> None:
+    wheel = _fake_wheel(tmp_path / "w.whl")
+    target = tmp_path / "hand_landmarker.task"
+    fetch_detector(dest=target, wheel=wheel)
+    before = target.stat().st_mtime_ns
+    # No wheel and no network needed: the valid bundle already there is returned as is.
+    assert fetch_detector(dest=target, source="google") == target
+    assert target.stat().st_mtime_ns == before
+    target.write_bytes(b"broken")  # an invalid file is replaced
+    fetch_detector(dest=target, wheel=wheel)
+    validate_bundle(target)
+    fetch_detector(dest=target, wheel=wheel, force=True)
+    validate_bundle(target)
+
+
 def test_wheel_without_models_is_refused(tmp_path: Path) -> None:
     wheel = tmp_path / "mediapipe-1.2.2.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
