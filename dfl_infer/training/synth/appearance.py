@@ -332,9 +332,9 @@ def jpeg_artefacts(img: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
 
 
 # Unit Gaussian noise images drawn once per (device, size) with a fixed seed; each sample takes one
-# of them, randomly flipped. Drawing fresh Gaussian noise for every pixel of every batch was the
+# of them. Drawing fresh Gaussian noise for every pixel of every batch was the
 # single largest cost of the camera effects on CPU.
-_NOISE_BANK_SIZE = 32
+_NOISE_BANK_SIZE = 64
 _noise_banks: dict[tuple[str, int, int], torch.Tensor] = {}
 
 
@@ -347,11 +347,7 @@ def _sensor_noise(g: torch.Generator, shape: torch.Size, device: torch.device) -
         bank = torch.randn((_NOISE_BANK_SIZE, c, h, w), generator=bank_gen, device=device)
         _noise_banks[key] = bank
     idx = torch.randint(0, _NOISE_BANK_SIZE, (b,), generator=g, device=device)
-    noise = bank[idx]
-    flip_x = torch.rand(b, generator=g, device=device) < 0.5
-    flip_y = torch.rand(b, generator=g, device=device) < 0.5
-    noise = torch.where(flip_x[:, None, None, None], noise.flip(-1), noise)
-    return torch.where(flip_y[:, None, None, None], noise.flip(-2), noise)
+    return bank[idx]
 
 
 def camera_effects(g: torch.Generator, img: torch.Tensor) -> torch.Tensor:
@@ -367,12 +363,17 @@ def camera_effects(g: torch.Generator, img: torch.Tensor) -> torch.Tensor:
     if bool(soft.any()):
         idx = soft.nonzero()[:, 0]
         img = img.index_copy(0, idx, _separable_blur(img[idx], sigma[idx], 7))
-    gain = _u(g, (b, 3, 1, 1), 0.9, 1.1, device) * _u(g, (b, 1, 1, 1), 0.7, 1.3, device)
-    img = img * gain
-    grey = img.mean(1, keepdim=True)
-    img = grey + (img - grey) * _u(g, (b, 1, 1, 1), 0.6, 1.4, device)
-    mean = img.mean((1, 2, 3), keepdim=True)
-    img = mean + (img - mean) * _u(g, (b, 1, 1, 1), 0.75, 1.25, device)
+    gain = _u(g, (b, 3), 0.9, 1.1, device) * _u(g, (b, 1), 0.7, 1.3, device)
+    sat = _u(g, (b, 1, 1), 0.6, 1.4, device)
+    con = _u(g, (b, 1, 1), 0.75, 1.25, device)
+    # Gain, saturation (towards the pixel's grey) and contrast (towards the image mean) are all
+    # linear: fold them into one 3x3 matrix and offset per image, one pass over the pixels.
+    eye = torch.eye(3, device=device)
+    colour = (sat * eye + (1 - sat) / 3) * gain[:, None, :]  # saturation after gain
+    mean = (colour @ img.mean((2, 3))[:, :, None]).mean(1, keepdim=True)  # (b, 1, 1)
+    colour = con * colour
+    offset = (1 - con) * mean  # (b, 1, 1), the same for the three channels
+    img = torch.baddbmm(offset, colour, img.reshape(b, 3, -1)).view_as(img)
     img = img.clamp(0, 1) ** _u(g, (b, 1, 1, 1), 0.8, 1.25, device)
     noise = _sensor_noise(g, img.shape, device)
     sigma_n = _u(g, (b, 1, 1, 1), 0.0, 0.025, device) + _u(g, (b, 1, 1, 1), 0.0, 0.03, device) * (
