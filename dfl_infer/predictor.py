@@ -5,8 +5,9 @@ How crops are chosen (MediaPipe often misses one of two tightly interacting hand
 given to the network does not trust the detector alone):
 - two detected hands whose boxes touch share one crop (their union box);
 - a lone detected hand is first seen in a crop widened so that a second hand beside it fits; the
-  network's presence head says which hands are there, and a second pass re-crops tightly on the
-  network's own 2D joints of the hands it found;
+  network's presence head says which hands are there, and a second pass re-crops on the
+  network's own 2D joints of the hands it found, united with the detector's box (so the detected
+  hand is never cropped away, and collapsed joints never shrink the crop to a speck);
 - hands far apart, or belonging to different people, are cropped one by one;
 - when the detector finds nothing, the whole image is tried the same way (widened pass, presence
   gate, re-crop); a box given by the user is used as is.
@@ -38,6 +39,8 @@ DEFAULT_HUB_ID = "dfl-infer/dfl-r18"
 # A lone hand's crop is this many times its own size (before the config's box_scale), so that a
 # second hand touching it fits in the first pass.
 WIDEN_FACTOR = 2.0
+# A re-crop on the network's joints smaller than this share of the first pass's crop is refused.
+MIN_RECROP_FRACTION = 0.15
 # Hands from different crops closer than this (mean joint distance / hand size) are one hand.
 DUPLICATE_DISTANCE = 0.25
 
@@ -246,10 +249,14 @@ class DFLPredictor:
                     ]
                 )
                 box = points_box(pts)
-                if box[2] - box[0] > 1 and box[3] - box[1] > 1:
-                    second.append(
-                        _Task(task.image, self._crop(box), "pair" if present.all() else "single")
-                    )
+                if task.fallback_box is not None:
+                    # The detected hand stays in the crop even if the network's joints miss it.
+                    box = union_box(np.stack([box, task.fallback_box]))
+                side = max(box[2] - box[0], box[3] - box[1]) * self.config.box_scale
+                # Joints collapsed to a speck (a failed first pass) would give a useless crop.
+                if side >= MIN_RECROP_FRACTION * (task.crop.box[2] - task.crop.box[0]):
+                    kind = "pair" if present.all() else "single"
+                    second.append(_Task(task.image, self._crop(box), kind))
                     continue
             if task.fallback_box is not None:
                 second.append(_Task(task.image, self._crop(task.fallback_box), "single"))
