@@ -160,7 +160,8 @@ class SynthEngine:
         image = torch.where(covered, fg, bg).clamp(0, 1)
         if cfg.effects:
             image = look.camera_effects(g, image)
-        seg = torch.where(frag.face >= 0, self.face_class[frag.face.clamp(min=0)], 0)
+        face_class = self.face_class.index_select(0, frag.face.clamp(min=0).view(-1))
+        seg = torch.where(frag.face >= 0, face_class.view_as(frag.face), 0)
         labels = self._labels(scene, frag.depth, size)
         return {"image": image, "seg": seg, "depth": frag.depth, **labels}
 

@@ -46,11 +46,12 @@ def _resolve(
         key = ((z * _DEPTH_STEPS_PER_MM).long().clamp(0, 2**31 - 1) << 32) | order
         best = torch.full((n,), torch.iinfo(torch.long).max, dtype=torch.long, device=device)
         best.scatter_reduce_(0, pix, key, reduce="amin")
-        win = key == best[pix]
-        wp = pix[win]
-        out_face[wp] = face[win]
-        out_bary[wp] = bary[win]
-        out_depth[wp] = z[win]
+        # One winner per pixel (the key includes the candidate index), so index_copy_ applies.
+        win = (key == best.index_select(0, pix)).nonzero()[:, 0]
+        wp = pix.index_select(0, win)
+        out_face.index_copy_(0, wp, face.index_select(0, win))
+        out_bary.index_copy_(0, wp, bary.index_select(0, win))
+        out_depth.index_copy_(0, wp, z.index_select(0, win))
     return Fragments(
         out_face.view(batch, height, width),
         out_bary.view(batch, height, width, 3),
@@ -125,10 +126,14 @@ def rasterize(
     px = xl[pix_row] + (torch.arange(len(pix_row), device=device) - first_pix[pix_row]).to(x.dtype)
     py = ry[pix_row]
     m = row_tri[pix_row]
-    bs = (ea[m] * px[:, None] + eb[m] * py[:, None] + ec[m]).clamp(min=0)
+    # index_select rather than ``ea[m]``: half the time for these row gathers on CPU.
+    def rows_of(t: torch.Tensor) -> torch.Tensor:
+        return t.index_select(0, m)
+
+    bs = (rows_of(ea) * px[:, None] + rows_of(eb) * py[:, None] + rows_of(ec)).clamp(min=0)
     bs = bs / bs.sum(-1, keepdim=True).clamp_min(1e-12)
     # 1/z is affine in screen space: exact depth and perspective-correct weights.
-    bz = bs / tz[m]
+    bz = bs / rows_of(tz)
     inv_z = bz.sum(-1)
     pix_l = [(bi[m] * height + py.long()) * width + px.long()]
     z_l = [1.0 / inv_z]
@@ -203,7 +208,9 @@ def interpolate(frag: Fragments, faces: torch.Tensor, attr: torch.Tensor) -> tor
     hit = (flat >= 0).nonzero()[:, 0]
     if hit.numel():
         b = hit // (height * width)
-        corners = faces[flat[hit]]  # (P, 3)
-        vals = attr[b[:, None], corners]  # (P, 3, C)
-        out[hit] = (vals * frag.bary.view(-1, 3)[hit][..., None]).sum(1)
+        corners = faces.index_select(0, flat[hit])  # (P, 3)
+        # One flat gather over (B * V) rows instead of two-tensor advanced indexing.
+        rows = (b[:, None] * attr.shape[1] + corners).view(-1)
+        vals = attr.reshape(-1, channels).index_select(0, rows).view(-1, 3, channels)
+        out[hit] = (vals * frag.bary.view(-1, 3).index_select(0, hit)[..., None]).sum(1)
     return out.view(batch, height, width, channels)
