@@ -126,6 +126,7 @@ def rasterize(
     px = xl[pix_row] + (torch.arange(len(pix_row), device=device) - first_pix[pix_row]).to(x.dtype)
     py = ry[pix_row]
     m = row_tri[pix_row]
+
     # index_select rather than ``ea[m]``: half the time for these row gathers on CPU.
     def rows_of(t: torch.Tensor) -> torch.Tensor:
         return t.index_select(0, m)
