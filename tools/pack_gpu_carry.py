@@ -7,11 +7,14 @@ cannot reach ``../shared`` or the package registries. This writes, into ``--out`
 - ``real/``: pseudo-labelled real photos (the output of ``dfl-train pseudolabel``) in the same
   InterHand2.6M layout, every image downscaled by one common factor and re-encoded, with the
   cameras, boxes and annotations rescaled to match (world coordinates do not change), for
-  ``--data folder:OUT/real``.
+  ``--data folder:OUT/real``;
+- ``real/boxes.csv`` (with ``--boxes``): the labelled hand boxes of those photos, rescaled, so that
+  ``--synth-backgrounds OUT/real`` cuts background patches clear of every labelled hand.
 
     dfl-train pseudolabel --images ../shared/data/real-hands/images --out /tmp/pl --copy
     python tools/pack_gpu_carry.py --pseudolabels /tmp/pl \\
-        --mesh ../shared/assets/hand-mesh/webxr-generic-hand --out .carry
+        --mesh ../shared/assets/hand-mesh/webxr-generic-hand \\
+        --boxes ../shared/data/real-hands/boxes.csv --out .carry
 
 Put the output folder in ``.git/info/exclude`` (``.carry/`` already is in ``.gitignore``): the
 photos and the mesh are never committed. See docs/training.md, "Training the default weights".
@@ -20,6 +23,7 @@ photos and the mesh are never committed. See docs/training.md, "Training the def
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -34,10 +38,14 @@ def _scale_px(value: float, s: float) -> float:
     return s * (value + 0.5) - 0.5
 
 
-def pack_real(src: Path, dst: Path, max_side: int, quality: int) -> dict[str, float]:
-    """Downscaled copy of an InterHand-layout folder (every split found)."""
+def pack_real(
+    src: Path, dst: Path, max_side: int, quality: int, boxes: Path | None = None
+) -> dict[str, float]:
+    """Downscaled copy of an InterHand-layout folder (every split found), plus its photos' hand
+    boxes rescaled into ``dst/boxes.csv`` when a ``boxes`` CSV (filename,x0,y0,x1,y1) is given."""
     splits = sorted(p.name for p in (src / "annotations").iterdir() if p.is_dir())
     stats: dict[str, float] = {}
+    packed: dict[str, tuple[str, float]] = {}  # original file name -> (packed path, scale)
     for split in splits:
         ann = src / "annotations" / split
         data = json.loads((ann / f"InterHand2.6M_{split}_data.json").read_text())
@@ -53,7 +61,9 @@ def pack_real(src: Path, dst: Path, max_side: int, quality: int) -> dict[str, fl
             Image.fromarray(rgb).resize((w, h), Image.Resampling.BOX).save(
                 out.with_suffix(".jpg"), quality=quality
             )
-            im["file_name"] = str(Path(im["file_name"]).with_suffix(".jpg"))
+            new_name = str(Path(im["file_name"]).with_suffix(".jpg"))
+            packed.setdefault(Path(im["file_name"]).name, (f"{split}/{new_name}", s))
+            im["file_name"] = new_name
             im["width"], im["height"] = w, h
         for a in data["annotations"]:
             x, y, bw, bh = a["bbox"]
@@ -70,6 +80,18 @@ def pack_real(src: Path, dst: Path, max_side: int, quality: int) -> dict[str, fl
         (out_ann / f"InterHand2.6M_{split}_joint_3d.json").write_text(joints)
         stats[f"{split}_images"] = len(data["images"])
         stats[f"{split}_scale"] = s
+    if boxes is not None:
+        with open(boxes, newline="") as fin, open(dst / "boxes.csv", "w", newline="") as fout:
+            out = csv.writer(fout)
+            out.writerow(["filename", "x0", "y0", "x1", "y1"])
+            rows = 0
+            for row in csv.DictReader(fin):
+                if row["filename"] in packed:
+                    name, s = packed[row["filename"]]
+                    corners = (float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+                    out.writerow([name, *(round(_scale_px(v, s), 2) for v in corners)])
+                    rows += 1
+        stats["boxes"] = rows
     return stats
 
 
@@ -77,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pseudolabels", required=True, help="output of dfl-train pseudolabel")
     parser.add_argument("--mesh", required=True, help="folder with right.glb and left.glb")
+    parser.add_argument("--boxes", help="CSV of labelled hand boxes of the photos (boxes.csv)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-side", type=int, default=384, help="longest side after packing")
     parser.add_argument("--quality", type=int, default=85, help="JPEG quality")
@@ -87,7 +110,8 @@ def main() -> None:
     (out / "mesh").mkdir(parents=True)
     for name in ("right.glb", "left.glb"):
         shutil.copy(Path(args.mesh) / name, out / "mesh" / name)
-    stats = pack_real(Path(args.pseudolabels), out / "real", args.max_side, args.quality)
+    boxes = Path(args.boxes) if args.boxes else None
+    stats = pack_real(Path(args.pseudolabels), out / "real", args.max_side, args.quality, boxes)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(json.dumps({**stats, "bytes": size, "mib": round(size / 2**20, 1)}))
     if size > 60 * 2**20:
