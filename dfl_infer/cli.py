@@ -18,14 +18,16 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dfl_infer._atomic import atomic_path
+from dfl_infer.detect import DetectorUnavailableError
+from dfl_infer.image import IMAGE_SUFFIXES
+
 logger = logging.getLogger("dfl_infer")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SCHEMA_VERSION = 1
 
 
@@ -196,18 +198,11 @@ def collect_images(inputs: Sequence[str]) -> list[Path]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, tmp.open("w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _vis_name(path: Path, used: set[str]) -> str:
@@ -368,14 +363,14 @@ def _predict_chunk(predictor: Any, loaded: list, records: list, args: argparse.N
     boxes = [args.box] * len(arrays)
     try:
         return predictor.predict_batch(arrays, boxes=boxes, focal=args.focal)
-    except _fatal_errors():
+    except DetectorUnavailableError:  # concerns every image, not one of them
         raise
     except Exception:  # noqa: BLE001 - isolate the image that breaks the batch
         preds = []
         for (k, rgb), box in zip(loaded, boxes):
             try:
                 preds.append(predictor.predict(rgb, box=box, focal=args.focal))
-            except _fatal_errors():
+            except DetectorUnavailableError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad image must not stop the others
                 logger.warning("%s: %s", records[k]["path"], exc)
@@ -384,24 +379,13 @@ def _predict_chunk(predictor: Any, loaded: list, records: list, args: argparse.N
         return preds
 
 
-def _fatal_errors() -> tuple[type[BaseException], ...]:
-    """Errors that concern every image (no detector model), not one of them."""
-    try:
-        from dfl_infer.detect import DetectorUnavailableError
-
-        return (DetectorUnavailableError, KeyboardInterrupt)
-    except ImportError:
-        return (KeyboardInterrupt,)
-
-
 def _write_vis(path: Path, rgb: Any, pred: Any) -> None:
     from PIL import Image
 
     from dfl_infer.vis import draw_prediction
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(draw_prediction(rgb, pred)).save(tmp, format="JPEG", quality=92)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(draw_prediction(rgb, pred)).save(tmp, format="JPEG", quality=92)
 
 
 def fetch(argv: Sequence[str]) -> int:
@@ -458,11 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"dfl-infer: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        if type(exc).__name__ == "DetectorUnavailableError":
-            print(f"dfl-infer: error: {exc}", file=sys.stderr)
-            return 1
-        raise
+    except DetectorUnavailableError as exc:  # no hand model: nothing can run; not a usage error
+        print(f"dfl-infer: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

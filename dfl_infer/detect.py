@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from dfl_infer._atomic import atomic_path
 from dfl_infer.crop import points_box
 from dfl_infer.joints import MEDIAPIPE_TO_INTERHAND, NUM_HAND_JOINTS
 
@@ -240,16 +241,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _temp_beside(dest: Path) -> Path:
-    """A fresh temp file in ``dest``'s folder, so the final ``os.replace`` is atomic."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    # mkstemp makes the file private; the cached bundle is meant to be shared, like any download.
-    os.chmod(name, 0o644)
-    return Path(name)
-
-
 def download_bundle(
     dest: Path,
     url: str = HAND_LANDMARKER_URL,
@@ -258,58 +249,59 @@ def download_bundle(
 ) -> Path:
     """Download the bundle from ``url`` into ``dest`` atomically, checking hash and structure."""
     logger.info("downloading the hand landmarker bundle from %s", url)
-    tmp = _temp_beside(dest)
     try:
-        digest = hashlib.sha256()
-        with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        if sha256 is not None and digest.hexdigest() != sha256:
-            raise DetectorUnavailableError(
-                f"{url} has sha256 {digest.hexdigest()}, expected {sha256}"
-            )
-        validate_bundle(tmp)
-        os.replace(tmp, dest)
+        with atomic_path(dest, suffix=".part") as tmp:
+            _download_into(tmp, url, sha256, timeout)
     # URLError and timeouts are OSErrors; a connection cut mid-body is an HTTPException.
     except (OSError, http.client.HTTPException) as err:
         raise DetectorUnavailableError(f"download of {url} failed: {err}") from err
-    finally:
-        tmp.unlink(missing_ok=True)
     logger.info("saved the hand landmarker bundle to %s", dest)
     return dest
+
+
+def _download_into(tmp: Path, url: str, sha256: str | None, timeout: float) -> None:
+    """Fetch ``url`` into ``tmp``, checking its hash and its structure as a bundle."""
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:
+        for chunk in iter(lambda: response.read(1 << 20), b""):
+            digest.update(chunk)
+            out.write(chunk)
+    if sha256 is not None and digest.hexdigest() != sha256:
+        raise DetectorUnavailableError(f"{url} has sha256 {digest.hexdigest()}, expected {sha256}")
+    validate_bundle(tmp)
+
+
+def _wheel_member(src: zipfile.ZipFile, wheel: Path, bundle_name: str, wheel_name: str) -> bytes:
+    """The bytes of one model file of a mediapipe wheel (a hash mismatch only warns)."""
+    if wheel_name not in src.namelist():
+        raise DetectorUnavailableError(
+            f"{wheel} has no {wheel_name}; use a mediapipe<=0.10.21 wheel, e.g. "
+            f"mediapipe=={MEDIAPIPE_WHEEL_VERSION}"
+        )
+    data = src.read(wheel_name)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != WHEEL_MEMBER_SHA256[bundle_name]:
+        logger.warning(
+            "%s in %s has sha256 %s, not the known %s one; using it anyway",
+            wheel_name, wheel.name, digest, MEDIAPIPE_WHEEL_VERSION,
+        )  # fmt: skip
+    return data
 
 
 def assemble_bundle(wheel: Path, dest: Path) -> Path:
     """Build a stored-zip bundle at ``dest`` (atomically) from a mediapipe wheel's tflite files."""
     wheel = Path(wheel)
-    tmp = _temp_beside(dest)
     try:
-        with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
-            names = set(src.namelist())
-            for bundle_name, wheel_name in WHEEL_MEMBERS.items():
-                if wheel_name not in names:
-                    raise DetectorUnavailableError(
-                        f"{wheel} has no {wheel_name}; use a mediapipe<=0.10.21 wheel, e.g. "
-                        f"mediapipe=={MEDIAPIPE_WHEEL_VERSION}"
+        with atomic_path(dest, suffix=".part") as tmp, zipfile.ZipFile(wheel) as src:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
+                for bundle_name, wheel_name in WHEEL_MEMBERS.items():
+                    dst.writestr(
+                        zipfile.ZipInfo(bundle_name, date_time=(2025, 1, 1, 0, 0, 0)),
+                        _wheel_member(src, wheel, bundle_name, wheel_name),
                     )
-                data = src.read(wheel_name)
-                digest = hashlib.sha256(data).hexdigest()
-                if digest != WHEEL_MEMBER_SHA256[bundle_name]:
-                    logger.warning(
-                        "%s in %s has sha256 %s, not the known %s one; using it anyway",
-                        wheel_name,
-                        wheel.name,
-                        digest,
-                        MEDIAPIPE_WHEEL_VERSION,
-                    )
-                dst.writestr(zipfile.ZipInfo(bundle_name, date_time=(2025, 1, 1, 0, 0, 0)), data)
-        validate_bundle(tmp)
-        os.replace(tmp, dest)
+            validate_bundle(tmp)
     except (zipfile.BadZipFile, OSError) as err:
         raise DetectorUnavailableError(f"cannot assemble a bundle from {wheel}: {err}") from err
-    finally:
-        tmp.unlink(missing_ok=True)
     logger.info("assembled %s from %s", dest, wheel.name)
     return dest
 

@@ -12,6 +12,10 @@ import numpy as np
 ImageInput = str | Path | np.ndarray | Any  # Any: a PIL.Image.Image
 
 
+# File name endings taken as images when a folder is given (tools that scan folders share this).
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
 class ImageError(ValueError):
     """An input that is not a usable image (missing, corrupt, wrong shape or type)."""
 
@@ -44,12 +48,11 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     if a.ndim != 3 or a.shape[2] not in (3, 4):
         raise ImageError(f"expected an H x W, H x W x 3 or H x W x 4 array, got shape {a.shape}")
     if a.shape[2] == 4:
-        alpha = a[:, :, 3:4].astype(np.float64) / (65535.0 if a.dtype == np.uint16 else 255.0)
-        if a.dtype.kind == "f":
-            alpha = a[:, :, 3:4].astype(np.float64)
-        full = 65535.0 if a.dtype == np.uint16 else (1.0 if a.dtype.kind == "f" else 255.0)
+        # Composite over white, in the array's own value range.
+        full = 1.0 if a.dtype.kind == "f" else (65535.0 if a.dtype == np.uint16 else 255.0)
+        alpha = a[:, :, 3:4].astype(np.float64) / full
         a = a[:, :, :3] * alpha + full * (1 - alpha)
-        a = a.astype(arr.dtype) if arr.dtype.kind != "f" else a
+        a = a if arr.dtype.kind == "f" else a.round().astype(arr.dtype)
     if min(a.shape[:2]) < 1:
         raise ImageError(f"image is empty: shape {a.shape}")
     if a.dtype == np.uint8:

@@ -228,7 +228,7 @@ class DFLPredictor:
 
     def _present(self, task: _Task) -> np.ndarray:
         assert task.outputs is not None
-        return 1 / (1 + np.exp(-task.outputs["presence"])) >= self.presence_threshold
+        return task.outputs["presence"] >= self.presence_threshold
 
     def _refine(self, tasks: list[_Task], rgbs: list[np.ndarray]) -> list[_Task]:
         """Second pass for widened and whole-image crops: re-crop on the hands the network found."""
@@ -279,7 +279,7 @@ class DFLPredictor:
             ):
                 out = self._net(x)
             uvd = out["joints_25d"].float().cpu().numpy()
-            presence = out["hand_presence"].float().cpu().numpy()
+            presence = out["hand_presence"].float().sigmoid().cpu().numpy()  # probabilities
             rel_root = out["rel_root_depth"].float().cpu().numpy()
             for k, task in enumerate(chunk):
                 task.outputs = {
@@ -306,7 +306,7 @@ class DFLPredictor:
                 present=tuple(present),
                 rel_root_depth=float(task.outputs["rel_root"]),
             )
-            probs = 1 / (1 + np.exp(-task.outputs["presence"]))
+            probs = task.outputs["presence"]
             for h in (0, 1):
                 if not present[h]:
                     continue

@@ -4,13 +4,13 @@ the Hugging Face Hub, always strictly (no pickle, no silently missing or unexpec
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from dfl_infer._atomic import atomic_path
 from dfl_infer.model.config import DFLConfig
 
 if TYPE_CHECKING:
@@ -26,17 +26,6 @@ class WeightsError(ValueError):
     """Weights that cannot be used: missing, truncated, corrupt, or not matching the config."""
 
 
-def _atomic_write(path: Path, write) -> None:  # type: ignore[no-untyped-def]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_pretrained(
     model: DFLModel, directory: str | Path, dtype: torch.dtype | None = None
 ) -> Path:
@@ -50,8 +39,10 @@ def save_pretrained(
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
         state[key] = t.contiguous()
-    _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    _atomic_write(out / CONFIG_NAME, lambda tmp: model.config.save(tmp))
+    with atomic_path(out / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    with atomic_path(out / CONFIG_NAME) as tmp:
+        model.config.save(tmp)
     logger.info("saved %s and %s to %s", WEIGHTS_NAME, CONFIG_NAME, out)
     return out
 
@@ -59,8 +50,8 @@ def save_pretrained(
 def _looks_local(name: str) -> bool:
     """A path the user meant as a folder rather than a Hub id ``org/name``."""
     return (
-        name.startswith((".", "/", "~", "\\"))
-        or os.sep in name.strip("/").replace("/", "", 1)
+        name.startswith((".", "/", "~"))
+        or "\\" in name
         or name.count("/") != 1
         or Path(name).exists()
     )

@@ -21,8 +21,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dfl_infer._atomic import atomic_path
 from dfl_infer.model import DFLConfig, DFLModel
 from dfl_infer.training import distributed
 from dfl_infer.training.losses import DFLLoss, LossConfig
@@ -222,14 +221,8 @@ def build_sources(
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _rng_state() -> dict[str, Any]:

@@ -40,12 +40,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from dfl_infer.crop import group_hands, points_box
+from dfl_infer.image import IMAGE_SUFFIXES
 from dfl_infer.joints import NUM_HAND_JOINTS, NUM_JOINTS, WRIST
 from dfl_infer.lift import MAX_ROOT_DEPTH_MM, MIN_ROOT_DEPTH_MM, Intrinsics
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_DEPTH_CONFIDENCE = 0.5
 
 

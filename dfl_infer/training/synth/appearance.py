@@ -23,13 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dfl_infer.image import IMAGE_SUFFIXES
+
 logger = logging.getLogger(__name__)
 
 _SKIN_PALETTE = torch.tensor(
     [[0.97, 0.84, 0.76], [0.93, 0.76, 0.64], [0.85, 0.64, 0.50], [0.74, 0.52, 0.38],
      [0.60, 0.40, 0.27], [0.45, 0.29, 0.19], [0.32, 0.20, 0.13], [0.22, 0.14, 0.10]]
 )  # fmt: skip
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def _u(g: torch.Generator, shape: tuple[int, ...], lo: float, hi: float, device: torch.device
@@ -66,7 +67,9 @@ class PhotoPool:
             # Photos without a box row may still show hands: only labelled photos are used.
             names = sorted(boxes)
         else:
-            names = sorted(p.name for p in images_dir.iterdir() if p.suffix.lower() in _IMAGE_EXTS)
+            names = sorted(
+                p.name for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+            )
         if not names:
             raise FileNotFoundError(f"no photos in {images_dir}")
         rng = np.random.default_rng(seed)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from dfl_infer.joints import HAND_BONES, NUM_HAND_JOINTS
 
@@ -80,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                "hand_valid")}  # fmt: skip
     sheet = draw_sheet(batch, tile=args.tile)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    # A 256-colour palette: the noisy backgrounds make a true-colour PNG of the sheet ~3 MB, and
+    # the sheet is for looking at, not for pixel-exact reuse.
+    rgb = Image.fromarray(cv2.cvtColor(sheet, cv2.COLOR_BGR2RGB))
+    rgb.quantize(256, method=Image.Quantize.MEDIANCUT).save(args.out, optimize=True)
     logger.info("wrote %s (%d samples)", args.out, args.n)
     return 0
 
