@@ -7,7 +7,7 @@ centre lies inside some detection box, detections per image, detections matched 
 IoU >= 0.3 (false-positive candidates: the labels miss some hands, e.g. bystanders') and the time
 per image of ``detect()`` alone (decoding excluded, the one-off graph build excluded).
 
-    python benchmarks/detector_recall.py [DATA_DIR] [--limit N] [--json PATH]
+    python benchmarks/detector_recall.py [DATA_DIR] [--limit N] [--flip-every N] [--json PATH]
 
 Our detection boxes are tight around the 21 landmark centres, while the labels are drawn around
 the hand's outline, so IoU is biased low; the centre-inside column is the bias-free one.
@@ -48,6 +48,8 @@ class RecallReport:
     images_with_no_detection: int
     ms_per_image_mean: float
     ms_per_image_median: float
+    flip_checked_hands: int  # hands found in both an image and its mirror (IoU >= 0.5)
+    flip_swapped_hands: int  # of those, how many changed handedness (all should)
     data_dir: str
     bundle: str
 
@@ -92,8 +94,24 @@ def load_labels(csv_path: Path) -> dict[str, np.ndarray]:
     return {name: np.array(b, dtype=np.float64) for name, b in boxes.items()}
 
 
-def run(data_dir: Path, limit: int | None, bundle: Path | None) -> RecallReport:
-    """Detect hands in every image of ``data_dir/images`` and score them against the labels."""
+def mirrored_handedness(detector: object, image: np.ndarray, det: list) -> tuple[int, int]:
+    """(hands matched between ``image`` and its horizontal mirror, how many swapped labels).
+    MediaPipe reports true handedness, so a mirrored hand must come back with the other label."""
+    flipped = detector.detect(np.ascontiguousarray(image[:, ::-1]))  # type: ignore[attr-defined]
+    if not det or not flipped:
+        return 0, 0
+    w = image.shape[1]
+    back = np.array([[w - 1 - d.box[2], d.box[1], w - 1 - d.box[0], d.box[3]] for d in flipped])
+    pairs = greedy_match(iou_matrix(np.stack([d.box for d in det]), back), 0.5)
+    swapped = sum(det[i].handedness != flipped[j].handedness for i, j in pairs)
+    return len(pairs), swapped
+
+
+def run(
+    data_dir: Path, limit: int | None, bundle: Path | None, flip_every: int = 10
+) -> RecallReport:
+    """Detect hands in every image of ``data_dir/images`` and score them against the labels;
+    every ``flip_every``-th image is also checked for handedness under mirroring (0: never)."""
     from PIL import Image
 
     from dfl_infer.detect import HandDetector
@@ -104,7 +122,7 @@ def run(data_dir: Path, limit: int | None, bundle: Path | None) -> RecallReport:
         names = names[:limit]
 
     hits = {t: 0 for t in IOU_THRESHOLDS}
-    centre_hits = n_labels = n_dets = unmatched = empty = 0
+    centre_hits = n_labels = n_dets = unmatched = empty = flip_checked = flip_swapped = 0
     times_ms: list[float] = []
     with HandDetector(bundle=bundle, allow_download=False) as detector:
         bundle_path = detector.load()
@@ -113,6 +131,10 @@ def run(data_dir: Path, limit: int | None, bundle: Path | None) -> RecallReport:
             start = time.perf_counter()
             detections = detector.detect(image)
             times_ms.append((time.perf_counter() - start) * 1e3)
+            if flip_every and i % flip_every == 0:
+                checked, swapped = mirrored_handedness(detector, image, detections)
+                flip_checked += checked
+                flip_swapped += swapped
 
             gt = labels.get(name, np.zeros((0, 4)))
             det = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
@@ -147,6 +169,8 @@ def run(data_dir: Path, limit: int | None, bundle: Path | None) -> RecallReport:
         images_with_no_detection=empty,
         ms_per_image_mean=float(np.mean(times_ms)) if times_ms else float("nan"),
         ms_per_image_median=float(np.median(times_ms)) if times_ms else float("nan"),
+        flip_checked_hands=flip_checked,
+        flip_swapped_hands=flip_swapped,
         data_dir=str(data_dir),
         bundle=str(bundle_path),
     )
@@ -164,6 +188,10 @@ def format_table(r: RecallReport) -> str:
         ("unmatched detections (IoU < 0.3 to every free label)", f"{r.unmatched_detections}"),
         ("images with no detection", f"{r.images_with_no_detection}"),
         ("ms per image, mean / median", f"{r.ms_per_image_mean:.1f} / {r.ms_per_image_median:.1f}"),
+        (
+            "handedness swapped on the mirrored image (hands seen in both)",
+            f"{r.flip_swapped_hands} of {r.flip_checked_hands}",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"| {'metric':<{width}} | value |", f"| {'-' * width} | ----- |"]
@@ -183,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument("--bundle", type=Path, default=None, help="hand_landmarker.task to use")
+    parser.add_argument(
+        "--flip-every", type=int, default=10, metavar="N",
+        help="also check handedness on the mirror of every N-th image (0: off; default 10)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -197,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     from dfl_infer.detect import DetectorUnavailableError
 
     try:
-        report = run(data_dir, args.limit, args.bundle)
+        report = run(data_dir, args.limit, args.bundle, args.flip_every)
     except DetectorUnavailableError as err:
         logger.error("%s", err)
         return 2

@@ -32,13 +32,12 @@ of the 0.10.21 wheel), on ordinary photos whose true handedness was read off the
   right, thumb towards the image right) is "Right" (0.99), the other "Left" (0.96).
 - ``real-hands/images/2_pic00038.jpg``: a right palm from the person's right side: "Right" (0.97).
 
-On the horizontally flipped images every one of these labels swapped. Over 166 photos (every 10th
-of real-hands plus all of wild), 174 of 178 hands matched between an image and its mirror
-(IoU >= 0.5) swapped their label; the 4 that did not are hard cases in wild/ (interacting or
-small, blurred hands). Conclusion: the Tasks API in 1.2.2 reports the *true* handedness for
-unmirrored photos (the old "assumes a mirrored selfie image" note of ``mp.solutions`` does not
-apply), so MediaPipe's label is returned as is, lower-cased. ``tests/test_detect.py`` re-checks
-the flip on ``wild/intaghand_demo_1.jpg``.
+On the horizontally flipped images every one of these labels swapped, and so did all 164 hands
+found in both an image and its mirror over every 10th real-hands photo
+(``benchmarks/detector_recall.py``, which reruns this check). Conclusion: the Tasks API in 1.2.2
+reports the *true* handedness for unmirrored photos (the old "assumes a mirrored selfie image"
+note of ``mp.solutions`` does not apply), so MediaPipe's label is returned as is, lower-cased.
+``tests/test_detect.py`` re-checks the flip on ``wild/intaghand_demo_1.jpg``.
 """
 
 from __future__ import annotations
