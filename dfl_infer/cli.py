@@ -2,7 +2,7 @@
 
     dfl-infer IMAGE_OR_DIR... [--out joints.json] [--vis DIR] [--weights DIR_OR_HUB_ID]
               [--box x0,y0,x1,y1] [--focal F] [--device D] [--batch-size N] [--workers N]
-              [--compile]
+              [--compile] [--backend torch|onnxruntime]
     dfl-infer fetch-detector [--dest PATH] [--source auto|google|pip] [--wheel WHEEL]
     dfl-infer export-onnx --weights DIR_OR_HUB_ID --out model.onnx [--opset N] [--batch dynamic|N]
 
@@ -117,13 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=_default_workers(),
         metavar="N",
-        help="processes decoding images while the network runs (default: min(4, CPU count), "
-        "0 on one core: decode in the main process)",
+        help="processes decoding images and running the hand detector on them while the "
+        "network runs (default: min(4, CPU count); 0 on one core: all in the main process)",
     )
     p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the network (slow first batch; pays off on large GPU runs)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="what runs the network: torch (default) or onnxruntime (CPU only, faster there; "
+        "needs pip install 'dfl-infer[onnx]')",
     )
     p.add_argument(
         "--threshold",
@@ -239,8 +246,9 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             presence_threshold=args.threshold,
             compile=args.compile,
+            backend=args.backend,
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         raise UsageError(str(exc)) from None
     model_info = {
         "weights": str(args.weights) if args.weights else "default",
@@ -248,17 +256,26 @@ def run(args: argparse.Namespace) -> int:
         "input_size": predictor.config.input_size,
         "parameters": predictor.model.num_parameters(),
         "device": str(predictor.device),
+        "backend": predictor.backend,
         "dfl_infer_version": __version__,
     }
     records: list[dict[str, Any]] = []
     used_names: set[str] = set()
     n_ok = 0
+    workers = max(0, args.workers)
+    bundle = None
+    if workers > 0 and args.box is None:
+        # The workers run MediaPipe too; find (or fetch) its bundle once, here, so a missing
+        # bundle is one clear error instead of one per worker.
+        from dfl_infer.detect import resolve_bundle
+
+        bundle = resolve_bundle()
     bar = tqdm(total=len(paths), unit="img", disable=True if args.quiet else None, file=sys.stderr)
-    for start, decoded in _decoded_chunks(paths, args.batch_size, max(0, args.workers)):
+    for start, decoded in _decoded_chunks(paths, args.batch_size, workers, bundle):
         chunk = paths[start : start + len(decoded)]
-        loaded: list[tuple[int, np.ndarray]] = []
+        loaded: list[tuple[int, np.ndarray, Any]] = []
         chunk_records: list[dict[str, Any]] = []
-        for k, (path, (rgb, error)) in enumerate(zip(chunk, decoded)):
+        for k, (path, (rgb, dets, error)) in enumerate(zip(chunk, decoded)):
             rec: dict[str, Any] = {
                 "path": str(path),
                 "width": None,
@@ -270,13 +287,13 @@ def run(args: argparse.Namespace) -> int:
             }
             if rgb is not None:
                 rec["width"], rec["height"] = int(rgb.shape[1]), int(rgb.shape[0])
-                loaded.append((k, rgb))
+                loaded.append((k, rgb, dets))
             else:
                 rec["error"] = error
                 logger.warning("skipping %s", error)
             chunk_records.append(rec)
         preds = _predict_chunk(predictor, loaded, chunk_records, args)
-        for (k, rgb), pred in zip(loaded, preds):
+        for (k, rgb, _), pred in zip(loaded, preds):
             if pred is None:
                 continue
             rec = chunk_records[k]
@@ -312,35 +329,52 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _DecodeDataset:
-    """Map-style dataset for ``torch.utils.data.DataLoader``: item i is (rgb, None) or
-    (None, error message) for ``paths[i]``, so a bad file never stops a worker."""
+    """Map-style dataset for ``torch.utils.data.DataLoader``: item i is (rgb, detections, None)
+    or (None, None, error message) for ``paths[i]``, so a bad file never stops a worker.
+    ``bundle``: when given, MediaPipe runs here too (one detector per worker process) and
+    ``detections`` are its hands; else they are None and the predictor detects."""
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], bundle: Path | None = None) -> None:
         self.paths = list(paths)
+        self.bundle = bundle
+        self._detector: Any = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[Any, str | None]:
+    def __getitem__(self, i: int) -> tuple[Any, Any, str | None]:
         from dfl_infer.image import ImageError, load_image
 
         try:
-            return load_image(self.paths[i]), None
+            rgb = load_image(self.paths[i])
         except ImageError as exc:
-            return None, str(exc)
+            return None, None, str(exc)
         except Exception as exc:  # noqa: BLE001 - e.g. a decoder bug: this image only
-            return None, f"{self.paths[i]}: cannot read image: {exc}"
+            return None, None, f"{self.paths[i]}: cannot read image: {exc}"
+        if self.bundle is None:
+            return rgb, None, None
+        if self._detector is None:  # created in the worker process, after the fork
+            from dfl_infer.detect import HandDetector
+
+            self._detector = HandDetector(self.bundle, allow_download=False)
+        try:
+            return rgb, self._detector.detect(rgb), None
+        except Exception as exc:  # noqa: BLE001 - one image's failure must not stop the others
+            return None, None, f"{self.paths[i]}: hand detection failed: {exc}"
 
 
 def _keep_list(items: list) -> list:
     return items
 
 
-def _decoded_chunks(paths: Sequence[Path], batch_size: int, workers: int) -> Any:
-    """Yield (start index, [(rgb or None, error or None), ...]) per chunk of ``batch_size``
-    paths, in order; with ``workers`` > 0 the next chunks decode in worker processes while the
-    current one runs through the network."""
-    dataset = _DecodeDataset(paths)
+def _decoded_chunks(
+    paths: Sequence[Path], batch_size: int, workers: int, bundle: Path | None = None
+) -> Any:
+    """Yield (start index, [(rgb, detections, error), ...]) per chunk of ``batch_size`` paths,
+    in order; with ``workers`` > 0 the next chunks are decoded (and, given a detector
+    ``bundle``, their hands detected) in worker processes while the current one runs through
+    the network."""
+    dataset = _DecodeDataset(paths, bundle if workers > 0 else None)
     if workers == 0:
         for start in range(0, len(paths), batch_size):
             yield start, [dataset[i] for i in range(start, min(start + batch_size, len(paths)))]
@@ -359,17 +393,19 @@ def _predict_chunk(predictor: Any, loaded: list, records: list, args: argparse.N
     """Predictions for the loaded images of a chunk; an image that fails alone gets an error."""
     if not loaded:
         return []
-    arrays = [rgb for _, rgb in loaded]
+    arrays = [rgb for _, rgb, _ in loaded]
+    dets = [d for _, _, d in loaded]
     boxes = [args.box] * len(arrays)
     try:
-        return predictor.predict_batch(arrays, boxes=boxes, focal=args.focal)
+        return predictor.predict_batch(arrays, boxes=boxes, focal=args.focal, detections=dets)
     except DetectorUnavailableError:  # concerns every image, not one of them
         raise
     except Exception:  # noqa: BLE001 - isolate the image that breaks the batch
         preds = []
-        for (k, rgb), box in zip(loaded, boxes):
+        for (k, rgb, det), box in zip(loaded, boxes):
             try:
-                preds.append(predictor.predict(rgb, box=box, focal=args.focal))
+                one = predictor.predict_batch([rgb], [box], focal=args.focal, detections=[det])
+                preds.append(one[0])
             except DetectorUnavailableError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad image must not stop the others

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dfl_infer.backends import BACKENDS, OnnxRuntimeRunner, TorchRunner
 from dfl_infer.crop import Crop, group_hands, make_crop, points_box, union_box
 from dfl_infer.image import ImageInput, load_image
 from dfl_infer.joints import HANDS, NUM_HAND_JOINTS
@@ -86,6 +87,8 @@ class DFLPredictor:
     to create MediaPipe's on first use. ``presence_threshold``: minimum presence probability.
     ``compile``: run the network through ``torch.compile`` (the first batch of each new size
     compiles for tens of seconds; worth it for long GPU runs, see docs/performance.md).
+    ``backend``: "torch" (default) or "onnxruntime" (CPU only, about 0.7x of PyTorch's time on
+    CPU; needs ``pip install 'dfl-infer[onnx]'``; see ``dfl_infer.backends``).
     """
 
     def __init__(
@@ -97,8 +100,21 @@ class DFLPredictor:
         batch_size: int = 16,
         full_image_fallback: bool = True,
         compile: bool = False,
+        backend: str = "torch",
     ) -> None:
-        self.device = resolve_device(device)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        # onnxruntime runs on the CPU here: "auto" means the CPU for it.
+        auto_cpu = backend == "onnxruntime" and str(device) == "auto"
+        self.device = resolve_device("cpu" if auto_cpu else device)
+        if backend == "onnxruntime":
+            if self.device.type != "cpu":
+                raise ValueError(
+                    f"backend 'onnxruntime' runs on the CPU only; use device='cpu' (got {device!r})"
+                    " or backend='torch'"
+                )
+            if compile:
+                raise ValueError("compile=True applies to backend 'torch' only")
         if isinstance(weights, DFLModel):
             model = weights
         else:
@@ -107,15 +123,17 @@ class DFLPredictor:
         # measured in docs/performance.md, 13-20% faster on CPU (oneDNN) too.
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.config = self.model.config
-        # The callable that runs the network; self.model stays the plain module (config, weights).
-        self._net: Any = torch.compile(self.model) if compile else self.model
+        self.backend = backend
+        # What runs the network; self.model stays the plain module (config, weights).
+        self._net: TorchRunner | OnnxRuntimeRunner
+        if backend == "onnxruntime":
+            self._net = OnnxRuntimeRunner(self.model)
+        else:
+            self._net = TorchRunner(self.model, self.device, compile=compile)
         self._detector = detector
         self.presence_threshold = float(presence_threshold)
         self.batch_size = int(batch_size)
         self.full_image_fallback = full_image_fallback
-        mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
-        self._mean, self._std = mean * 255.0, std * 255.0
 
     @staticmethod
     def _load(weights: str | Path | None) -> DFLModel:
@@ -172,19 +190,23 @@ class DFLPredictor:
         boxes: Sequence[Sequence[float] | None] | None = None,
         intrinsics: Sequence[Any] | None = None,
         focal: float | None = None,
+        detections: Sequence[Sequence[Any] | None] | None = None,
     ) -> list[Prediction]:
-        """Hands in several images; the network runs on all their crops in batches."""
+        """Hands in several images; the network runs on all their crops in batches.
+        ``detections``: per image, the detector's hands if already found (e.g. by
+        ``HandDetector.detect`` in another process), or None to run the detector here."""
         n = len(images)
         boxes = list(boxes) if boxes is not None else [None] * n
         intr_in = list(intrinsics) if intrinsics is not None else [None] * n
-        if len(boxes) != n or len(intr_in) != n:
-            raise ValueError("boxes and intrinsics must have one entry per image")
+        dets_in = list(detections) if detections is not None else [None] * n
+        if len(boxes) != n or len(intr_in) != n or len(dets_in) != n:
+            raise ValueError("boxes, intrinsics and detections must have one entry per image")
         rgbs = [load_image(img) for img in images]
         intr = [
             Intrinsics.resolve(k, rgb.shape[1], rgb.shape[0], focal)
             for k, rgb in zip(intr_in, rgbs)
         ]
-        tasks = [t for i, rgb in enumerate(rgbs) for t in self._plan(i, rgb, boxes[i])]
+        tasks = [t for i, rgb in enumerate(rgbs) for t in self._plan(i, rgb, boxes[i], dets_in[i])]
         self._run(tasks, rgbs)
         tasks = self._refine(tasks, rgbs)
         return [
@@ -197,7 +219,13 @@ class DFLPredictor:
             box, self.config.input_size, self.config.box_scale if scale is None else scale
         )
 
-    def _plan(self, index: int, rgb: np.ndarray, box: Sequence[float] | None) -> list[_Task]:
+    def _plan(
+        self,
+        index: int,
+        rgb: np.ndarray,
+        box: Sequence[float] | None,
+        detections: Sequence[Any] | None = None,
+    ) -> list[_Task]:
         h, w = rgb.shape[:2]
         if box is not None:
             b = np.asarray(box, dtype=np.float64).reshape(-1)
@@ -206,7 +234,8 @@ class DFLPredictor:
                     f"box must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {box}"
                 )
             return [_Task(index, self._crop(b), "box")]
-        detections = self.detector.detect(rgb)
+        if detections is None:
+            detections = self.detector.detect(rgb)
         if not detections:
             if not self.full_image_fallback:
                 return []
@@ -265,27 +294,17 @@ class DFLPredictor:
         self._run(second, rgbs)
         return final + second
 
-    @torch.inference_mode()
     def _run(self, tasks: list[_Task], rgbs: list[np.ndarray]) -> None:
         """Run the network on every task's crop, in batches; fills ``task.outputs``."""
         for start in range(0, len(tasks), self.batch_size):
             chunk = tasks[start : start + self.batch_size]
-            crops = np.stack([t.crop.warp(rgbs[t.image]) for t in chunk])
-            x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
-            x = (x - self._mean) / self._std
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(
-                self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
-            ):
-                out = self._net(x)
-            uvd = out["joints_25d"].float().cpu().numpy()
-            presence = out["hand_presence"].float().sigmoid().cpu().numpy()  # probabilities
-            rel_root = out["rel_root_depth"].float().cpu().numpy()
+            out = self._net(np.stack([t.crop.warp(rgbs[t.image]) for t in chunk]))
+            presence = 1.0 / (1.0 + np.exp(-out["hand_presence"]))  # probabilities
             for k, task in enumerate(chunk):
                 task.outputs = {
-                    "joints_25d": uvd[k],
+                    "joints_25d": out["joints_25d"][k],
                     "presence": presence[k],
-                    "rel_root": rel_root[k],
+                    "rel_root": out["rel_root_depth"][k],
                 }
 
     def _collect(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -49,3 +51,43 @@ def test_cli_export_fixed_batch(tiny_weights, tmp_path) -> None:
     x = np.zeros((1, 3, 256, 256), np.float32)
     got = _run_ort(out, x)
     assert got["joints_25d"].shape == (1, 42, 3) and np.isfinite(got["joints_25d"]).all()
+
+
+def test_predictor_onnxruntime_backend(tiny_model, tmp_path, monkeypatch, caplog) -> None:
+    """backend="onnxruntime" gives PyTorch's joints, exports once into the cache and re-exports a
+    damaged cache entry."""
+    from dfl_infer import DFLPredictor
+
+    monkeypatch.setenv("DFL_CACHE_DIR", str(tmp_path / "cache"))
+    image = np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    boxes = [(60, 40, 220, 200), (150, 90, 390, 290)]
+    ref = DFLPredictor(tiny_model, device="cpu", presence_threshold=0.0, batch_size=2)
+    fast = DFLPredictor(tiny_model, backend="onnxruntime", presence_threshold=0.0, batch_size=2)
+    assert fast.device.type == "cpu" and fast.backend == "onnxruntime"
+    cached = sorted((tmp_path / "cache" / "onnx").iterdir())
+    assert len(cached) == 1 and cached[0].suffix == ".onnx"
+    want = ref.predict_batch([image, image], boxes=boxes)
+    got = fast.predict_batch([image, image], boxes=boxes)
+    for w, g in zip(want, got):
+        assert len(w.hands) == len(g.hands) == 2
+        for a, b in zip(w.hands, g.hands):
+            assert a.handedness == b.handedness
+            np.testing.assert_allclose(b.joints_2d, a.joints_2d, atol=2e-3)  # pixels
+            np.testing.assert_allclose(b.joints_3d, a.joints_3d, atol=0.05)  # millimetres
+            assert b.score == pytest.approx(a.score, abs=1e-4)
+    # A second predictor reuses the cached graph; a damaged one is exported again.
+    mtime = cached[0].stat().st_mtime_ns
+    DFLPredictor(tiny_model, backend="onnxruntime")
+    assert cached[0].stat().st_mtime_ns == mtime
+    cached[0].write_bytes(b"not an onnx graph")
+    again = DFLPredictor(tiny_model, backend="onnxruntime", presence_threshold=0.0)
+    assert "exporting it again" in caplog.text
+    assert cached[0].stat().st_size > 1000
+    for a, b in zip(want[0].hands, again.predict(image, box=boxes[0]).hands):
+        np.testing.assert_allclose(b.joints_2d, a.joints_2d, atol=2e-3)
+    # Other weights get their own graph.
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    DFLPredictor(other, backend="onnxruntime")
+    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 2

@@ -143,6 +143,32 @@ def test_batch_matches_single(tiny_weights, image) -> None:
             np.testing.assert_allclose(a.joints_2d, b.joints_2d, atol=1e-3)
 
 
+def test_given_detections_skip_the_detector(tiny_weights, image) -> None:
+    dets = [Det(np.array([100.0, 100, 200, 220]), "right")]
+    detector = FixedDetector(dets)
+    p = DFLPredictor(tiny_weights, device="cpu", detector=detector, presence_threshold=0.0)
+    want = p.predict(image)
+    assert detector.calls == 1
+    # Detections found elsewhere (the CLI's worker processes) replace the detector's call; an
+    # empty list means "looked, found nothing" (whole-image pass), None means "detect here".
+    got, empty, none = p.predict_batch([image] * 3, detections=[dets, [], None])
+    assert detector.calls == 2
+    np.testing.assert_allclose(np.stack(got.crops), np.stack(want.crops))
+    assert len(got.hands) == len(want.hands)
+    for a, b in zip(got.hands, want.hands):
+        np.testing.assert_allclose(a.joints_2d, b.joints_2d, atol=1e-3)
+    np.testing.assert_allclose(empty.crops[0], [-0.5, -60.5, 479.5, 419.5])  # the whole image
+    with pytest.raises(ValueError, match="one entry per image"):
+        p.predict_batch([image], detections=[])
+
+
+def test_backend_arguments_are_checked(tiny_weights) -> None:
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DFLPredictor(tiny_weights, device="cpu", backend="tensorrt")
+    with pytest.raises(ValueError, match="torch' only"):
+        DFLPredictor(tiny_weights, device="cpu", backend="onnxruntime", compile=True)
+
+
 def test_default_weights_error_is_clear(monkeypatch) -> None:
     if default_weights() != DEFAULT_HUB_ID:
         pytest.skip("trained default weights are present in weights/")
