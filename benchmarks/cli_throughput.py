@@ -3,12 +3,16 @@
 Makes ``--n`` (default 200) synthetic 640x480 JPEGs (noise and drawn shapes, as in
 ``end_to_end.py``), saves a random-weights model, then runs the CLI as a child process once per
 mode and reports images per second (wall clock of the whole command, model loading included) and
-the child's peak RSS (``os.wait4`` rusage). Modes: ``box`` (``--box``, no detector) and
-``detector`` (MediaPipe; on these hand-free images it finds nothing and the predictor takes its
-whole-image path), each with the given ``--workers`` values.
+memory: the CLI process's own peak RSS (``os.wait4`` rusage) and the peak of the summed
+proportional set size (PSS: shared pages split between the processes sharing them, so the forked
+workers' copy-on-write pages are not counted twice) of the CLI and its worker processes, sampled
+from /proc every 0.1 s (Linux only). Modes: ``box``
+(``--box``, no detector) and ``detector`` (MediaPipe, which runs in the worker processes when
+``--workers`` > 0; on these hand-free images it finds nothing and the predictor takes its
+whole-image path), each with the given ``--workers`` values and ``--backends``.
 
     python benchmarks/cli_throughput.py [--config r18] [--n 200] [--modes box,detector]
-        [--workers 0,2] [--batch-size 8] [--json PATH]
+        [--workers 0,2] [--backends torch,onnxruntime] [--batch-size 8] [--json PATH]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,17 +32,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmar
 from end_to_end import loadavg, make_images  # noqa: E402
 
 
-def run_cli(cmd: list[str]) -> tuple[float, float, int, str]:
-    """Wall seconds, peak RSS (MiB) and exit status of one CLI run."""
+def tree_pss_mib(pid: int) -> float:
+    """Summed proportional set size of ``pid`` and all its descendants (Linux /proc), MiB."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += float(line.split()[1]) / 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue  # the process ended meanwhile
+    return total
+
+
+def run_cli(cmd: list[str]) -> tuple[float, float, float | None, int, str]:
+    """Wall seconds, the CLI's peak RSS, the peak summed PSS of it and its workers (MiB; None
+    off Linux) and the exit status of one CLI run."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
+    peak_tree: list[float] = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            peak_tree[0] = max(peak_tree[0], tree_pss_mib(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    if Path("/proc/self/smaps_rollup").is_file():
+        sampler.start()
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
+    done.set()
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     rss = usage.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else usage.ru_maxrss / 1024
-    return wall, rss, proc.returncode, err
+    tree = peak_tree[0] if sampler.is_alive() or peak_tree[0] else None
+    return wall, rss, tree, proc.returncode, err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=200, help="number of generated images")
     p.add_argument("--modes", default="box,detector", help="box and/or detector")
     p.add_argument("--workers", default="0,2", help="comma-separated --workers values")
+    p.add_argument("--backends", default="torch", help="torch and/or onnxruntime")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--compile", action="store_true", help="pass --compile to the CLI")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -53,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from dfl_infer.detect import ENV_BUNDLE, ENV_CACHE_DIR, resolve_bundle
     from dfl_infer.model import DFLConfig, DFLModel
+
+    bundle = resolve_bundle() if "detector" in args.modes.split(",") else None
 
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,36 +102,50 @@ def main(argv: list[str] | None = None) -> int:
         weights = Path(tmp) / "weights"
         DFLModel(getattr(DFLConfig, args.config)()).save_pretrained(weights)
         print(f"{args.n} images 640x480, {args.config} random weights, {os.cpu_count()} CPUs")
-        print(f"{'mode':9} {'workers':>7} {'wall s':>8} {'images/s':>9} {'ms/image':>9} "
-              f"{'peak RSS MiB':>12} {'load avg (1,5,15 min) after':>28}")  # fmt: skip
+        # The children cache their ONNX graph in a temporary folder, exported here beforehand
+        # (the timings are of a warm cache); they find the detector bundle where it is now.
+        if "onnxruntime" in args.backends.split(","):
+            from dfl_infer.backends import exported_model
+
+            exported_model(DFLModel.from_pretrained(weights), Path(tmp) / "cache" / "onnx")
+        os.environ[ENV_CACHE_DIR] = str(Path(tmp) / "cache")
+        if "detector" in args.modes.split(","):
+            os.environ[ENV_BUNDLE] = str(bundle)
+        print(f"{'mode':9} {'backend':11} {'workers':>7} {'wall s':>7} {'images/s':>8} "
+              f"{'ms/image':>8} {'RSS MiB':>7} {'PSS+wrk':>8} {'load avg after':>16}")  # fmt: skip
         for mode in args.modes.split(","):
-            for workers in (int(w) for w in args.workers.split(",")):
-                out = Path(tmp) / f"{mode}_{workers}.json"
-                cmd = [sys.executable, "-m", "dfl_infer.cli", str(folder), "--weights",
-                       str(weights), "--device", "cpu", "--out", str(out), "-q",
-                       "--batch-size", str(args.batch_size), "--workers", str(workers)]  # fmt: skip
-                if mode == "box":
-                    cmd += ["--box", "100,60,420,380"]
-                if args.compile:
-                    cmd.append("--compile")
-                load_before = loadavg()
-                wall, rss, code, err = run_cli(cmd)
-                if code != 0:
-                    print(err[-3000:], file=sys.stderr)
-                    return 1
-                images = json.loads(out.read_text())["images"]
-                errors = sum(1 for r in images if r["error"])
-                res = {
-                    "mode": mode, "workers": workers, "config": args.config, "images": args.n,
-                    "errors": errors, "wall_s": wall, "images_per_s": args.n / wall,
-                    "ms_per_image": 1e3 * wall / args.n, "peak_rss_mib": rss,
-                    "batch_size": args.batch_size, "loadavg_before": load_before,
-                    "loadavg_after": loadavg(),
-                }  # fmt: skip
-                results.append(res)
-                load = " ".join(res["loadavg_after"])
-                print(f"{mode:9} {workers:7d} {wall:8.1f} {res['images_per_s']:9.2f} "
-                      f"{res['ms_per_image']:9.0f} {rss:12.0f} {load:>28}", flush=True)  # fmt: skip
+            for backend in args.backends.split(","):
+                for workers in (int(w) for w in args.workers.split(",")):
+                    out = Path(tmp) / f"{mode}_{backend}_{workers}.json"
+                    cmd = [sys.executable, "-m", "dfl_infer.cli", str(folder), "--weights",
+                           str(weights), "--device", "cpu", "--out", str(out), "-q",
+                           "--batch-size", str(args.batch_size), "--workers", str(workers),
+                           "--backend", backend]  # fmt: skip
+                    if mode == "box":
+                        cmd += ["--box", "100,60,420,380"]
+                    if args.compile:
+                        cmd.append("--compile")
+                    load_before = loadavg()
+                    wall, rss, tree, code, err = run_cli(cmd)
+                    if code != 0:
+                        print(err[-3000:], file=sys.stderr)
+                        return 1
+                    images = json.loads(out.read_text())["images"]
+                    errors = sum(1 for r in images if r["error"])
+                    res = {
+                        "mode": mode, "backend": backend, "workers": workers,
+                        "config": args.config, "images": args.n, "errors": errors,
+                        "wall_s": wall, "images_per_s": args.n / wall,
+                        "ms_per_image": 1e3 * wall / args.n, "peak_rss_mib": rss,
+                        "peak_pss_with_workers_mib": tree, "batch_size": args.batch_size,
+                        "loadavg_before": load_before, "loadavg_after": loadavg(),
+                    }  # fmt: skip
+                    results.append(res)
+                    load = " ".join(res["loadavg_after"])
+                    tree_s = f"{tree:8.0f}" if tree is not None else f"{'-':>8}"
+                    print(f"{mode:9} {backend:11} {workers:7d} {wall:7.1f} "
+                          f"{res['images_per_s']:8.2f} {res['ms_per_image']:8.0f} {rss:7.0f} "
+                          f"{tree_s} {load:>16}", flush=True)  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu_count": os.cpu_count(), "results": results}, f, indent=1)

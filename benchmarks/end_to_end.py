@@ -6,14 +6,20 @@ Stages, each timed per image (median over the images, after a warm-up image):
 - crop: the affine warps to 256x256, tensor conversion and normalization (inside the network
   batches, minus the network itself);
 - model: the network's forward passes (one or two per image: a lone or missed hand gets a second,
-  tighter crop);
+  tighter crop): the ``DFLModel`` call inside the torch runner, or the ``session.run`` calls (one
+  per crop) inside the onnxruntime runner;
 - lift+other: planning, 2.5D -> 3D lifting, deduplication, building the result.
 
 Random weights (speed does not depend on them), saved to a temp folder and loaded like real ones.
-Each preset runs in a fresh child process so that its peak RSS (``ru_maxrss``) is its own.
+Each preset and backend runs in a fresh child process so that its peak RSS (``ru_maxrss``) is its
+own. ``--backends torch,onnxruntime`` measures each preset with each ``DFLPredictor(backend=...)``
+(onnxruntime needs ``pip install 'dfl-infer[onnx]'``; ``--compile`` applies to torch only). The
+ONNX graph is exported into a temporary cache folder (``DFL_CACHE_DIR``; the user's cache is
+untouched) by a separate child beforehand, so the export counts in neither the timings nor the
+peak RSS.
 
-    python benchmarks/end_to_end.py [--configs r18,r50] [--images N | --dir DIR] [--box]
-        [--json PATH]
+    python benchmarks/end_to_end.py [--configs r18,r50] [--backends torch,onnxruntime]
+        [--images N | --dir DIR] [--box] [--json PATH]
 
 Generated images: 640x480 JPEGs of noise and drawn shapes (no hands: MediaPipe finds none and
 the predictor takes its whole-image path). ``--dir shared/data/wild`` uses real photos instead.
@@ -22,6 +28,7 @@ the predictor takes its whole-image path). ``--dir shared/data/wild`` uses real 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -39,6 +46,7 @@ import numpy as np
 CPU_TARGET_MS_PER_IMAGE = 200.0
 CPU_TARGET_PEAK_RSS_GIB = 1.5
 STAGES = ("decode", "detect", "crop", "model", "lift+other", "total")
+BACKENDS = ("torch", "onnxruntime")
 
 
 def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
@@ -86,19 +94,30 @@ class _Timer:
 
 
 def run_child(args: argparse.Namespace) -> dict[str, Any]:
-    """One preset, in this process: load, warm up, time every stage per image."""
+    """One preset and backend, in this process: load, warm up, time every stage per image. With
+    ``--prepare``: only build the predictor (which exports the ONNX graph into the cache)."""
     import torch
 
+    from dfl_infer.backends import OnnxRuntimeRunner, TorchRunner
+    from dfl_infer.detect import default_cache_dir
     from dfl_infer.image import load_image
     from dfl_infer.model import DFLConfig, DFLModel
     from dfl_infer.predictor import DFLPredictor
 
+    backend = args.child_backend
+    onnx_dir = default_cache_dir() / "onnx"  # a temporary folder: main() sets DFL_CACHE_DIR
+    onnx_before = set(os.listdir(onnx_dir)) if onnx_dir.is_dir() else set()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights"
         DFLModel(getattr(DFLConfig, args.config)()).save_pretrained(weights)
         rss_before = peak_rss_mib()
-        predictor = DFLPredictor(weights=weights, device="cpu", compile=args.compile)
+        predictor = DFLPredictor(
+            weights=weights, device="cpu", compile=args.compile, backend=backend
+        )
+        if args.prepare:
+            return {"config": args.config, "backend": backend, "prepared": True}
+        onnx_exported = onnx_dir.is_dir() and set(os.listdir(onnx_dir)) != onnx_before
         if args.channels_last:
             predictor.model.to(memory_format=torch.channels_last)
         paths = sorted(Path(args.dir).iterdir()) if args.dir else []
@@ -111,12 +130,22 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         if box is None:
             predictor.detector.load()
             predictor._detector = _TimedDetector(predictor.detector)
-        net = predictor._net = _Timer(predictor._net)
+        # predictor._net is the backend's runner: it normalizes the crops, runs the network and
+        # converts the outputs. "model" times the network alone, inside the runner; the runner's
+        # own work counts in "crop", as it did when the predictor normalized the crops itself.
+        runner = predictor._net
+        if isinstance(runner, TorchRunner):
+            net = runner._net = _Timer(runner._net)
+        elif isinstance(runner, OnnxRuntimeRunner):
+            net = runner.session.run = _Timer(runner.session.run)
+        else:
+            raise TypeError(f"unknown runner {type(runner).__name__}")
+        batches = predictor._net = _Timer(runner)  # its calls: the network passes per image
         run = predictor._run = _Timer(predictor._run)
         per_image: list[dict[str, float]] = []
         for k, path in enumerate([paths[0], *paths]):  # the first image warms everything up
             net.seconds = run.seconds = 0.0
-            net.calls = 0
+            batches.calls = 0
             det_seconds = 0.0
             t0 = time.perf_counter()
             rgb = load_image(path)
@@ -132,7 +161,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
                 "model": net.seconds,
                 "lift+other": (t2 - t1) - det_seconds - run.seconds,
                 "total": t2 - t0,
-                "passes": float(net.calls),
+                "passes": float(batches.calls),
                 "hands": float(len(pred.hands)),
             }
             if k > 0:
@@ -143,6 +172,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     mean = {s: 1e3 * statistics.fmean(im[s] for im in per_image) for s in STAGES}
     return {
         "config": args.config,
+        "backend": backend,
         "mode": "box" if args.box else "detector",
         "images": len(per_image),
         "source": args.dir or "generated 640x480",
@@ -154,6 +184,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         "rss_before_predictor_mib": rss_before,
         "torch_threads": torch.get_num_threads(),
         "channels_last": bool(args.channels_last),
+        "compile": bool(args.compile),
+        "onnx_exported_in_run": onnx_exported,
     }
 
 
@@ -186,49 +218,89 @@ def loadavg() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", default="r18,r50", help="comma-separated presets")
+    p.add_argument(
+        "--backends",
+        default="torch",
+        help="comma-separated DFLPredictor backends: torch and/or onnxruntime (default: torch)",
+    )
     p.add_argument("--images", type=int, default=8, help="generated images to time")
     p.add_argument("--dir", help="time these photos instead of generated ones")
     p.add_argument("--limit", type=int, default=0, help="at most this many images of --dir")
     p.add_argument("--box", action="store_true", help="give a box: skip the detector")
-    p.add_argument("--compile", action="store_true", help="DFLPredictor(compile=True)")
+    p.add_argument("--compile", action="store_true", help="DFLPredictor(compile=True), torch only")
     p.add_argument("--channels-last", action="store_true", help="force channels_last weights")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    p.add_argument("--config", help=argparse.SUPPRESS)  # child mode: one preset, JSON on stdout
+    # Child mode: one preset and backend, JSON on stdout.
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    p.add_argument("--child-backend", default="torch", help=argparse.SUPPRESS)
+    p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.config:
         print(json.dumps(run_child(args)))
         return 0
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        print(f"end_to_end: --backends takes {' and/or '.join(BACKENDS)}, got {args.backends!r}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if "onnxruntime" in backends:
+        missing = [m for m in ("onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"end_to_end: backend onnxruntime needs {' and '.join(missing)}: "
+                  "pip install 'dfl-infer[onnx]'", file=sys.stderr)  # fmt: skip
+            return 2
     results = []
     load_start = loadavg()
     print(f"load average at start: {load_start}; {os.cpu_count()} CPUs")
-    header = f"{'config':6} {'mode':8} " + " ".join(f"{s:>10}" for s in STAGES)
+    header = f"{'config':6} {'backend':11} {'mode':8} " + " ".join(f"{s:>10}" for s in STAGES)
     header += f" {'passes':>6} {'peak RSS MiB':>12}"
     print(header)
-    for name in args.configs.split(","):
-        cmd = [sys.executable, __file__, "--config", name.strip(), "--images", str(args.images)]
-        for flag in ("box", "compile", "channels_last"):
-            if getattr(args, flag):
-                cmd.append("--" + flag.replace("_", "-"))
-        if args.dir:
-            cmd += ["--dir", args.dir, "--limit", str(args.limit)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            print(out.stderr[-3000:], file=sys.stderr)
-            return 1
-        res = json.loads(out.stdout.strip().splitlines()[-1])
-        res["loadavg_after"] = loadavg()
-        results.append(res)
-        print(
-            f"{res['config']:6} {res['mode']:8} "
-            + " ".join(f"{res['median_ms'][s]:10.1f}" for s in STAGES)
-            + f" {res['passes_per_image']:6.2f} {res['peak_rss_mib']:12.0f}",
-            flush=True,
-        )
+    # The children export and load ONNX graphs in a temporary cache folder (the user's cache is
+    # untouched) and find the detector bundle where it is now.
+    from dfl_infer.detect import ENV_BUNDLE, ENV_CACHE_DIR, resolve_bundle
+
+    if not args.box:
+        os.environ[ENV_BUNDLE] = str(resolve_bundle())
+    with tempfile.TemporaryDirectory(prefix="dfl-e2e-cache-") as cache:
+        os.environ[ENV_CACHE_DIR] = cache
+        for name in args.configs.split(","):
+            for backend in backends:
+                cmd = [sys.executable, __file__, "--config", name.strip(),
+                       "--images", str(args.images), "--child-backend", backend]  # fmt: skip
+                flags = ["box", "channels_last"] + (["compile"] if backend == "torch" else [])
+                for flag in flags:
+                    if getattr(args, flag):
+                        cmd.append("--" + flag.replace("_", "-"))
+                if args.dir:
+                    cmd += ["--dir", args.dir, "--limit", str(args.limit)]
+                if backend == "onnxruntime":
+                    # Export first, in its own process: neither timed nor in the peak RSS.
+                    prep = subprocess.run(
+                        [*cmd, "--prepare"], capture_output=True, text=True, check=False
+                    )
+                    if prep.returncode != 0:
+                        print(prep.stderr[-3000:], file=sys.stderr)
+                        return 1
+                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    print(out.stderr[-3000:], file=sys.stderr)
+                    return 1
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                res["loadavg_after"] = loadavg()
+                results.append(res)
+                print(
+                    f"{res['config']:6} {res['backend']:11} {res['mode']:8} "
+                    + " ".join(f"{res['median_ms'][s]:10.1f}" for s in STAGES)
+                    + f" {res['passes_per_image']:6.2f} {res['peak_rss_mib']:12.0f}",
+                    flush=True,
+                )
     print("(median ms per image over", results[0]["images"], "images;", results[0]["source"], ")")
     for res in results:
         if res["config"] == "r18":
             tot, rss = res["median_ms"]["total"], res["peak_rss_mib"] / 1024
-            print(f"target r18 CPU <= {CPU_TARGET_MS_PER_IMAGE:.0f} ms/image: {tot:.0f} ms "
+            print(f"target r18 CPU ({res['backend']}) <= {CPU_TARGET_MS_PER_IMAGE:.0f} ms/image: "
+                  f"{tot:.0f} ms "
                   f"({'met' if tot <= CPU_TARGET_MS_PER_IMAGE else 'MISSED'}); peak RSS <= "
                   f"{CPU_TARGET_PEAK_RSS_GIB} GiB: {rss:.2f} GiB "
                   f"({'met' if rss <= CPU_TARGET_PEAK_RSS_GIB else 'MISSED'})")  # fmt: skip

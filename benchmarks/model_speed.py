@@ -7,7 +7,15 @@ memory. On CUDA it also measures a large bf16 matmul in the same run and reports
 a fraction of that rate. Random weights: speed does not depend on their values.
 
     python benchmarks/model_speed.py [--configs r18,r50] [--batches 1,8,64,256]
-        [--dtypes fp32,bf16] [--device auto|cpu|cuda] [--compile] [--json PATH]
+        [--dtypes fp32,bf16] [--device auto|cpu|cuda] [--compile] [--onnxruntime] [--json PATH]
+
+``--onnxruntime`` (CPU only, needs ``pip install 'dfl-infer[onnx]'``) adds rows with mode
+"onnxruntime" (fp32) for each preset and batch, timed after all the PyTorch rows: the network
+exported as the predictor's backend "onnxruntime" exports it (batch-1 graph, into a temporary
+folder, so the user's cache is untouched) and run by onnxruntime's CPU provider with PyTorch's
+thread count on normalized float32 crops. Batch B is B successive batch-1 ``session.run`` calls,
+as ``DFLPredictor(backend="onnxruntime")`` does; warm-ups, repeats and FLOPs are the PyTorch
+rows'.
 
 CPU notes: batch 256 of r50 takes minutes on 2 cores (``--batches 1,8`` is the CPU default);
 torch.compile runs only with ``--compile`` (minutes of compilation); CUDA graphs are skipped.
@@ -18,6 +26,7 @@ resident set size (``resource.getrusage``), which only grows, so it is the peak 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -25,6 +34,7 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -45,7 +55,7 @@ GPU_TARGET_MATMUL_FRACTION = 0.25
 class Row:
     config: str
     dtype: str
-    mode: str  # eager | channels_last | compile | cuda_graph
+    mode: str  # eager | channels_last | compile | cuda_graph | onnxruntime
     batch: int
     latency_ms: float | None  # median of the timed repeats
     latency_min_ms: float | None
@@ -208,6 +218,54 @@ def bench_config(
     return rows
 
 
+def bench_onnxruntime(name: str, args: argparse.Namespace, cache_dir: str) -> list[Row]:
+    """Rows of mode "onnxruntime" for one preset: the predictor's ORT runner, exported into
+    ``cache_dir``, its session fed normalized float32 crops one at a time."""
+    import numpy as np
+
+    from dfl_infer.backends import OUTPUTS, OnnxRuntimeRunner
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    config = getattr(DFLConfig, name)()
+    # channels_last like the model DFLPredictor hands to OnnxRuntimeRunner.
+    model = DFLModel(config).eval().to(memory_format=torch.channels_last)
+    gflops = flops_per_crop(model, cpu) / 1e9
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    session = OnnxRuntimeRunner(model, threads=threads, cache_dir=cache_dir).session
+    logger.info("%s: exported to ONNX and loaded in %.1f s (onnxruntime, %d threads)", name,
+                time.perf_counter() - t0, threads)  # fmt: skip
+    del model
+    outputs, s = list(OUTPUTS), config.input_size
+    rng = np.random.default_rng(0)
+    rows: list[Row] = []
+    for batch in args.batches:
+        crops = [rng.standard_normal((1, 3, s, s), dtype=np.float32) for _ in range(batch)]
+
+        def fn(crops: list[np.ndarray] = crops) -> object:
+            return [session.run(outputs, {"images": crop}) for crop in crops]
+
+        note = ""
+        try:
+            times = time_fn(fn, cpu, args.warmup, args.repeats, args.max_seconds)
+        except Exception as exc:  # noqa: BLE001 - report the failure in the table
+            note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+            logger.warning("%s fp32 onnxruntime b%d %s", name, batch, note)
+            times = []
+        med = statistics.median(times) if times else None
+        row = Row(
+            config=name, dtype="fp32", mode="onnxruntime", batch=batch,
+            latency_ms=med * 1e3 if med else None,
+            latency_min_ms=min(times) * 1e3 if times else None,
+            crops_per_s=batch / med if med else None, gflops_per_crop=gflops,
+            matmul_fraction=None, peak_mem_mib=peak_rss_mib(), repeats=len(times), note=note,
+        )  # fmt: skip
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
 HEADER = (
     f"{'config':6} {'dtype':5} {'mode':13} {'batch':>5} {'lat ms':>9} {'min ms':>9} "
     f"{'crops/s':>9} {'GFLOP/crop':>10} {'%matmul':>7} {'peak MiB':>9} {'n':>3}  note"
@@ -266,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-bf16-max-batch", type=int, default=1,
                    help="largest batch timed for bf16 on CPU (emulated bf16 is slow)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--onnxruntime",
+        action="store_true",
+        help="also time the onnxruntime backend (CPU only, fp32; needs the onnx extra)",
+    )
     p.add_argument("--json", metavar="PATH", help="write rows and machine info as JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="model_speed: %(message)s")
@@ -274,6 +337,16 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
+    if args.onnxruntime:
+        if device.type != "cpu":
+            print("model_speed: --onnxruntime runs on the CPU only; add --device cpu",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        missing = [m for m in ("onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"model_speed: --onnxruntime needs {' and '.join(missing)}: "
+                  "pip install 'dfl-infer[onnx]'", file=sys.stderr)  # fmt: skip
+            return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
@@ -282,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup = args.warmup if args.warmup is not None else (10 if gpu else 2)
     args.repeats = args.repeats if args.repeats is not None else (30 if gpu else 5)
     info = machine_info(device)
+    if args.onnxruntime:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
     print(json.dumps(info))
     matmul = None
     if gpu:
@@ -295,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     for name in args.configs.split(","):
         rows += bench_config(name.strip(), args, device, matmul)
+    if args.onnxruntime:
+        # After every PyTorch row: the export's memory would otherwise raise their peak RSS.
+        with tempfile.TemporaryDirectory(prefix="dfl-onnx-") as cache_dir:
+            for name in args.configs.split(","):
+                rows += bench_onnxruntime(name.strip(), args, cache_dir)
     try:
         info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     except OSError:
