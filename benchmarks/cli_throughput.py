@@ -3,13 +3,13 @@
 Makes ``--n`` (default 200) synthetic 640x480 JPEGs (noise and drawn shapes, as in
 ``end_to_end.py``), saves a random-weights model, then runs the CLI as a child process once per
 mode and reports images per second (wall clock of the whole command, model loading included) and
-memory: the CLI process's own peak RSS (``os.wait4`` rusage) and the peak of the summed
-proportional set size (PSS: shared pages split between the processes sharing them, so the forked
-workers' copy-on-write pages are not counted twice) of the CLI and its worker processes, sampled
-from /proc every 0.1 s (Linux only). Modes: ``box``
-(``--box``, no detector) and ``detector`` (MediaPipe, which runs in the worker processes when
-``--workers`` > 0; on these hand-free images it finds nothing and the predictor takes its
-whole-image path), each with the given ``--workers`` values and ``--backends``.
+memory sampled from /proc every 0.1 s (Linux only): the CLI process's peak RSS (its ``VmHWM``;
+``ru_maxrss`` would report this script's own size, see _memory.py) and the peak of the summed
+proportional set size of the CLI and its worker processes (PSS splits shared pages between their
+sharers, so the forked workers' copy-on-write pages count once). Modes: ``box`` (``--box``, no
+detector) and ``detector`` (MediaPipe, which runs in the worker processes when ``--workers`` > 0;
+on these hand-free images it finds nothing and the predictor takes its whole-image path), each
+with the given ``--workers`` values and ``--backends``.
 
     python benchmarks/cli_throughput.py [--config r18] [--n 200] [--modes box,detector]
         [--workers 0,2] [--backends torch,onnxruntime] [--batch-size 8] [--json PATH]
@@ -29,49 +29,36 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark script only
+from _memory import peak_rss_mib, tree_pss_mib  # noqa: E402
 from end_to_end import loadavg, make_images  # noqa: E402
 
 
-def tree_pss_mib(pid: int) -> float:
-    """Summed proportional set size of ``pid`` and all its descendants (Linux /proc), MiB."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += float(line.split()[1]) / 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue  # the process ended meanwhile
-    return total
-
-
-def run_cli(cmd: list[str]) -> tuple[float, float, float | None, int, str]:
-    """Wall seconds, the CLI's peak RSS, the peak summed PSS of it and its workers (MiB; None
-    off Linux) and the exit status of one CLI run."""
+def run_cli(cmd: list[str]) -> tuple[float, float | None, float | None, int, str]:
+    """Wall seconds, the CLI process's peak RSS, the peak summed PSS of it and its workers (MiB;
+    both None off Linux) and the exit status of one CLI run. Memory is sampled from /proc every
+    0.1 s (the RSS high-water mark is exact; the PSS sum may miss a peak shorter than that)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    peak_tree: list[float] = [0.0]
+    peaks: list[float | None] = [None, None]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.1):
-            peak_tree[0] = max(peak_tree[0], tree_pss_mib(proc.pid))
+            try:
+                rss, pss = peak_rss_mib(proc.pid), tree_pss_mib(proc.pid)
+            except OSError:
+                continue
+            peaks[0] = max(peaks[0] or 0.0, rss)
+            peaks[1] = max(peaks[1] or 0.0, pss)
 
     sampler = threading.Thread(target=sample, daemon=True)
     if Path("/proc/self/smaps_rollup").is_file():
         sampler.start()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read()  # until the CLI closes it at exit; the sampler ran meanwhile
     done.set()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    rss = usage.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else usage.ru_maxrss / 1024
-    tree = peak_tree[0] if sampler.is_alive() or peak_tree[0] else None
-    return wall, rss, tree, proc.returncode, err
+    proc.wait()
+    return time.perf_counter() - t0, peaks[0], peaks[1], proc.returncode, err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                     }  # fmt: skip
                     results.append(res)
                     load = " ".join(res["loadavg_after"])
-                    tree_s = f"{tree:8.0f}" if tree is not None else f"{'-':>8}"
+                    rss_s, tree_s = (f"{v:.0f}" if v is not None else "-" for v in (rss, tree))
                     print(f"{mode:9} {backend:11} {workers:7d} {wall:7.1f} "
-                          f"{res['images_per_s']:8.2f} {res['ms_per_image']:8.0f} {rss:7.0f} "
-                          f"{tree_s} {load:>16}", flush=True)  # fmt: skip
+                          f"{res['images_per_s']:8.2f} {res['ms_per_image']:8.0f} {rss_s:>7} "
+                          f"{tree_s:>8} {load:>16}", flush=True)  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu_count": os.cpu_count(), "results": results}, f, indent=1)

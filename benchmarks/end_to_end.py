@@ -31,7 +31,6 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _memory import peak_rss_mib  # the sibling module (scripts run from benchmarks/)
 
 # Targets of tracker issue 6 for CPU (2 cores), default model (r18).
 CPU_TARGET_MS_PER_IMAGE = 200.0
@@ -71,11 +71,6 @@ def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
         cv2.imwrite(str(path), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
         paths.append(path)
     return paths
-
-
-def peak_rss_mib() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 
 class _Timer:

@@ -20,7 +20,7 @@ rows'.
 CPU notes: batch 256 of r50 takes minutes on 2 cores (``--batches 1,8`` is the CPU default);
 torch.compile runs only with ``--compile`` (minutes of compilation); CUDA graphs are skipped.
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` per row; on CPU the process's peak
-resident set size (``resource.getrusage``), which only grows, so it is the peak so far.
+resident set size (``VmHWM``, see _memory.py), which only grows, so it is the peak so far.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from _memory import peak_rss_mib  # the sibling module (scripts run from benchmarks/)
 
 from dfl_infer.model import DFLConfig, DFLModel
 
@@ -65,12 +65,6 @@ class Row:
     peak_mem_mib: float | None
     repeats: int
     note: str = ""
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 
 def sync(device: torch.device) -> None:
