@@ -68,9 +68,10 @@ def _positive_int(text: str) -> int:
 
 
 def _default_workers() -> int:
-    # Decoding overlaps with the network only when there is a core to spare for it.
+    # Decoding and detection overlap with the network only when there are cores to spare: on 2
+    # cores, 2 workers made the CLI 0-12% slower (docs/performance.md), so they start at 3.
     cpus = os.cpu_count() or 1
-    return 0 if cpus <= 1 else min(4, cpus)
+    return 0 if cpus <= 2 else min(4, cpus)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=_default_workers(),
         metavar="N",
         help="processes decoding images and running the hand detector on them while the "
-        "network runs (default: min(4, CPU count); 0 on one core: all in the main process)",
+        "network runs (default: min(4, CPU count); 0, all in the main process, on 1-2 cores)",
     )
     p.add_argument(
         "--compile",
