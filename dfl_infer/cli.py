@@ -382,8 +382,9 @@ def _decoded_chunks(
         return
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=_keep_list,
+    loader: DataLoader[Any] = DataLoader(
+        dataset,  # type: ignore[arg-type]  # a map-style dataset without the Dataset base class
+        batch_size=batch_size, num_workers=workers, collate_fn=_keep_list,
         prefetch_factor=2,
     )  # fmt: skip
     for n, chunk in enumerate(loader):

@@ -82,7 +82,8 @@ class DFLPredictor:
     """Estimate the 3D joints of the hands in photos.
 
     ``weights``: a folder with config.json + model.safetensors, a Hugging Face Hub id, a loaded
-    ``DFLModel``, or None for the default model. ``device``: "auto" (CUDA when available), "cpu",
+    ``DFLModel`` (moved to the device, eval mode and channels_last in place), or None for the
+    default model. ``device``: "auto" (CUDA when available), "cpu",
     "cuda", "cuda:1", ... ``detector``: a ``HandDetector``-like object with ``detect(rgb)``, or None
     to create MediaPipe's on first use. ``presence_threshold``: minimum presence probability.
     ``compile``: run the network through ``torch.compile`` (the first batch of each new size

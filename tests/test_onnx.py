@@ -59,6 +59,8 @@ def test_predictor_onnxruntime_backend(tiny_model, tmp_path, monkeypatch, caplog
     from dfl_infer import DFLPredictor
 
     monkeypatch.setenv("DFL_CACHE_DIR", str(tmp_path / "cache"))
+    # The predictor moves a given model to channels_last in place: keep the shared fixture as is.
+    tiny_model = copy.deepcopy(tiny_model)
     image = np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)
     boxes = [(60, 40, 220, 200), (150, 90, 390, 290)]
     ref = DFLPredictor(tiny_model, device="cpu", presence_threshold=0.0, batch_size=2)
