@@ -361,7 +361,9 @@ class _DecodeDataset:
         try:
             return rgb, self._detector.detect(rgb), None
         except Exception as exc:  # noqa: BLE001 - one image's failure must not stop the others
-            return None, None, f"{self.paths[i]}: hand detection failed: {exc}"
+            # The main process detects this image again (and reports its error if it fails).
+            logger.debug("%s: detection in a worker failed (%s)", self.paths[i], exc)
+            return rgb, None, None
 
 
 def _keep_list(items: list) -> list:

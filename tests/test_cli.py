@@ -186,3 +186,30 @@ def test_examples_with_real_detector(tiny_weights, tmp_path) -> None:
                  "--device", "cpu", "--threshold", "0", "--workers", "2", "-q"])  # fmt: skip
     assert code == 0
     assert json.loads(out2.read_text())["images"] == images
+
+
+def test_worker_dataset_detects_and_falls_back(folder) -> None:
+    """In a worker, each image is decoded and its hands detected; a detector failure leaves the
+    image to the main process (detections None) and a bad file becomes an error entry."""
+    from dfl_infer.cli import _DecodeDataset
+
+    class FailsOnce:
+        calls = 0
+
+        def detect(self, rgb):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("MediaPipe fell over")
+            return ["a hand"]
+
+    paths = [folder / "a.jpg", folder / "b.png", folder / "broken.jpg"]
+    ds = _DecodeDataset(paths, bundle=Path("unused.task"))
+    ds._detector = FailsOnce()
+    rgb, dets, err = ds[0]
+    assert rgb.shape == (240, 320, 3) and dets is None and err is None  # left to the main process
+    assert ds[1][1:] == (["a hand"], None)
+    rgb, dets, err = ds[2]
+    assert rgb is None and dets is None and "cannot read image" in err
+    assert ds._detector.calls == 2
+    # Without a bundle the worker only decodes.
+    assert _DecodeDataset(paths[:1])[0][1] is None
