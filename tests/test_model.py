@@ -89,3 +89,47 @@ def test_config_round_trip_and_strictness(tmp_path) -> None:
     data["format"] = 99
     with pytest.raises(ValueError, match="newer"):
         DFLConfig.from_dict(data)
+
+
+@pytest.mark.parametrize("name", ["resnet10", "resnet18", "resnet50"])
+def test_backbone_is_torchvisions(name: str) -> None:
+    """Our ResNet + FPN (no torchvision import at run time) equal torchvision's: the same
+    parameter names and shapes, the same initial weights from the same seed, the same outputs."""
+    torchvision = pytest.importorskip("torchvision", reason="torchvision is only a test extra")
+    from collections import OrderedDict
+
+    from dfl_infer.model.backbone import FeaturePyramid, ResNet
+
+    def reference():
+        if name == "resnet10":
+            blocks = torchvision.models.resnet.BasicBlock
+            net = torchvision.models.resnet.ResNet(blocks, [1, 1, 1, 1])
+        else:
+            net = getattr(torchvision.models, name)(weights=None)
+        chans = [64, 128, 256, 512] if name != "resnet50" else [256, 512, 1024, 2048]
+        return net, torchvision.ops.FeaturePyramidNetwork(chans, 32)
+
+    torch.manual_seed(3)
+    ref_net, ref_fpn = reference()
+    torch.manual_seed(3)
+    net = ResNet(name)
+    fpn = FeaturePyramid(net.out_channels, 32)
+    ref_sd = {k: v for k, v in ref_net.state_dict().items() if not k.startswith("fc.")}
+    assert list(net.state_dict()) == list(ref_sd)
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, ref_sd[key], rtol=0, atol=0, msg=key)
+    for key, value in fpn.state_dict().items():
+        torch.testing.assert_close(value, ref_fpn.state_dict()[key], rtol=0, atol=0, msg=key)
+    # Outputs, in training mode (batch statistics) so that BatchNorm is exercised too.
+    x = torch.randn(2, 3, 128, 128)
+    feats, ref_feats = [], OrderedDict()
+    y = ry = x
+    for i in range(1, 5):
+        if i == 1:
+            y = net.maxpool(net.relu(net.bn1(net.conv1(y))))
+            ry = ref_net.maxpool(ref_net.relu(ref_net.bn1(ref_net.conv1(ry))))
+        y, ry = getattr(net, f"layer{i}")(y), getattr(ref_net, f"layer{i}")(ry)
+        feats.append(y)
+        ref_feats[str(i)] = ry
+    for ours, theirs in zip(fpn(feats), ref_fpn(ref_feats).values()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)

@@ -10,17 +10,14 @@ coordinates mapped to C_P channels by a learned 1x1 projection shared by all sca
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
-from torchvision.ops import FeaturePyramidNetwork
 
+from dfl_infer.model.backbone import RESNET_LAYERS, FeaturePyramid, ResNet
 from dfl_infer.model.config import DFLConfig
 
-_BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # Frequencies per axis of the sinusoidal encoding; 2 * 2 * _NUM_FREQS channels before projection.
 _NUM_FREQS = 16
 
@@ -60,21 +57,17 @@ class Encoder(nn.Module):
 
     def __init__(self, config: DFLConfig) -> None:
         super().__init__()
-        if config.backbone not in _BACKBONES:
-            raise ValueError(f"backbone must be one of {_BACKBONES}, got {config.backbone!r}")
-        # weights=None: no download at construction; trained weights come from safetensors.
-        if config.backbone == "resnet10":
-            # One BasicBlock per stage: the tiny preset's backbone, for CPU training.
-            resnet = torchvision.models.resnet.ResNet(
-                torchvision.models.resnet.BasicBlock, [1, 1, 1, 1]
+        if config.backbone not in RESNET_LAYERS:
+            raise ValueError(
+                f"backbone must be one of {tuple(RESNET_LAYERS)}, got {config.backbone!r}"
             )
-        else:
-            resnet = getattr(torchvision.models, config.backbone)(weights=None)
+        # Random initial weights; trained ones come from safetensors. resnet10 (one block per
+        # stage) is the tiny preset's backbone, for CPU training.
+        resnet = ResNet(config.backbone)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layers = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
-        in_channels = [_out_channels(layer) for layer in self.layers]
         c_f, c_s = config.fpn_channels, config.num_seg_classes
-        self.fpn = FeaturePyramidNetwork(in_channels, c_f)
+        self.fpn = FeaturePyramid(resnet.out_channels, c_f)
         self.seg_head = nn.Sequential(
             nn.Conv2d(c_f, config.seg_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(config.seg_channels),
@@ -95,11 +88,11 @@ class Encoder(nn.Module):
         ``segmentation``: (B, C_S, S/4, S/4) logits of the finest scale.
         """
         x = self.stem(images)
-        feats = OrderedDict()
-        for i, layer in enumerate(self.layers):
+        feats = []
+        for layer in self.layers:
             x = layer(x)
-            feats[str(i)] = x
-        pyramid = list(self.fpn(feats).values())  # strides 4, 8, 16, 32
+            feats.append(x)
+        pyramid = self.fpn(feats)  # strides 4, 8, 16, 32
         seg_logits = self.seg_head(pyramid[0])
         seg_prob = seg_logits.float().softmax(dim=1).to(pyramid[0].dtype)
         appearance, position = [], []
@@ -113,12 +106,3 @@ class Encoder(nn.Module):
             appearance.append(torch.cat([level, prob], dim=1))
             position.append(self.position(h, w, level))
         return {"appearance": appearance, "position": position, "segmentation": seg_logits}
-
-
-def _out_channels(layer: nn.Module) -> int:
-    last = list(layer.children())[-1]
-    for name in ("bn3", "bn2"):  # Bottleneck ends with bn3, BasicBlock with bn2
-        bn = getattr(last, name, None)
-        if bn is not None:
-            return int(bn.num_features)
-    raise ValueError("unsupported ResNet block")
