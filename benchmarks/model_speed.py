@@ -6,8 +6,9 @@ the crops per second, plus FLOPs per crop (``torch.utils.flop_counter.FlopCounte
 memory. On CUDA it also measures a large bf16 matmul in the same run and reports each bf16 row as
 a fraction of that rate. Random weights: speed does not depend on their values.
 
-    python benchmarks/model_speed.py [--configs r18,r50] [--batches 1,8,64,256]
-        [--dtypes fp32,bf16] [--device auto|cpu|cuda] [--compile] [--onnxruntime] [--json PATH]
+    python benchmarks/model_speed.py [--configs r18,r50[,r18@seg_channels=128]]
+        [--batches 1,8,64,256] [--dtypes fp32,bf16] [--device auto|cpu|cuda] [--compile]
+        [--onnxruntime] [--json PATH]
 
 ``--onnxruntime`` (CPU only, needs ``pip install 'dfl-infer[onnx]'``) adds rows with mode
 "onnxruntime" (fp32) for each preset and batch, timed after all the PyTorch rows: the network
@@ -37,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from _memory import peak_rss_mib  # the sibling module (scripts run from benchmarks/)
@@ -144,6 +146,27 @@ def make_runner(
     return graph.replay
 
 
+def make_config(spec: str) -> DFLConfig:
+    """A preset, optionally with overrides: ``r18`` or ``r18@seg_channels=128+fpn_channels=96``
+    (values parsed as JSON, else kept as strings)."""
+    name, _, rest = spec.partition("@")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, rest.split("+")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"model_speed: override {item!r} in {spec!r} is not key=value")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    if name not in ("r18", "r50", "tiny"):
+        raise SystemExit(f"model_speed: unknown preset {name!r} (r18, r50, tiny)")
+    try:
+        return getattr(DFLConfig, name)(**overrides)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"model_speed: {spec}: {exc}") from None
+
+
 def bench_config(
     name: str,
     args: argparse.Namespace,
@@ -151,7 +174,7 @@ def bench_config(
     matmul_tflops: float | None,
 ) -> list[Row]:
     torch.manual_seed(0)
-    config = getattr(DFLConfig, name)()
+    config = make_config(name)
     base = DFLModel(config).to(device).eval()
     gflops = flops_per_crop(base, device) / 1e9
     logger.info("%s: %.2f GFLOPs per crop, %.1f M parameters", name, gflops,
@@ -221,7 +244,7 @@ def bench_onnxruntime(name: str, args: argparse.Namespace, cache_dir: str) -> li
 
     cpu = torch.device("cpu")
     torch.manual_seed(0)
-    config = getattr(DFLConfig, name)()
+    config = make_config(name)
     # channels_last like the model DFLPredictor hands to OnnxRuntimeRunner.
     model = DFLModel(config).eval().to(memory_format=torch.channels_last)
     gflops = flops_per_crop(model, cpu) / 1e9
@@ -304,7 +327,12 @@ def machine_info(device: torch.device) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", default="r18,r50", help="comma-separated presets (r18,r50,tiny)")
+    p.add_argument(
+        "--configs",
+        default="r18,r50",
+        help="comma-separated presets (r18,r50,tiny), each optionally with overrides: "
+        "r18@seg_channels=128+fpn_channels=96",
+    )
     p.add_argument("--batches", default=None, help="comma-separated batch sizes "
                    "(default: 1,8,64,256 on CUDA, 1,8 on CPU)")  # fmt: skip
     p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")

@@ -3,7 +3,7 @@
 - ``"torch"`` (default): the ``DFLModel`` itself, on any device (bf16 autocast on CUDA).
 - ``"onnxruntime"``: the same network exported to ONNX and run by onnxruntime's CPU provider,
   one crop at a time through a graph exported with batch 1. On our 2-core CPU it runs r18 in
-  about 0.7x of PyTorch's time (docs/performance.md, ``benchmarks/model_speed.py --onnxruntime``).
+  0.75-0.8x of PyTorch's time (docs/performance.md, ``benchmarks/model_speed.py --onnxruntime``).
   The exported file is cached under ``$DFL_CACHE_DIR/onnx/`` keyed by a hash of the weights, the
   config and the exporter's versions, so only the first start pays for the export (a few
   seconds). Needs the ``onnx`` extra: ``pip install 'dfl-infer[onnx]'``.

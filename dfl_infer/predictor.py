@@ -88,8 +88,8 @@ class DFLPredictor:
     to create MediaPipe's on first use. ``presence_threshold``: minimum presence probability.
     ``compile``: run the network through ``torch.compile`` (the first batch of each new size
     compiles for tens of seconds; worth it for long GPU runs, see docs/performance.md).
-    ``backend``: "torch" (default) or "onnxruntime" (CPU only, about 0.7x of PyTorch's time on
-    CPU; needs ``pip install 'dfl-infer[onnx]'``; see ``dfl_infer.backends``).
+    ``backend``: "torch" (default) or "onnxruntime" (CPU only, 0.75-0.8x of PyTorch's time for r18
+    on our CPU; needs ``pip install 'dfl-infer[onnx]'``; see ``dfl_infer.backends``).
     """
 
     def __init__(
@@ -121,7 +121,7 @@ class DFLPredictor:
         else:
             model = self._load(weights)
         # channels_last (NHWC) on every device: the convolutions are faster in it on CUDA and, as
-        # measured in docs/performance.md, up to 11% faster on CPU (oneDNN) too.
+        # measured in docs/performance.md, 6-18% faster on CPU (oneDNN) too.
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.config = self.model.config
         self.backend = backend

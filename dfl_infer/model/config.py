@@ -77,8 +77,8 @@ class DFLConfig:
     def r18(cls, **overrides: Any) -> DFLConfig:
         """Small and fast: ResNet-18 FPN at 128 channels (14.5 M parameters). Its segmentation
         head has 64 hidden channels: its two 3x3 convolutions at stride 4 were the costliest
-        layers of the network; halving them took r18 from 9.75 to 8.22 GFLOP per crop and from
-        191 to 177 ms on our 2-core CPU (docs/performance.md)."""
+        layers of the network; halving them took r18 from 9.75 to 8.22 GFLOP per crop and made
+        it 11% faster on our 2-core CPU (docs/performance.md)."""
         base: dict[str, Any] = dict(
             backbone="resnet18", fpn_channels=128, seg_channels=64, pos_channels=128,
             attn_dim=128, num_heads=4,
