@@ -16,7 +16,8 @@ exported as the predictor's backend "onnxruntime" exports it (batch-1 graph, int
 folder, so the user's cache is untouched) and run by onnxruntime's CPU provider with PyTorch's
 thread count on normalized float32 crops. Batch B is B successive batch-1 ``session.run`` calls,
 as ``DFLPredictor(backend="onnxruntime")`` does; warm-ups, repeats and FLOPs are the PyTorch
-rows'.
+rows'. Rows with mode "ort-dynamic" time the alternative: a graph with a dynamic batch axis, fed
+the whole batch in one call.
 
 CPU notes: batch 256 of r50 takes minutes on 2 cores (``--batches 1,8`` is the CPU default);
 torch.compile runs only with ``--compile`` (minutes of compilation); CUDA graphs are skipped.
@@ -38,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -236,11 +238,15 @@ def bench_config(
 
 
 def bench_onnxruntime(name: str, args: argparse.Namespace, cache_dir: str) -> list[Row]:
-    """Rows of mode "onnxruntime" for one preset: the predictor's ORT runner, exported into
-    ``cache_dir``, its session fed normalized float32 crops one at a time."""
+    """Rows for one preset: mode "onnxruntime", the predictor's ORT runner (a batch-1 graph,
+    exported into ``cache_dir``) fed normalized float32 crops one at a time; and mode
+    "ort-dynamic", a graph with a dynamic batch axis fed the whole batch in one call (the
+    alternative the predictor does not take)."""
     import numpy as np
+    import onnxruntime
 
     from dfl_infer.backends import OUTPUTS, OnnxRuntimeRunner
+    from dfl_infer.export import export_onnx
 
     cpu = torch.device("cpu")
     torch.manual_seed(0)
@@ -250,36 +256,46 @@ def bench_onnxruntime(name: str, args: argparse.Namespace, cache_dir: str) -> li
     gflops = flops_per_crop(model, cpu) / 1e9
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
-    session = OnnxRuntimeRunner(model, threads=threads, cache_dir=cache_dir).session
+    runner = OnnxRuntimeRunner(model, threads=threads, cache_dir=cache_dir)
     logger.info("%s: exported to ONNX and loaded in %.1f s (onnxruntime, %d threads)", name,
                 time.perf_counter() - t0, threads)  # fmt: skip
+    dynamic_path = export_onnx(model, Path(cache_dir) / f"{name}-dynamic.onnx", batch=None)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    dynamic = onnxruntime.InferenceSession(
+        str(dynamic_path), options, providers=["CPUExecutionProvider"]
+    )
     del model
     outputs, s = list(OUTPUTS), config.input_size
     rng = np.random.default_rng(0)
     rows: list[Row] = []
-    for batch in args.batches:
-        crops = [rng.standard_normal((1, 3, s, s), dtype=np.float32) for _ in range(batch)]
+    for mode in ("onnxruntime", "ort-dynamic"):
+        for batch in args.batches:
+            crops = rng.standard_normal((batch, 3, s, s), dtype=np.float32)
 
-        def fn(crops: list[np.ndarray] = crops) -> object:
-            return [session.run(outputs, {"images": crop}) for crop in crops]
+            def fn(crops: np.ndarray = crops, mode: str = mode) -> object:
+                if mode == "ort-dynamic":
+                    return dynamic.run(outputs, {"images": crops})
+                return [runner.session.run(outputs, {"images": c[None]}) for c in crops]
 
-        note = ""
-        try:
-            times = time_fn(fn, cpu, args.warmup, args.repeats, args.max_seconds)
-        except Exception as exc:  # noqa: BLE001 - report the failure in the table
-            note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
-            logger.warning("%s fp32 onnxruntime b%d %s", name, batch, note)
-            times = []
-        med = statistics.median(times) if times else None
-        row = Row(
-            config=name, dtype="fp32", mode="onnxruntime", batch=batch,
-            latency_ms=med * 1e3 if med else None,
-            latency_min_ms=min(times) * 1e3 if times else None,
-            crops_per_s=batch / med if med else None, gflops_per_crop=gflops,
-            matmul_fraction=None, peak_mem_mib=peak_rss_mib(), repeats=len(times), note=note,
-        )  # fmt: skip
-        rows.append(row)
-        print(format_row(row), flush=True)
+            note = ""
+            try:
+                times = time_fn(fn, cpu, args.warmup, args.repeats, args.max_seconds)
+            except Exception as exc:  # noqa: BLE001 - report the failure in the table
+                note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                logger.warning("%s fp32 %s b%d %s", name, mode, batch, note)
+                times = []
+            med = statistics.median(times) if times else None
+            row = Row(
+                config=name, dtype="fp32", mode=mode, batch=batch,
+                latency_ms=med * 1e3 if med else None,
+                latency_min_ms=min(times) * 1e3 if times else None,
+                crops_per_s=batch / med if med else None, gflops_per_crop=gflops,
+                matmul_fraction=None, peak_mem_mib=peak_rss_mib(), repeats=len(times),
+                note=note,
+            )  # fmt: skip
+            rows.append(row)
+            print(format_row(row), flush=True)
     return rows
 
 

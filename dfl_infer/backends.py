@@ -92,7 +92,7 @@ class OnnxRuntimeRunner:
 
     def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         x = (crops.transpose(0, 3, 1, 2).astype(np.float32) - self._mean) / self._std
-        # One crop per call: the fixed-shape graph was 9% faster than a dynamic batch axis at
+        # One crop per call: the fixed-shape graph was 8% faster than a dynamic batch axis at
         # batch 1, and batching bought nothing on CPU (docs/performance.md).
         outs: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUTS}
         for crop in np.ascontiguousarray(x):

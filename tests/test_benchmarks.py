@@ -30,7 +30,7 @@ def test_model_speed(tmp_path) -> None:
                 "--device", "cpu", "--warmup", "1", "--repeats", "1", "--onnxruntime",
                 tmp_path=tmp_path)  # fmt: skip
     modes = {row["mode"] for row in data["rows"]}
-    assert {"eager", "channels_last", "onnxruntime"} <= modes
+    assert {"eager", "channels_last", "onnxruntime", "ort-dynamic"} <= modes
     for row in data["rows"]:
         assert row["latency_ms"] > 0 and row["gflops_per_crop"] > 0 and row["peak_mem_mib"] > 0
 
