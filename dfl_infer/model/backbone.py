@@ -1,7 +1,7 @@
 """ResNet and FPN building blocks with torchvision's layout, without importing torchvision.
 
-Importing torchvision costs about 1.8 s (it pulls in torch._dynamo), a quarter of a one-image
-``dfl-infer`` run on our CPU (docs/performance.md), and the network needs only these two pieces.
+Importing torchvision pulls in torch._dynamo and made a one-image ``dfl-infer`` run 1.9-2.5 s
+(29-41%) slower on our CPU (docs/performance.md); the network needs only these two pieces.
 Module and parameter names, shapes, initialisation and arithmetic follow torchvision's
 ``models.resnet`` and ``ops.FeaturePyramidNetwork`` (He et al., 2016; Lin et al., 2017), so
 torchvision checkpoints (e.g. ImageNet ResNets) load into them unchanged;
