@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark script only
 from _memory import peak_rss_mib, tree_pss_mib  # noqa: E402
-from end_to_end import loadavg, make_images  # noqa: E402
+from end_to_end import loadavg, make_images, random_model  # noqa: E402
 
 
 def run_cli(cmd: list[str]) -> tuple[float, float | None, float | None, int, str]:
@@ -73,10 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = p.parse_args(argv)
 
-    import torch
-
     from dfl_infer.detect import ENV_BUNDLE, ENV_CACHE_DIR, resolve_bundle
-    from dfl_infer.model import DFLConfig, DFLModel
 
     bundle = resolve_bundle() if "detector" in args.modes.split(",") else None
 
@@ -85,16 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp) / "images"
         folder.mkdir()
         make_images(folder, args.n)
-        torch.manual_seed(0)
         weights = Path(tmp) / "weights"
-        DFLModel(getattr(DFLConfig, args.config)()).save_pretrained(weights)
+        random_model(args.config).save_pretrained(weights)
         print(f"{args.n} images 640x480, {args.config} random weights, {os.cpu_count()} CPUs")
         # The children cache their ONNX graph in a temporary folder, exported here beforehand
         # (the timings are of a warm cache); they find the detector bundle where it is now.
         if "onnxruntime" in args.backends.split(","):
             from dfl_infer.backends import exported_model
 
-            exported_model(DFLModel.from_pretrained(weights), Path(tmp) / "cache" / "onnx")
+            exported_model(random_model(args.config), Path(tmp) / "cache" / "onnx")
         os.environ[ENV_CACHE_DIR] = str(Path(tmp) / "cache")
         if "detector" in args.modes.split(","):
             os.environ[ENV_BUNDLE] = str(bundle)

@@ -11,12 +11,12 @@ Stages, each timed per image (median over the images, after a warm-up image):
 - lift+other: planning, 2.5D -> 3D lifting, deduplication, building the result.
 
 Random weights (speed does not depend on them), saved to a temp folder and loaded like real ones.
-Each preset and backend runs in a fresh child process so that its peak RSS (``ru_maxrss``) is its
-own. ``--backends torch,onnxruntime`` measures each preset with each ``DFLPredictor(backend=...)``
-(onnxruntime needs ``pip install 'dfl-infer[onnx]'``; ``--compile`` applies to torch only). The
-ONNX graph is exported into a temporary cache folder (``DFL_CACHE_DIR``; the user's cache is
-untouched) by a separate child beforehand, so the export counts in neither the timings nor the
-peak RSS.
+Each preset and backend runs in a fresh child process so that its peak RSS (``VmHWM``, see
+_memory.py) is its own. ``--backends torch,onnxruntime`` measures each preset with each
+``DFLPredictor(backend=...)`` (onnxruntime needs ``pip install 'dfl-infer[onnx]'``;
+``--compile`` applies to torch only). The ONNX graph is exported beforehand by this script into
+a temporary cache folder (``DFL_CACHE_DIR``; the user's cache is untouched), so the export counts
+in neither the timings nor the child's peak RSS.
 
     python benchmarks/end_to_end.py [--configs r18,r50] [--backends torch,onnxruntime]
         [--images N | --dir DIR] [--box] [--json PATH]
@@ -88,30 +88,36 @@ class _Timer:
             self.calls += 1
 
 
+def random_model(name: str) -> Any:
+    """Preset ``name`` with the random weights every run uses (seed 0), so that the graph this
+    script exports is the one the child's predictor finds in the cache."""
+    import torch
+
+    from dfl_infer.model import DFLConfig, DFLModel
+
+    torch.manual_seed(0)
+    return DFLModel(getattr(DFLConfig, name)()).eval()
+
+
 def run_child(args: argparse.Namespace) -> dict[str, Any]:
-    """One preset and backend, in this process: load, warm up, time every stage per image. With
-    ``--prepare``: only build the predictor (which exports the ONNX graph into the cache)."""
+    """One preset and backend, in this process: load, warm up, time every stage per image."""
     import torch
 
     from dfl_infer.backends import OnnxRuntimeRunner, TorchRunner
     from dfl_infer.detect import default_cache_dir
     from dfl_infer.image import load_image
-    from dfl_infer.model import DFLConfig, DFLModel
     from dfl_infer.predictor import DFLPredictor
 
     backend = args.child_backend
     onnx_dir = default_cache_dir() / "onnx"  # a temporary folder: main() sets DFL_CACHE_DIR
     onnx_before = set(os.listdir(onnx_dir)) if onnx_dir.is_dir() else set()
-    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights"
-        DFLModel(getattr(DFLConfig, args.config)()).save_pretrained(weights)
+        random_model(args.config).save_pretrained(weights)
         rss_before = peak_rss_mib()
         predictor = DFLPredictor(
             weights=weights, device="cpu", compile=args.compile, backend=backend
         )
-        if args.prepare:
-            return {"config": args.config, "backend": backend, "prepared": True}
         onnx_exported = onnx_dir.is_dir() and set(os.listdir(onnx_dir)) != onnx_before
         if args.channels_last:
             predictor.model.to(memory_format=torch.channels_last)
@@ -228,7 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     # Child mode: one preset and backend, JSON on stdout.
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--child-backend", default="torch", help=argparse.SUPPRESS)
-    p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.config:
         print(json.dumps(run_child(args)))
@@ -253,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     # The children export and load ONNX graphs in a temporary cache folder (the user's cache is
     # untouched) and find the detector bundle where it is now.
+    from dfl_infer.backends import exported_model
     from dfl_infer.detect import ENV_BUNDLE, ENV_CACHE_DIR, resolve_bundle
 
     if not args.box:
@@ -269,14 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                         cmd.append("--" + flag.replace("_", "-"))
                 if args.dir:
                     cmd += ["--dir", args.dir, "--limit", str(args.limit)]
-                if backend == "onnxruntime":
-                    # Export first, in its own process: neither timed nor in the peak RSS.
-                    prep = subprocess.run(
-                        [*cmd, "--prepare"], capture_output=True, text=True, check=False
-                    )
-                    if prep.returncode != 0:
-                        print(prep.stderr[-3000:], file=sys.stderr)
-                        return 1
+                if backend == "onnxruntime":  # export here: neither timed nor in the child's RSS
+                    exported_model(random_model(name.strip()), Path(cache) / "onnx")
                 out = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if out.returncode != 0:
                     print(out.stderr[-3000:], file=sys.stderr)

@@ -377,7 +377,7 @@ def _decoded_chunks(
     in order; with ``workers`` > 0 the next chunks are decoded (and, given a detector
     ``bundle``, their hands detected) in worker processes while the current one runs through
     the network."""
-    dataset = _DecodeDataset(paths, bundle if workers > 0 else None)
+    dataset = _DecodeDataset(paths, bundle)
     if workers == 0:
         for start in range(0, len(paths), batch_size):
             yield start, [dataset[i] for i in range(start, min(start + batch_size, len(paths)))]

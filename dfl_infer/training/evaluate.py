@@ -144,7 +144,7 @@ def metrics_markdown(metrics: dict[str, float], title: str = "") -> str:
 def parse_eval_data(spec: str) -> Path:
     kind, _, root = spec.partition(":")
     if kind not in ("interhand", "synth", "folder") or not root:
-        raise ValueError(f"--data must be interhand:ROOT or synth:ROOT, got {spec!r}")
+        raise ValueError(f"--data must be interhand:ROOT, synth:ROOT or folder:ROOT, got {spec!r}")
     return Path(root)
 
 
@@ -154,7 +154,7 @@ def add_parser(subparsers: Any) -> None:
         description="MPJPE, MRRPE, PCK-AUC, handedness of a model on an InterHand-layout folder.",
     )  # fmt: skip
     p.add_argument("--weights", required=True, help="weights folder or Hugging Face Hub id")
-    p.add_argument("--data", required=True, help="interhand:ROOT or synth:ROOT")
+    p.add_argument("--data", required=True, help="interhand:ROOT, synth:ROOT or folder:ROOT")
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, help="metrics JSON path (metrics.md is written beside)")
     p.add_argument("--device", default="auto")
