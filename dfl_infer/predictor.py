@@ -34,8 +34,8 @@ from dfl_infer.results import Hand, Prediction
 
 logger = logging.getLogger(__name__)
 
-# Hub repo of the default model, used when the package's own weights/ folder is absent (an
-# installed wheel). Until trained weights are published there, loading it fails with a clear error.
+# Hub repo of the default model, used when no weights/ folder beside the code holds one. Until
+# trained weights are published there, loading it fails with a clear error.
 DEFAULT_HUB_ID = "dfl-infer/dfl-r18"
 # A lone hand's crop is this many times its own size (before the config's box_scale), so that a
 # second hand touching it fits in the first pass.
@@ -51,10 +51,20 @@ class NoWeightsError(FileNotFoundError):
 
 
 def default_weights() -> str | Path:
-    """The repository's ``weights/`` folder when it holds a model, else the default Hub id."""
-    local = Path(__file__).resolve().parent.parent / "weights"
-    if (local / "model.safetensors").is_file():
-        return local
+    """Where the default model is, looked up in this order:
+
+    1. ``dfl_infer/weights/`` inside the installed package (a wheel or sdist install: setup.cfg
+       maps the repository's top-level ``weights/`` folder there);
+    2. the top-level ``weights/`` folder of a source checkout (an editable install, or the
+       repository on ``PYTHONPATH``);
+    3. else the Hub id ``DEFAULT_HUB_ID``.
+
+    A folder counts only when it holds ``model.safetensors``.
+    """
+    package = Path(__file__).resolve().parent
+    for folder in (package / "weights", package.parent / "weights"):
+        if (folder / "model.safetensors").is_file():
+            return folder
     return DEFAULT_HUB_ID
 
 

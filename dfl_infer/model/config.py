@@ -21,9 +21,9 @@ class DFLConfig:
     """Architecture of the DFL network plus what its input and output mean."""
 
     # --- encoder ---------------------------------------------------------------------------
-    backbone: str = (
-        "resnet50"  # torchvision ResNet: resnet10 (1 block per stage) / 18 / 34 / 50 / 101
-    )
+    # torchvision-layout ResNet: resnet10 (1 block per stage) / 18 / 34 / 50 / 101, or
+    # "mediapipe_hand": MediaPipe's hand-landmark trunk (model/mediapipe_hand.py)
+    backbone: str = "resnet50"
     fpn_channels: int = 256  # C_F, channels of every FPN level
     seg_channels: int = 256  # hidden channels of the part-segmentation head
     num_seg_classes: int = 33  # C_S: 16 parts per hand + background (joints.SEG_CLASS_NAMES)
@@ -82,6 +82,19 @@ class DFLConfig:
         base: dict[str, Any] = dict(
             backbone="resnet18", fpn_channels=128, seg_channels=64, pos_channels=128,
             attn_dim=128, num_heads=4,
+        )  # fmt: skip
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def mphand(cls, **overrides: Any) -> DFLConfig:
+        """The default model: MediaPipe's hand-landmark trunk (2.0 M parameters, trained by
+        Google on real hands; the starting point of ``dfl-train fit --init-backbone mediapipe``)
+        with a 64-channel FPN and the same DFL decoder at 64 channels. Its input is RGB in
+        [0, 1] unnormalised, as MediaPipe's."""
+        base: dict[str, Any] = dict(
+            backbone="mediapipe_hand", fpn_channels=64, seg_channels=32, pos_channels=64,
+            attn_dim=64, num_heads=4, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
         )  # fmt: skip
         base.update(overrides)
         return cls(**base)

@@ -17,6 +17,10 @@ from torch import nn
 
 from dfl_infer.model.backbone import RESNET_LAYERS, FeaturePyramid, ResNet
 from dfl_infer.model.config import DFLConfig
+from dfl_infer.model.mediapipe_hand import MediaPipeHandTrunk
+
+# Backbones besides the ResNets: MediaPipe's hand-landmark trunk (``mediapipe_hand.py``).
+BACKBONES = (*RESNET_LAYERS, "mediapipe_hand")
 
 # Frequencies per axis of the sinusoidal encoding; 2 * 2 * _NUM_FREQS channels before projection.
 _NUM_FREQS = 16
@@ -53,21 +57,28 @@ class SinusoidalPosition(nn.Module):
 
 
 class Encoder(nn.Module):
-    """ResNet-FPN with a part-segmentation head; returns per-scale appearance/position features."""
+    """Backbone (ResNet, or MediaPipe's hand trunk) + FPN with a part-segmentation head; returns
+    per-scale appearance/position features."""
 
     def __init__(self, config: DFLConfig) -> None:
         super().__init__()
-        if config.backbone not in RESNET_LAYERS:
-            raise ValueError(
-                f"backbone must be one of {tuple(RESNET_LAYERS)}, got {config.backbone!r}"
+        if config.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {config.backbone!r}")
+        # Random initial weights; trained ones come from safetensors (pretrained starting points:
+        # dfl_infer.training.init_backbone). resnet10 (one block per stage) is the tiny preset's.
+        self.trunk: MediaPipeHandTrunk | None = None
+        if config.backbone == "mediapipe_hand":
+            self.trunk = MediaPipeHandTrunk()
+            out_channels = self.trunk.out_channels
+        else:
+            resnet = ResNet(config.backbone)
+            self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+            self.layers = nn.ModuleList(
+                [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4]
             )
-        # Random initial weights; trained ones come from safetensors. resnet10 (one block per
-        # stage) is the tiny preset's backbone, for CPU training.
-        resnet = ResNet(config.backbone)
-        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
-        self.layers = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
+            out_channels = resnet.out_channels
         c_f, c_s = config.fpn_channels, config.num_seg_classes
-        self.fpn = FeaturePyramid(resnet.out_channels, c_f)
+        self.fpn = FeaturePyramid(out_channels, c_f)
         self.seg_head = nn.Sequential(
             nn.Conv2d(c_f, config.seg_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(config.seg_channels),
@@ -80,6 +91,17 @@ class Encoder(nn.Module):
         self.position = SinusoidalPosition(config.pos_channels)
         self.appearance_channels = c_f + c_s
 
+    def backbone_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's feature maps at strides 4, 8, 16, 32 (finest first)."""
+        if self.trunk is not None:
+            return self.trunk(images)
+        x = self.stem(images)
+        feats = []
+        for layer in self.layers:
+            x = layer(x)
+            feats.append(x)
+        return feats
+
     def forward(self, images: torch.Tensor) -> dict[str, object]:
         """images (B, 3, S, S) normalized -> dict with
 
@@ -87,12 +109,7 @@ class Encoder(nn.Module):
         ``position``: list of (1, C_P, H_n, W_n), same order;
         ``segmentation``: (B, C_S, S/4, S/4) logits of the finest scale.
         """
-        x = self.stem(images)
-        feats = []
-        for layer in self.layers:
-            x = layer(x)
-            feats.append(x)
-        pyramid = self.fpn(feats)  # strides 4, 8, 16, 32
+        pyramid = self.fpn(self.backbone_features(images))  # strides 4, 8, 16, 32
         seg_logits = self.seg_head(pyramid[0])
         seg_prob = seg_logits.float().softmax(dim=1).to(pyramid[0].dtype)
         appearance, position = [], []

@@ -1,0 +1,82 @@
+"""Does starting the encoder from MediaPipe's hand-landmark network pay? Same CPU budget, two runs.
+
+Trains the ``mphand`` preset twice with identical data, seed, schedule and steps, once with the
+encoder trunk converted from MediaPipe (``--init-backbone mediapipe``) and once from random
+weights, then prints one table: the final weights' MPJPE on the synthetic test split and their
+2D agreement with MediaPipe's landmarks on the held-out real photos (PCK at 10% of the hand's box
+and the mean 2D error in % of it), plus the wall time of each run. Both runs train the whole
+network (no frozen layers), so the comparison is only about the starting point.
+
+    python benchmarks/backbone_init.py --data interhand:SYNTH@1,folder:REAL@1 \\
+        --synth-test SYNTH_TEST --real-holdout REAL_HO [--steps 300] [--batch-size 8] \\
+        [--out runs/backbone_init] [--inits mediapipe,random]
+
+``SYNTH_TEST`` is ``dfl-train synth --split test`` output (split ``test``); ``REAL_HO`` is
+``dfl-train pseudolabel --subset holdout --split test`` output. docs/training.md gives the exact
+commands that made its figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def run(init: str, args: argparse.Namespace) -> dict[str, object]:
+    out = Path(args.out) / init
+    cmd = [
+        sys.executable, "-m", "dfl_infer.training.cli", "fit", "--config", "mphand",
+        "--data", args.data, "--mix-batches", "--steps", str(args.steps),
+        "--batch-size", str(args.batch_size), "--save-every", str(args.steps),
+        "--seed", str(args.seed), "--num-workers", "1", "--no-progress", "--out", str(out),
+        "--val", f"{args.real_holdout}:test", "--val", f"{args.synth_test}:test",
+    ]  # fmt: skip
+    if init != "random":
+        cmd += ["--init-backbone", init]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if "val" in r][-1]["val"]
+    real, synth = (val[k] for k in val)  # in --val order: real first, then synthetic
+    return {"init": init, "wall_s": wall, "real": real, "synth": synth}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="fit's --data (mixed in every batch)")
+    parser.add_argument("--synth-test", required=True)
+    parser.add_argument("--real-holdout", required=True)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inits", default="mediapipe,random")
+    parser.add_argument("--out", default="runs/backbone_init")
+    args = parser.parse_args()
+    rows = [run(init, args) for init in args.inits.split(",")]
+    print(
+        f"\nmphand, {args.steps} steps x batch {args.batch_size}, seed {args.seed}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}\n"
+    )
+    print("| encoder init | synthetic test MPJPE (mm) | interacting (mm) | real held-out "
+          "PCK@10% box | real mean 2D (% box) | held-out annotations | train wall (min) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        real, synth = r["real"], r["synth"]
+        assert isinstance(real, dict) and isinstance(synth, dict)
+        print(
+            f"| {r['init']} | {synth['mpjpe_all']:.1f} | {synth['mpjpe_interacting']:.1f} | "
+            f"{real['pck2d_10']:.3f} | {real['mean_2d_box_pct']:.1f} | {real['n_images']} | "
+            f"{float(r['wall_s']) / 60:.1f} |"  # type: ignore[arg-type]
+        )
+
+
+if __name__ == "__main__":
+    main()
