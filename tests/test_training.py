@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from dfl_infer.crop import apply_affine
 from dfl_infer.joints import FLIP_PERMUTATION, NUM_HAND_JOINTS, ROOT_INDICES, seg_class
+from dfl_infer.model import DFLConfig
 from dfl_infer.training.data import AugmentConfig, InterHandDataset, StepBatchSampler
 from dfl_infer.training.evaluate import evaluate_predictions
 from dfl_infer.training.fit import FitConfig, fit, lr_factor, parse_data
+from dfl_infer.training.holdout import split_names
 
 # Joint colours drawn into the fixture images: right hand red, left hand blue.
 COLOURS = ((255, 40, 40), (40, 40, 255))
@@ -235,6 +238,49 @@ def test_evaluate_ground_truth_gives_zero(fixture_root):
     assert m2["handedness_acc"] == 0.0
 
 
+def _shifted_uvd(ds: InterHandDataset, shift: tuple[float, float]) -> np.ndarray:
+    """(N, 42, 3) predictions in crop pixels whose image-pixel u is the label's plus
+    ``shift[h]`` x the box size of hand h (longer side of its valid joints' tight box)."""
+    uvd = np.zeros((len(ds), 42, 3))
+    for i, s in enumerate(ds.samples):
+        img = s.joints_img.copy()
+        for h in (0, 1):
+            sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
+            pts = s.joints_img[sl][s.joint_valid[sl]]
+            if len(pts):
+                img[sl, 0] += shift[h] * (pts.max(0) - pts.min(0)).max()
+        uvd[i, :, :2] = apply_affine(ds.make_crop(i).matrix, img)
+    return uvd
+
+
+def test_evaluate_2d_box_metrics(fixture_root):
+    ds = InterHandDataset(fixture_root, "test", size=64)
+    zeros2, zeros = np.zeros((len(ds), 2)), np.zeros(len(ds))
+    m = evaluate_predictions(ds, _shifted_uvd(ds, (0.0, 0.0)), zeros2, zeros)
+    assert m["pck2d_10"] == 1.0 and m["mean_2d_box_pct"] == pytest.approx(0.0, abs=1e-9)
+    # Test split: interacting, right, left, interacting, right, left; image 0 lacks one left joint.
+    # Right hands: 4 x 21 = 84 joints 5% of their box off; left: 20 + 3 x 21 = 83 joints 20% off.
+    m = evaluate_predictions(ds, _shifted_uvd(ds, (0.05, 0.20)), zeros2, zeros)
+    assert m["n_hands_2d"] == 8
+    assert m["pck2d_10"] == pytest.approx(84 / 167)
+    assert m["mean_2d_box_pct"] == pytest.approx((84 * 5.0 + 83 * 20.0) / 167)
+    m = evaluate_predictions(ds, _shifted_uvd(ds, (0.5, 0.5)), zeros2, zeros)
+    assert m["pck2d_10"] == 0.0 and m["mean_2d_box_pct"] == pytest.approx(50.0)
+
+
+def test_evaluate_2d_box_metrics_on_synthetic_test_split(tmp_path):
+    from dfl_infer.training.synth import SynthEngine, write_dataset
+
+    write_dataset(SynthEngine("cpu"), tmp_path, 2, "test", seed=7, batch_size=2)
+    ds = InterHandDataset(tmp_path, "test", size=64)
+    zeros2, zeros = np.zeros((len(ds), 2)), np.zeros(len(ds))
+    m = evaluate_predictions(ds, _shifted_uvd(ds, (0.0, 0.0)), zeros2, zeros)
+    assert m["n_hands_2d"] >= 2 and m["pck2d_10"] == 1.0
+    assert m["mean_2d_box_pct"] == pytest.approx(0.0, abs=1e-9)
+    m = evaluate_predictions(ds, _shifted_uvd(ds, (0.3, 0.3)), zeros2, zeros)
+    assert m["pck2d_10"] == 0.0 and m["mean_2d_box_pct"] == pytest.approx(30.0)
+
+
 # ----------------------------------------------------------------------------- fit
 
 
@@ -246,8 +292,65 @@ def _fit_cfg(root: Path, out: Path, **kw) -> FitConfig:
     return FitConfig(**base)
 
 
+def _records(out: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def _losses(out: Path) -> list[float]:
-    return [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in _records(out) if "loss" in r]
+
+
+def test_split_batch_and_loss_batch_defaults():
+    from dfl_infer.training.fit import loss_batch, split_batch
+
+    assert split_batch(8, [1, 1]) == [4, 4]
+    assert split_batch(8, [3, 1]) == [6, 2]
+    assert split_batch(3, [100, 1, 1]) == [1, 1, 1]  # every source keeps one item
+    with pytest.raises(ValueError, match="batch-size"):
+        split_batch(1, [1, 1])
+    synth_like = {
+        "image": torch.zeros(2, 3, 8, 8), "joints_uvd": torch.zeros(2, 42, 3),
+        "joint_valid": torch.ones(2, 42), "seg": torch.zeros(2, 8, 8, dtype=torch.long),
+        "hand_valid": torch.ones(2, 2), "rel_root_depth": torch.zeros(2),
+        "depth": torch.zeros(2, 8, 8),  # a key the loss does not read is dropped
+    }  # fmt: skip
+    b = loss_batch(synth_like)
+    assert "depth" not in b and torch.equal(b["depth_weight"], synth_like["joint_valid"])
+    assert b["presence_valid"].shape == (2, 2) and b["root_valid"].shape == (2,)
+
+
+@pytest.mark.slow
+def test_fit_mixed_batches_frozen_trunk_and_best_on_val(fixture_root, tmp_path):
+    """mphand with the early trunk frozen, two sources in every batch, scored at every save; the
+    best weights land in OUT/best and the frozen layers do not move."""
+    from dfl_infer.model import DFLModel
+
+    torch.set_num_threads(2)
+    out = tmp_path / "mix"
+    cfg = _fit_cfg(
+        fixture_root, out, config="mphand", steps=2, batch_size=3, save_every=1, lr=1e-3,
+        data=f"interhand:{fixture_root}@2,interhand:{fixture_root}@1", mix_batches=True,
+        freeze_trunk="early", val=(f"{fixture_root}:test",),
+    )  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    start = DFLModel(DFLConfig.mphand(input_size=64)).state_dict()
+    fit(cfg)
+    records = _records(out)
+    assert [r["source"] for r in records if "loss" in r] == ["mix", "mix"]
+    vals = [r for r in records if "val" in r]
+    assert [r["step"] for r in vals] == [1, 2]
+    metrics = vals[0]["val"][f"{fixture_root.name}:test"]
+    assert 0.0 <= metrics["pck2d_10"] <= 1.0 and metrics["mean_2d_box_pct"] > 0
+    assert vals[0]["best"]
+    best = DFLModel.from_pretrained(out / "best")
+    end = DFLModel.from_pretrained(out).state_dict()
+    assert torch.equal(end["encoder.trunk.stage1.0.expand.conv.weight"],
+                       start["encoder.trunk.stage1.0.expand.conv.weight"])  # fmt: skip
+    assert not torch.equal(end["encoder.trunk.stage5.0.expand.conv.weight"],
+                           start["encoder.trunk.stage5.0.expand.conv.weight"])  # fmt: skip
+    assert best.config.backbone == "mediapipe_hand"
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["best"] is not None
 
 
 @pytest.mark.slow
@@ -322,17 +425,22 @@ def test_cli_evaluate_writes_json_and_table(fixture_root, tmp_path):
 
 
 class _FakeDetector:
-    """Two touching hands at fixed landmarks with MediaPipe-like world coordinates."""
+    """Two touching hands at fixed landmarks with MediaPipe-like world coordinates and the given
+    handedness scores (right, left); counts its calls."""
+
+    def __init__(self, scores: tuple[float, float] = (0.9, 0.9)) -> None:
+        self.scores, self.calls = scores, 0
 
     def detect(self, image):
         from dfl_infer.detect import HandDetection
 
+        self.calls += 1
         rng = np.random.default_rng(0)
         hands = []
-        for side, x in (("right", 120.0), ("left", 175.0)):
+        for side, x, score in (("right", 120.0, self.scores[0]), ("left", 175.0, self.scores[1])):
             world = rng.uniform(-0.04, 0.04, (21, 3))
             lm = world[:, :2] * 1000 + np.array([x, 120.0])  # 1 px per mm
-            hands.append(HandDetection(np.r_[lm.min(0), lm.max(0)], side, 0.9, lm, world))
+            hands.append(HandDetection(np.r_[lm.min(0), lm.max(0)], side, score, lm, world))
         return hands
 
 
@@ -362,6 +470,38 @@ def test_pseudolabel_writes_loadable_layout(tmp_path):
     world = _FakeDetector().detect(None)[0].landmarks_3d
     assert np.allclose(item["joints_uvd"][:21, 2].numpy(), (world[:, 2] - world[20, 2]) * 1000,
                        atol=0.01)  # fmt: skip
+
+
+def test_pseudolabel_subsets_and_min_presence(tmp_path):
+    from dfl_infer.training.cli import build_parser
+    from dfl_infer.training.pseudolabel import pseudolabel_folder
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = [f"s_pic{i:05d}.jpg" for i in range(3)] + [f"Hand_{i}.jpg" for i in range(5)]
+    for name in names:
+        cv2.imwrite(str(photos / name), np.full((240, 320, 3), 128, np.uint8))
+    split = split_names(names, 3)
+    for subset, want in (("train", split.train), ("holdout", split.held_out)):
+        det = _FakeDetector(scores=(0.95, 0.5))
+        out = tmp_path / subset
+        stats = pseudolabel_folder(photos, out, "test", detector=det, subset=subset,
+                                   holdout_size=3)  # fmt: skip
+        assert det.calls == stats["images"] == len(want)
+        assert sorted(p.name for p in (out / "images" / "test").iterdir()) == list(want)
+        data = json.loads((out / "annotations/test/InterHand2.6M_test_data.json").read_text())
+        assert data["info"]["subset"] == subset
+        assert sorted(im["file_name"] for im in data["images"]) == list(want)
+        # The held-out subset keeps hands whose handedness score is >= 0.9: the right one.
+        types = {a["hand_type"] for a in data["annotations"]}
+        assert types == ({"right"} if subset == "holdout" else {"interacting"})
+        assert stats.get("low_score_hands", 0) == (len(want) if subset == "holdout" else 0)
+    # 2D metrics on the pseudo-labelled held-out photos: the labels score 1.0.
+    ds = InterHandDataset(tmp_path / "holdout", "test", size=64)
+    m = evaluate_predictions(ds, _shifted_uvd(ds, (0.0, 0.0)), np.zeros((3, 2)), np.zeros(3))
+    assert m["n_hands_2d"] == 3 and m["pck2d_10"] == 1.0
+    args = build_parser().parse_args(["pseudolabel", "--images", "i", "--out", "o"])
+    assert args.subset == "all" and args.min_presence is None
 
 
 def test_pseudolabel_real_photos(tmp_path, shared_dir):

@@ -11,10 +11,15 @@ cannot reach ``../shared`` or the package registries. This writes, into ``--out`
 - ``real/boxes.csv`` (with ``--boxes``): the labelled hand boxes of those photos, rescaled, so that
   ``--synth-backgrounds OUT/real`` cuts background patches clear of every labelled hand.
 
-    dfl-train pseudolabel --images ../shared/data/real-hands/images --out /tmp/pl --copy
+    dfl-train pseudolabel --images ../shared/data/real-hands/images --out /tmp/pl --subset train
     python tools/pack_gpu_carry.py --pseudolabels /tmp/pl \\
         --mesh ../shared/assets/hand-mesh/webxr-generic-hand \\
         --boxes ../shared/data/real-hands/boxes.csv --out .carry
+
+The pack is for training: a split pseudo-labelled with ``--subset holdout`` or ``--subset all``
+(``info.subset`` of its ``data.json``) is refused, so that the held-out photos of
+``dfl_infer/training/holdout.py`` reach neither the training crops nor the synthetic backgrounds
+(``boxes.csv`` keeps only the rows of packed photos).
 
 Put the output folder in ``.git/info/exclude`` (``.carry/`` already is in ``.gitignore``): the
 photos and the mesh are never committed. See docs/training.md, "Training the default weights".
@@ -49,6 +54,12 @@ def pack_real(
     for split in splits:
         ann = src / "annotations" / split
         data = json.loads((ann / f"InterHand2.6M_{split}_data.json").read_text())
+        subset = data.get("info", {}).get("subset")
+        if subset in ("holdout", "all"):
+            raise SystemExit(
+                f"{ann}: pseudo-labelled with --subset {subset}, which includes held-out photos; "
+                "pack only the output of `dfl-train pseudolabel --subset train`"
+            )
         cams = json.loads((ann / f"InterHand2.6M_{split}_camera.json").read_text())
         joints = (ann / f"InterHand2.6M_{split}_joint_3d.json").read_text()
         longest = max(max(im["width"], im["height"]) for im in data["images"])

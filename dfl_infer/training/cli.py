@@ -17,6 +17,7 @@ _TOOLS = (
     "dfl_infer.training.fit",
     "dfl_infer.training.evaluate",
     "dfl_infer.training.pseudolabel",
+    "dfl_infer.training.holdout",
 )
 
 

@@ -12,9 +12,17 @@ its own wrist. Metrics:
   root depth);
 - ``pck_auc_0_50``: area under the PCK curve of the wrist-aligned errors, thresholds 0..50 mm
   (51 points, normalized to [0, 1]);
+- ``pck2d_10``: share of valid joints whose predicted 2D position (image pixels, after the crop's
+  inverse affine) lies within 10% of its hand's box size of the label; the box size of a hand is
+  the longer side of the tight box of its valid GT joints' 2D positions (image pixels);
+- ``mean_2d_box_pct``: mean 2D error of those joints in % of their hand's box size;
 - ``handedness_acc``: share of images (with ``hand_type_valid``) whose set of hands predicted
   present (presence logit > 0) equals the annotated hand_type;
-- ``n_images``.
+- ``n_images``, and ``n_hands_2d``: hands scored by the two 2D metrics.
+
+The 2D metrics need no camera, so on a pseudo-labelled folder (``dfl-train pseudolabel``) they
+measure the agreement with MediaPipe's landmarks; hands are those of ``Sample.hand_valid`` (the
+annotated hands with a valid wrist) with a box of non-zero size.
 
 :func:`evaluate_predictions` takes predictions as arrays, so ground truth (or any other method's
 output) can be scored without a network.
@@ -34,11 +42,27 @@ import torch
 from dfl_infer.crop import apply_affine, invert_affine
 from dfl_infer.joints import NUM_HAND_JOINTS, ROOT_INDICES
 from dfl_infer.lift import Intrinsics, lift_to_3d, relative_to_wrist
-from dfl_infer.training.data import AugmentConfig, InterHandDataset
+from dfl_infer.training.data import AugmentConfig, InterHandDataset, Sample
 
 logger = logging.getLogger(__name__)
 
 PCK_THRESHOLDS_MM = np.linspace(0.0, 50.0, 51)
+PCK2D_THRESHOLD = 0.10  # of the hand's box size (pck2d_10)
+
+
+def hand_box_errors(uv_img: np.ndarray, sample: Sample) -> list[np.ndarray]:
+    """Per hand of ``sample.hand_valid``: the 2D errors of its valid joints divided by its box
+    size (longer side of the tight box of those joints' GT pixels). ``uv_img`` (42, 2) predicted
+    image pixels. A hand whose box has zero size (one valid joint) is left out."""
+    out = []
+    for h in np.flatnonzero(sample.hand_valid):
+        sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
+        valid = sample.joint_valid[sl]
+        gt = sample.joints_img[sl][valid]
+        size = float(np.ptp(gt, axis=0).max()) if len(gt) else 0.0
+        if size > 0:
+            out.append(np.linalg.norm(uv_img[sl][valid] - gt, axis=1) / size)
+    return out
 
 
 def evaluate_predictions(
@@ -57,6 +81,7 @@ def evaluate_predictions(
         raise ValueError(f"uvd must be ({n}, 42, 3), got {uvd.shape}")
     errors: dict[str, list[np.ndarray]] = {"single": [], "interacting": []}
     rrpe, hand_ok = [], []
+    box_err: list[np.ndarray] = []  # per hand: 2D errors / box size
     r, l_ = ROOT_INDICES
     for i, s in enumerate(dataset.samples):
         crop = dataset.make_crop(i)
@@ -70,6 +95,7 @@ def evaluate_predictions(
             hand_ok.append(bool((pred_present == want).all()))
         if not present.any():
             continue
+        box_err.extend(hand_box_errors(uv_img, s))
         first = r if present[0] else l_
         pred = lift_to_3d(
             uv_img, uvd[i, :, 2], intr, present=tuple(bool(p) for p in present),
@@ -90,14 +116,18 @@ def evaluate_predictions(
     every = errors["single"] + errors["interacting"]
     all_err = np.concatenate(every) if every else np.zeros(0)
     pck = [(all_err <= t).mean() if all_err.size else np.nan for t in PCK_THRESHOLDS_MM]
+    rel2d = np.concatenate(box_err) if box_err else np.zeros(0)
     return {
         "mpjpe_all": mean(every),
         "mpjpe_single": mean(errors["single"]),
         "mpjpe_interacting": mean(errors["interacting"]),
         "mrrpe": float(np.mean(rrpe)) if rrpe else float("nan"),
         "pck_auc_0_50": float(np.mean(pck)),
+        "pck2d_10": float((rel2d <= PCK2D_THRESHOLD).mean()) if rel2d.size else float("nan"),
+        "mean_2d_box_pct": float(100.0 * rel2d.mean()) if rel2d.size else float("nan"),
         "handedness_acc": float(np.mean(hand_ok)) if hand_ok else float("nan"),
         "n_images": n,
+        "n_hands_2d": len(box_err),
     }
 
 
@@ -129,7 +159,8 @@ def predict_dataset(
 
 def metrics_markdown(metrics: dict[str, float], title: str = "") -> str:
     """A two-column Markdown table of the metrics."""
-    units = {"mpjpe_all": "mm", "mpjpe_single": "mm", "mpjpe_interacting": "mm", "mrrpe": "mm"}
+    units = {"mpjpe_all": "mm", "mpjpe_single": "mm", "mpjpe_interacting": "mm", "mrrpe": "mm",
+             "mean_2d_box_pct": "% of box"}  # fmt: skip
     lines = [f"# {title}\n" if title else "", "| metric | value |", "|---|---|"]
     for k, v in metrics.items():
         val = (
@@ -151,7 +182,8 @@ def parse_eval_data(spec: str) -> Path:
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "evaluate", help="InterHand2.6M protocol metrics of a model",
-        description="MPJPE, MRRPE, PCK-AUC, handedness of a model on an InterHand-layout folder.",
+        description="MPJPE, MRRPE, PCK-AUC, 2D PCK, handedness of a model on an InterHand-layout "
+                    "folder.",
     )  # fmt: skip
     p.add_argument("--weights", required=True, help="weights folder or Hugging Face Hub id")
     p.add_argument("--data", required=True, help="interhand:ROOT, synth:ROOT or folder:ROOT")
@@ -179,5 +211,6 @@ def _run(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(metrics, indent=2) + "\n")
     md = out.with_name("metrics.md") if out.name != "metrics.md" else out.with_suffix(".table.md")
     md.write_text(metrics_markdown(metrics, f"{args.weights} on {args.data} ({args.split})"))
-    logger.info("wrote %s and %s: MPJPE %.2f mm", out, md, metrics["mpjpe_all"])
+    logger.info("wrote %s and %s: MPJPE %.2f mm, 2D PCK@0.1 box %.4f", out, md,
+                metrics["mpjpe_all"], metrics["pck2d_10"])  # fmt: skip
     return 0

@@ -39,8 +39,21 @@ from dfl_infer.training.losses import DFLLoss, LossConfig
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+BEST_DIR = "best"  # the weights that scored best on the first --val folder
 METRICS_NAME = "metrics.jsonl"
-PRESETS = {"r50": DFLConfig.r50, "r18": DFLConfig.r18, "tiny": DFLConfig.tiny}
+PRESETS = {
+    "r50": DFLConfig.r50, "r18": DFLConfig.r18, "mphand": DFLConfig.mphand, "tiny": DFLConfig.tiny
+}  # fmt: skip
+# Parts of the MediaPipe trunk that --freeze-trunk early keeps fixed: everything up to stride 8,
+# whose high-resolution depthwise convolutions cost most of the backward pass on a CPU.
+EARLY_TRUNK = ("stem.", "block0.", "stage1.", "stage2.")
+FREEZE_CHOICES = ("none", "early", "all")
+# Keys of a batch that the loss reads, with the value a source that lacks them stands for.
+LOSS_KEY_DEFAULTS = {
+    "depth_weight": "joint_valid", "seg_valid": 1.0, "presence_valid": 1.0, "root_valid": 1.0,
+}  # fmt: skip
+LOSS_KEYS = ("image", "joints_uvd", "joint_valid", "seg", "hand_valid", "rel_root_depth",
+             *LOSS_KEY_DEFAULTS)  # fmt: skip
 SOURCE_KINDS = ("synth", "interhand", "folder")
 # The paper trains 50 epochs and divides the learning rate by 10 at epochs 24 and 35 (§4.2);
 # the same fractions of --steps are used here.
@@ -91,7 +104,7 @@ class FitConfig:
 
     out: str  # output folder
     data: str = "synth"  # see parse_data
-    config: str = "tiny"  # r50 / r18 / tiny (ignored with init: the init folder's config wins)
+    config: str = "tiny"  # a PRESETS name (ignored with init: the init folder's config wins)
     steps: int = 1000  # optimizer steps in total (the schedule is scaled to this)
     batch_size: int = 8  # per process
     lr: float = 1e-4  # Adam, as in the paper
@@ -112,6 +125,12 @@ class FitConfig:
     synth_backgrounds: str | None = None
     progress: bool = True
     augment: bool = True  # the paper's augmentations on dataset sources (off: overfit checks)
+    init_backbone: str | None = None  # "mediapipe" / "imagenet": pretrained encoder trunk
+    init_backbone_file: str | None = None  # its file (tflite / .task / state dict); None: default
+    freeze_trunk: str = "none"  # none / early (MediaPipe trunk up to stride 8) / all
+    mix_batches: bool = False  # every batch takes from every source by weight (not one per step)
+    val: tuple[str, ...] = ()  # InterHand-layout folders (ROOT or ROOT:SPLIT) scored at each save
+    best_metric: str = "mean_2d_box_pct"  # of the first --val folder, lower is better: OUT/best
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -163,7 +182,7 @@ def _steps_of(source: int, seed: int, start: int, weights: list[float]) -> Itera
 
 
 def _synth_iter(
-    cfg: FitConfig, size: int, info: distributed.DistInfo, steps: Iterator[int]
+    cfg: FitConfig, size: int, info: distributed.DistInfo, steps: Iterator[int], batch_size: int
 ) -> Iterator[dict[str, torch.Tensor]]:
     from dfl_infer.training.synth.engine import EngineConfig, SynthEngine
     from dfl_infer.training.synth.scene import SceneConfig
@@ -179,13 +198,13 @@ def _synth_iter(
         # Yield outside no_grad: a generator suspended inside it would leave grad mode off in
         # the training loop.
         with torch.no_grad():
-            batch = engine.sample(cfg.batch_size, g)
+            batch = engine.sample(batch_size, g)
         yield batch
 
 
 def _dataset_iter(
     cfg: FitConfig, src: SourceSpec, size: int, box_scale: float, info: distributed.DistInfo,
-    steps: Iterator[int],
+    steps: Iterator[int], batch_size: int, seed: int,
 ) -> Iterator[dict[str, torch.Tensor]]:  # fmt: skip
     from torch.utils.data import DataLoader
 
@@ -194,7 +213,7 @@ def _dataset_iter(
     assert src.root is not None
     augment = AugmentConfig() if cfg.augment else None
     ds = InterHandDataset(src.root, cfg.split, size, box_scale, augment=augment)
-    sampler = StepBatchSampler(len(ds), cfg.batch_size, cfg.seed, info.rank, steps=steps)
+    sampler = StepBatchSampler(len(ds), batch_size, seed, info.rank, steps=steps)
     loader = DataLoader(
         ds, batch_sampler=sampler, num_workers=cfg.num_workers,
         pin_memory=info.device.type == "cuda",
@@ -202,22 +221,80 @@ def _dataset_iter(
     yield from loader
 
 
+def split_batch(batch_size: int, weights: list[float]) -> list[int]:
+    """Items of each source in a mixed batch: proportional to the weights (largest remainders),
+    at least one each."""
+    if batch_size < len(weights):
+        raise ValueError(f"--mix-batches needs --batch-size >= {len(weights)} (one per source)")
+    w = np.asarray(weights, dtype=np.float64)
+    exact = 1 + (batch_size - len(w)) * w / w.sum()
+    sizes = np.floor(exact).astype(int)
+    for i in np.argsort(sizes - exact)[: batch_size - sizes.sum()]:
+        sizes[i] += 1
+    return [int(v) for v in sizes]
+
+
 def build_sources(
     cfg: FitConfig, model_cfg: DFLConfig, info: distributed.DistInfo, start_step: int
 ) -> tuple[list[SourceSpec], list[Iterator[dict[str, torch.Tensor]]]]:
-    """One endless batch iterator per source, each yielding only the steps it serves."""
+    """One endless batch iterator per source, each yielding only the steps it serves (every step,
+    with its share of the batch, under ``mix_batches``)."""
     specs = parse_data(cfg.data)
     weights = [s.weight for s in specs]
+    sizes = split_batch(cfg.batch_size, weights) if cfg.mix_batches else None
     iters = []
     for j, src in enumerate(specs):
-        steps = _steps_of(j, cfg.seed, start_step, weights)
+        steps = _count_from(start_step) if sizes else _steps_of(j, cfg.seed, start_step, weights)
+        n = sizes[j] if sizes else cfg.batch_size
         if src.kind == "synth":
-            iters.append(_synth_iter(cfg, model_cfg.input_size, info, steps))
+            iters.append(_synth_iter(cfg, model_cfg.input_size, info, steps, n))
         else:
-            iters.append(
-                _dataset_iter(cfg, src, model_cfg.input_size, model_cfg.box_scale, info, steps)
-            )
+            size, box_scale = model_cfg.input_size, model_cfg.box_scale
+            # Mixed sources draw every step: a seed of their own keeps them uncorrelated.
+            seed = cfg.seed + 7919 * (j + 1) if sizes else cfg.seed
+            iters.append(_dataset_iter(cfg, src, size, box_scale, info, steps, n, seed))
     return specs, iters
+
+
+def _count_from(start: int) -> Iterator[int]:
+    step = start
+    while True:
+        yield step
+        step += 1
+
+
+def loss_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The loss's keys of a batch, with the defaults of ``LOSS_KEY_DEFAULTS`` filled in, so that
+    batches of different sources can be concatenated."""
+    out = {}
+    for key in LOSS_KEYS:
+        if key in batch:
+            out[key] = batch[key]
+            continue
+        default = LOSS_KEY_DEFAULTS[key]
+        b = batch["image"].shape[0]
+        if isinstance(default, str):
+            out[key] = batch[default].clone()
+        elif key == "presence_valid":
+            out[key] = torch.full((b, 2), default, device=batch["image"].device)
+        else:
+            out[key] = torch.full((b,), default, device=batch["image"].device)
+    return out
+
+
+def next_batch(
+    cfg: FitConfig, step: int, iters: list[Iterator[dict[str, torch.Tensor]]],
+    weights: list[float], device: torch.device,
+) -> tuple[dict[str, torch.Tensor], int]:  # fmt: skip
+    """The batch of ``step`` on ``device`` and the index of its source (-1: mixed from all)."""
+    if not cfg.mix_batches:
+        j = choose_source(cfg.seed, step, weights)
+        return {k: v.to(device, non_blocking=True) for k, v in next(iters[j]).items()}, j
+    parts = [
+        loss_batch({k: v.to(device, non_blocking=True) for k, v in next(it).items()})
+        for it in iters
+    ]
+    return {k: torch.cat([p[k] for p in parts]) for k in LOSS_KEYS}, -1
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -262,12 +339,54 @@ def build_model(cfg: FitConfig) -> DFLModel:
             raise ValueError(f"unknown --config {cfg.config!r}; expected one of {sorted(PRESETS)}")
         overrides = {"input_size": cfg.input_size} if cfg.input_size else {}
         model = DFLModel(PRESETS[cfg.config](**overrides))
+    if cfg.init_backbone:
+        from dfl_infer.training.init_backbone import init_backbone
+
+        init_backbone(model, cfg.init_backbone, cfg.init_backbone_file)
     if cfg.input_size and model.config.input_size != cfg.input_size:
         raise ValueError(
             f"--input-size {cfg.input_size} differs from the init weights' "
             f"{model.config.input_size}"
         )
+    freeze_trunk(model, cfg.freeze_trunk)
     return model.train()
+
+
+def freeze_trunk(model: DFLModel, which: str) -> None:
+    """Keep (part of) the pretrained MediaPipe trunk fixed: ``early`` (up to stride 8) or
+    ``all``. Frozen layers get no gradient, and no backward pass runs through them."""
+    if which not in FREEZE_CHOICES:
+        raise ValueError(f"--freeze-trunk must be one of {FREEZE_CHOICES}, got {which!r}")
+    if which == "none":
+        return
+    trunk = model.encoder.trunk
+    if trunk is None:
+        raise ValueError("--freeze-trunk applies to the MediaPipe trunk (the mphand preset)")
+    prefixes = ("",) if which == "all" else EARLY_TRUNK
+    frozen = 0
+    for name, p in trunk.named_parameters():
+        if name.startswith(prefixes):
+            p.requires_grad_(False)
+            frozen += p.numel()
+    logger.info("froze %d trunk parameters (%s)", frozen, which)
+
+
+def keep_freed_memory() -> None:
+    """Stop glibc from returning freed memory to the OS after every step: on CPU, mapping and
+    faulting in the same buffers again made training steps up to twice as slow. No-op where
+    the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_max = -1, -4
+    mallopt(m_mmap_max, 0)
+    mallopt(m_trim_threshold, 2**30)
 
 
 def fit(cfg: FitConfig) -> Path:
@@ -294,6 +413,9 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
     mcfg = model.config
     dev = info.device
     cuda = dev.type == "cuda"
+    if not cuda:
+        keep_freed_memory()
+    validator = Validator(cfg, mcfg) if cfg.val and info.is_main else None
     model.to(dev)
     if cuda:
         model.to(memory_format=torch.channels_last)
@@ -316,6 +438,8 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
                 ema.load_state_dict(state["ema"])
         _set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)])
         start = int(state["step"])
+        if validator is not None:
+            validator.best = state.get("best")
         logger.info("resumed from %s at step %d", ckpt_path, start)
     elif cfg.resume:
         logger.info("no %s yet: starting from scratch", ckpt_path)
@@ -337,8 +461,7 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
                desc="fit", dynamic_ncols=True)  # fmt: skip
     t_last, steps_since = time.perf_counter(), 0
     for step in range(start + 1, end + 1):
-        j = choose_source(cfg.seed, step, weights)
-        batch = {k: v.to(dev, non_blocking=True) for k, v in next(iters[j]).items()}
+        batch, j = next_batch(cfg, step, iters, weights, dev)
         if batch["image"].shape[-1] != mcfg.input_size:
             raise ValueError(
                 f"{specs[j].kind} gives {batch['image'].shape[-1]}px images; the model takes "
@@ -369,7 +492,8 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
             now = time.perf_counter()
             record = {
                 "step": step, **values, "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm": float(grad_norm), "source": specs[j].kind,
+                "grad_norm": float(grad_norm),
+                "source": specs[j].kind if j >= 0 else "mix",
                 "steps_per_s": steps_since / max(now - t_last, 1e-9),
             }  # fmt: skip
             t_last, steps_since = now, 0
@@ -380,7 +504,7 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
                     f.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{values['loss']:.3g}")
         if step % cfg.save_every == 0 or last:
-            _save(cfg, info, model, ema, optimizer, scheduler, step)
+            _save(cfg, info, model, ema, optimizer, scheduler, step, validator)
     bar.close()
     if start >= end and info.is_main:
         logger.info("nothing to do: the checkpoint is already at step %d", start)
@@ -389,7 +513,7 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
 
 def _save(
     cfg: FitConfig, info: distributed.DistInfo, model: DFLModel, ema: EMA | None,
-    optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
+    optimizer: torch.optim.Optimizer, scheduler: Any, step: int, validator: Validator | None,
 ) -> None:  # fmt: skip
     # Every rank's RNG state goes into the checkpoint so each can resume its own stream.
     rng = _rng_state()
@@ -406,6 +530,8 @@ def _save(
     export = DFLModel(dataclasses.replace(model.config, metadata={**model.config.metadata, **meta}))
     export.load_state_dict(ema.state_dict() if ema is not None else model.state_dict())
     export.save_pretrained(out)
+    if validator is not None:
+        validator(export, step, out)
     state = {
         "step": step,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -415,9 +541,59 @@ def _save(
         "rng": rngs,
         "model_config": model.config.to_dict(),
         "fit_config": dataclasses.asdict(cfg),
+        "best": None if validator is None else validator.best,
     }
     _atomic_save(state, out / CHECKPOINT_NAME)
     logger.debug("checkpoint at step %d", step)
+
+
+class Validator:
+    """Scores the weights at every save on the ``--val`` folders (no augmentation, GT-box crops,
+    ``dfl-train evaluate``'s metrics), logs them to metrics.jsonl and keeps the weights with the
+    lowest ``best_metric`` of the first folder in ``OUT/best``."""
+
+    def __init__(self, cfg: FitConfig, model_cfg: DFLConfig) -> None:
+        from dfl_infer.training.data import InterHandDataset
+
+        self.metric = cfg.best_metric
+        self.best: float | None = None
+        self.datasets = {}
+        for spec in cfg.val:
+            root, split = parse_val(spec)
+            name = Path(root).name or root
+            self.datasets[f"{name}:{split}"] = InterHandDataset(
+                root, split, model_cfg.input_size, model_cfg.box_scale, augment=None
+            )
+        self.out = Path(cfg.out)
+
+    def __call__(self, model: DFLModel, step: int, out: Path) -> dict[str, dict[str, float]]:
+        from dfl_infer.training.evaluate import evaluate_predictions, predict_dataset
+
+        results = {}
+        for name, ds in self.datasets.items():
+            uvd, presence, rel = predict_dataset(model, ds, batch_size=16)
+            results[name] = evaluate_predictions(ds, uvd, presence, rel)
+        model.train()
+        first = next(iter(results.values()))
+        value = first.get(self.metric)
+        if value is None:
+            raise ValueError(f"--best-metric {self.metric!r} is not one of {sorted(first)}")
+        improved = math.isfinite(value) and (self.best is None or value < self.best)
+        with (out / METRICS_NAME).open("a") as f:
+            f.write(json.dumps({"step": step, "val": results, "best": improved}) + "\n")
+        logger.info("step %d: %s = %.4g%s", step, self.metric, value, " (best)" if improved else "")
+        if improved:
+            self.best = float(value)
+            model.save_pretrained(out / BEST_DIR)
+        return results
+
+
+def parse_val(spec: str) -> tuple[str, str]:
+    """``ROOT`` or ``ROOT:SPLIT`` (default split: test)."""
+    root, sep, split = spec.rpartition(":")
+    if not sep or "/" in split or not split:
+        return spec, "test"
+    return root, split
 
 
 def add_parser(subparsers: Any) -> None:
@@ -452,6 +628,43 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--synth-backgrounds", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-augment", action="store_true", help="no augmentation of dataset sources")
+    p.add_argument(
+        "--init-backbone",
+        choices=("mediapipe", "imagenet"),
+        default=None,
+        help="pretrained encoder trunk: mediapipe (MediaPipe's hand-landmark network, mphand "
+        "preset; read from the detector bundle) or imagenet (torchvision's ResNet weights)",
+    )
+    p.add_argument(
+        "--init-backbone-file",
+        default=None,
+        help="its file instead of the default: a .tflite / .task / mediapipe wheel, or a ResNet "
+        "state dict (.pth / .safetensors)",
+    )
+    p.add_argument(
+        "--freeze-trunk",
+        choices=FREEZE_CHOICES,
+        default="none",
+        help="keep the MediaPipe trunk fixed: early (up to stride 8) or all",
+    )
+    p.add_argument(
+        "--mix-batches",
+        action="store_true",
+        help="every batch takes items from every source, in proportion to the weights",
+    )
+    p.add_argument(
+        "--val",
+        action="append",
+        default=[],
+        metavar="ROOT[:SPLIT]",
+        help="InterHand-layout folder scored at every save (repeatable; split "
+        "default test); the first one picks OUT/best",
+    )
+    p.add_argument(
+        "--best-metric",
+        default="mean_2d_box_pct",
+        help="metric of the first --val folder that picks OUT/best (lower is better)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -463,7 +676,9 @@ def _run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers, log_every=args.log_every, save_every=args.save_every,
         input_size=args.input_size, stop_after=args.stop_after, synth_mesh=args.synth_mesh,
         synth_backgrounds=args.synth_backgrounds, progress=not args.no_progress,
-        augment=not args.no_augment,
+        augment=not args.no_augment, init_backbone=args.init_backbone,
+        init_backbone_file=args.init_backbone_file, freeze_trunk=args.freeze_trunk,
+        mix_batches=args.mix_batches, val=tuple(args.val), best_metric=args.best_metric,
     )  # fmt: skip
     parse_data(cfg.data)  # fail on a bad --data before any process group starts
     fit(cfg)

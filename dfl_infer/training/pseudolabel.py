@@ -23,6 +23,18 @@ hand gets its own. What MediaPipe cannot know is marked with extension fields of
   for photos without a box list entry, a lone hand (MediaPipe misses the second of two tightly
   interacting hands most often); the presence loss is masked there;
 - ``source``: "mediapipe", and ``scores``: MediaPipe's handedness scores (right, left; 0 absent).
+
+``subset`` labels only the training or the held-out photos of :mod:`dfl_infer.training.holdout`'s
+fixed rule (``"all"``: every photo). The rule is applied to the whole folder listing before
+``limit``. ``data.json`` records it under ``info`` (``subset``, ``holdout_size``).
+
+``min_presence`` (default 0.9 for ``"holdout"``, else off) keeps only confident hands, by two
+MediaPipe scores: the landmark model's *hand presence* score, which MediaPipe's Tasks API does not
+return but thresholds inside its graph (the detector's ``min_presence_confidence`` is set to it),
+and the *handedness* classifier's score, the one ``HandDetection.score`` exposes, filtered here.
+On every 20th ``real-hands`` photo (78), raising the in-graph presence gate from 0.3 to 0.9
+removed no hand (82 both ways) while 0.9999 removed all of them (the gate is live), and 3 of the
+82 hands had a handedness score below 0.9. A photo whose hands are all dropped is skipped.
 """
 
 from __future__ import annotations
@@ -43,10 +55,12 @@ from dfl_infer.crop import group_hands, points_box
 from dfl_infer.image import IMAGE_SUFFIXES
 from dfl_infer.joints import NUM_HAND_JOINTS, NUM_JOINTS, WRIST
 from dfl_infer.lift import MAX_ROOT_DEPTH_MM, MIN_ROOT_DEPTH_MM, Intrinsics
+from dfl_infer.training.holdout import HOLDOUT_SIZE, SUBSETS, photo_names, select_subset
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DEPTH_CONFIDENCE = 0.5
+HOLDOUT_MIN_PRESENCE = 0.9  # default min_presence of the held-out subset (the reported metrics)
 
 
 class _Detector(Protocol):
@@ -90,31 +104,44 @@ def pseudolabel_folder(
     copy: bool = False,
     depth_confidence: float = DEFAULT_DEPTH_CONFIDENCE,
     limit: int | None = None,
+    subset: str = "all",
+    min_presence: float | None = None,
+    holdout_size: int = HOLDOUT_SIZE,
 ) -> dict[str, int]:
-    """Label every photo of ``images`` into ``out`` (InterHand layout); returns counts."""
+    """Label the photos of ``subset`` of ``images`` into ``out`` (InterHand layout); returns
+    counts. ``subset``, ``min_presence``: see the module docstring; ``holdout_size``: the rule's
+    ``n`` (tests only: a different ``n`` gives a different split)."""
     import cv2
 
     src = Path(images)
-    if not src.is_dir():
-        raise NotADirectoryError(f"{src} is not a folder of images")
-    files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-    if not files:
+    names = photo_names(src)
+    if not names:
         raise ValueError(f"{src} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    files = [src / name for name in select_subset(names, subset, holdout_size)][:limit]
+    if min_presence is None and subset == "holdout":
+        min_presence = HOLDOUT_MIN_PRESENCE
+    if min_presence is not None and not 0.0 <= min_presence <= 1.0:
+        raise ValueError(f"min_presence must be in [0, 1], got {min_presence}")
     counts = read_box_counts(boxes) if boxes else None
     if detector is None:
         from dfl_infer.detect import HandDetector
 
-        detector = HandDetector(max_hands=4)
+        if min_presence is None:
+            detector = HandDetector(max_hands=4)
+        else:  # MediaPipe's in-graph hand presence gate
+            detector = HandDetector(max_hands=4, min_presence_confidence=min_presence)
     root = Path(out)
     img_dir, ann_dir = root / "images" / split, root / "annotations" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     ann_dir.mkdir(parents=True, exist_ok=True)
-    data: dict[str, list[dict[str, Any]]] = {"images": [], "annotations": []}
+    info = {"source": "dfl-train pseudolabel", "subset": subset, "holdout_size": holdout_size,
+            "min_presence": min_presence}  # fmt: skip
+    data: dict[str, Any] = {"info": info, "images": [], "annotations": []}
     cams: dict[str, dict[str, dict[str, Any]]] = {
         "0": {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}}
     }
     joints: dict[str, dict[str, Any]] = {"0": {}}
-    stats = Counter(images=len(files))
+    stats = Counter(images=len(files), folder_images=len(names))
     for path in files:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
@@ -124,6 +151,13 @@ def pseudolabel_folder(
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         h, w = rgb.shape[:2]
         dets = detector.detect(rgb)
+        if min_presence is not None:
+            kept = [d for d in dets if d.score >= min_presence]
+            stats["low_score_hands"] += len(dets) - len(kept)
+            if dets and not kept:
+                stats["only_low_score"] += 1
+                continue
+            dets = kept
         if not dets:
             stats["no_hand"] += 1
             continue
@@ -206,6 +240,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--copy", action="store_true", help="copy photos instead of symlinking them")
     p.add_argument("--depth-confidence", type=float, default=DEFAULT_DEPTH_CONFIDENCE)
     p.add_argument("--limit", type=int, default=None, help="only the first N photos (sorted)")
+    p.add_argument("--subset", choices=SUBSETS, default="all",
+                   help="photos of the fixed hold-out rule (dfl_infer/training/holdout.py) to "
+                        "label: all, train (never the held-out ones) or holdout")  # fmt: skip
+    p.add_argument("--min-presence", type=float, default=None,
+                   help="keep only hands with MediaPipe hand presence and handedness score >= "
+                        f"this (default {HOLDOUT_MIN_PRESENCE} for --subset holdout, "
+                        "else off)")  # fmt: skip
     p.set_defaults(func=_run)
 
 
@@ -216,6 +257,7 @@ def _run(args: argparse.Namespace) -> int:
         boxes = guess if guess.is_file() else None
     pseudolabel_folder(
         args.images, args.out, args.split, boxes=boxes, copy=args.copy,
-        depth_confidence=args.depth_confidence, limit=args.limit,
+        depth_confidence=args.depth_confidence, limit=args.limit, subset=args.subset,
+        min_presence=args.min_presence,
     )  # fmt: skip
     return 0
