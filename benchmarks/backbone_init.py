@@ -31,12 +31,33 @@ from pathlib import Path
 def run(init: str, args: argparse.Namespace) -> dict[str, object]:
     out = Path(args.out) / init
     cmd = [
-        sys.executable, "-m", "dfl_infer.training.cli", "fit", "--config", "mphand",
-        "--data", args.data, "--mix-batches", "--steps", str(args.steps),
-        "--batch-size", str(args.batch_size), "--save-every", str(args.steps),
-        "--seed", str(args.seed), "--num-workers", "1", "--no-progress", "--out", str(out),
-        "--val", f"{args.real_holdout}:test", "--val", f"{args.synth_test}:test",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "dfl_infer.training.cli",
+        "fit",
+        "--config",
+        "mphand",
+        "--data",
+        args.data,
+        "--mix-batches",
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--save-every",
+        str(args.steps),
+        "--seed",
+        str(args.seed),
+        "--num-workers",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+        "--val",
+        f"{args.real_holdout}:test",
+        "--val",
+        f"{args.synth_test}:test",
+    ]
     if init != "random":
         cmd += ["--init-backbone", init]
     t0 = time.perf_counter()
@@ -65,8 +86,10 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}\n"
     )
-    print("| encoder init | synthetic test MPJPE (mm) | interacting (mm) | real held-out "
-          "PCK@10% box | real mean 2D (% box) | held-out annotations | train wall (min) |")  # fmt: skip
+    print(
+        "| encoder init | synthetic test MPJPE (mm) | interacting (mm) | real held-out "
+        "PCK@10% box | real mean 2D (% box) | held-out annotations | train wall (min) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         real, synth = r["real"], r["synth"]

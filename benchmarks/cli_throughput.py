@@ -94,16 +94,33 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[ENV_CACHE_DIR] = str(Path(tmp) / "cache")
         if "detector" in args.modes.split(","):
             os.environ[ENV_BUNDLE] = str(bundle)
-        print(f"{'mode':9} {'backend':11} {'workers':>7} {'wall s':>7} {'images/s':>8} "
-              f"{'ms/image':>8} {'RSS MiB':>7} {'PSS+wrk':>8} {'load avg after':>16}")  # fmt: skip
+        print(
+            f"{'mode':9} {'backend':11} {'workers':>7} {'wall s':>7} {'images/s':>8} "
+            f"{'ms/image':>8} {'RSS MiB':>7} {'PSS+wrk':>8} {'load avg after':>16}"
+        )
         for mode in args.modes.split(","):
             for backend in args.backends.split(","):
                 for workers in (int(w) for w in args.workers.split(",")):
                     out = Path(tmp) / f"{mode}_{backend}_{workers}.json"
-                    cmd = [sys.executable, "-m", "dfl_infer.cli", str(folder), "--weights",
-                           str(weights), "--device", "cpu", "--out", str(out), "-q",
-                           "--batch-size", str(args.batch_size), "--workers", str(workers),
-                           "--backend", backend]  # fmt: skip
+                    cmd = [
+                        sys.executable,
+                        "-m",
+                        "dfl_infer.cli",
+                        str(folder),
+                        "--weights",
+                        str(weights),
+                        "--device",
+                        "cpu",
+                        "--out",
+                        str(out),
+                        "-q",
+                        "--batch-size",
+                        str(args.batch_size),
+                        "--workers",
+                        str(workers),
+                        "--backend",
+                        backend,
+                    ]
                     if mode == "box":
                         cmd += ["--box", "100,60,420,380"]
                     if args.compile:
@@ -116,19 +133,30 @@ def main(argv: list[str] | None = None) -> int:
                     images = json.loads(out.read_text())["images"]
                     errors = sum(1 for r in images if r["error"])
                     res = {
-                        "mode": mode, "backend": backend, "workers": workers,
-                        "config": args.config, "images": args.n, "errors": errors,
-                        "wall_s": wall, "images_per_s": args.n / wall,
-                        "ms_per_image": 1e3 * wall / args.n, "peak_rss_mib": rss,
-                        "peak_pss_with_workers_mib": tree, "batch_size": args.batch_size,
-                        "loadavg_before": load_before, "loadavg_after": loadavg(),
-                    }  # fmt: skip
+                        "mode": mode,
+                        "backend": backend,
+                        "workers": workers,
+                        "config": args.config,
+                        "images": args.n,
+                        "errors": errors,
+                        "wall_s": wall,
+                        "images_per_s": args.n / wall,
+                        "ms_per_image": 1e3 * wall / args.n,
+                        "peak_rss_mib": rss,
+                        "peak_pss_with_workers_mib": tree,
+                        "batch_size": args.batch_size,
+                        "loadavg_before": load_before,
+                        "loadavg_after": loadavg(),
+                    }
                     results.append(res)
                     load = " ".join(res["loadavg_after"])
                     rss_s, tree_s = (f"{v:.0f}" if v is not None else "-" for v in (rss, tree))
-                    print(f"{mode:9} {backend:11} {workers:7d} {wall:7.1f} "
-                          f"{res['images_per_s']:8.2f} {res['ms_per_image']:8.0f} {rss_s:>7} "
-                          f"{tree_s:>8} {load:>16}", flush=True)  # fmt: skip
+                    print(
+                        f"{mode:9} {backend:11} {workers:7d} {wall:7.1f} "
+                        f"{res['images_per_s']:8.2f} {res['ms_per_image']:8.0f} {rss_s:>7} "
+                        f"{tree_s:>8} {load:>16}",
+                        flush=True,
+                    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu_count": os.cpu_count(), "results": results}, f, indent=1)

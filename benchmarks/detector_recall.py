@@ -212,9 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument("--bundle", type=Path, default=None, help="hand_landmarker.task to use")
     parser.add_argument(
-        "--flip-every", type=int, default=10, metavar="N",
+        "--flip-every",
+        type=int,
+        default=10,
+        metavar="N",
         help="also check handedness on the mirror of every N-th image (0: off; default 10)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 

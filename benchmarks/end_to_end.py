@@ -241,14 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
-        print(f"end_to_end: --backends takes {' and/or '.join(BACKENDS)}, got {args.backends!r}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"end_to_end: --backends takes {' and/or '.join(BACKENDS)}, got {args.backends!r}",
+            file=sys.stderr,
+        )
         return 2
     if "onnxruntime" in backends:
         missing = [m for m in ("onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
         if missing:
-            print(f"end_to_end: backend onnxruntime needs {' and '.join(missing)}: "
-                  "pip install 'dfl-infer[onnx]'", file=sys.stderr)  # fmt: skip
+            print(
+                f"end_to_end: backend onnxruntime needs {' and '.join(missing)}: "
+                "pip install 'dfl-infer[onnx]'",
+                file=sys.stderr,
+            )
             return 2
     results = []
     load_start = loadavg()
@@ -267,8 +272,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[ENV_CACHE_DIR] = cache
         for name in args.configs.split(","):
             for backend in backends:
-                cmd = [sys.executable, __file__, "--config", name.strip(),
-                       "--images", str(args.images), "--child-backend", backend]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--config",
+                    name.strip(),
+                    "--images",
+                    str(args.images),
+                    "--child-backend",
+                    backend,
+                ]
                 flags = ["box", "channels_last"] + (["compile"] if backend == "torch" else [])
                 for flag in flags:
                     if getattr(args, flag):
@@ -294,11 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     for res in results:
         if res["config"] == "r18":
             tot, rss = res["median_ms"]["total"], res["peak_rss_mib"] / 1024
-            print(f"target r18 CPU ({res['backend']}) <= {CPU_TARGET_MS_PER_IMAGE:.0f} ms/image: "
-                  f"{tot:.0f} ms "
-                  f"({'met' if tot <= CPU_TARGET_MS_PER_IMAGE else 'MISSED'}); peak RSS <= "
-                  f"{CPU_TARGET_PEAK_RSS_GIB} GiB: {rss:.2f} GiB "
-                  f"({'met' if rss <= CPU_TARGET_PEAK_RSS_GIB else 'MISSED'})")  # fmt: skip
+            print(
+                f"target r18 CPU ({res['backend']}) <= {CPU_TARGET_MS_PER_IMAGE:.0f} ms/image: "
+                f"{tot:.0f} ms "
+                f"({'met' if tot <= CPU_TARGET_MS_PER_IMAGE else 'MISSED'}); peak RSS <= "
+                f"{CPU_TARGET_PEAK_RSS_GIB} GiB: {rss:.2f} GiB "
+                f"({'met' if rss <= CPU_TARGET_PEAK_RSS_GIB else 'MISSED'})"
+            )
     print(f"load average at end: {loadavg()}")
     if args.json:
         with open(args.json, "w") as f:

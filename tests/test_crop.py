@@ -51,12 +51,15 @@ def test_flip_mirrors_horizontally() -> None:
 
 
 def test_group_hands() -> None:
-    boxes = np.array([
-        [0, 0, 100, 100],      # 0: touches 1
-        [90, 0, 190, 100],     # 1
-        [1000, 0, 1100, 100],  # 2: far away
-        [1095, 0, 1200, 100],  # 3: touches 2 but same side
-    ], dtype=float)  # fmt: skip
+    boxes = np.array(
+        [
+            [0, 0, 100, 100],  # 0: touches 1
+            [90, 0, 190, 100],  # 1
+            [1000, 0, 1100, 100],  # 2: far away
+            [1095, 0, 1200, 100],  # 3: touches 2 but same side
+        ],
+        dtype=float,
+    )
     assert group_hands(boxes, ["right", "left", "right", "right"]) == [[0, 1], [2], [3]]
     assert group_hands(boxes) == [[0, 1], [2, 3]]
     # Several people: pairs are formed from the closest touching pair first.

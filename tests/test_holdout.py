@@ -117,11 +117,21 @@ def test_cli_holdout_lists_and_writes_backgrounds(tmp_path):
     names = [f"Hand_{i:04d}.jpg" for i in range(HOLDOUT_SIZE + 10)]
     for name in names:  # the rule and the folder need names only, not pixels
         (images / name).touch()
-    (images.parent / "boxes.csv").write_text("filename,x0,y0,x1,y1\n" + "".join(
-        f"{name},1,1,5,5\n" for name in names))  # fmt: skip
+    (images.parent / "boxes.csv").write_text(
+        "filename,x0,y0,x1,y1\n" + "".join(f"{name},1,1,5,5\n" for name in names)
+    )
     listing, out = tmp_path / "held.txt", tmp_path / "bg"
-    rc = main(["holdout", "--images", str(images), "--list-out", str(listing),
-               "--backgrounds-out", str(out)])  # fmt: skip
+    rc = main(
+        [
+            "holdout",
+            "--images",
+            str(images),
+            "--list-out",
+            str(listing),
+            "--backgrounds-out",
+            str(out),
+        ]
+    )
     assert rc == 0
     held = listing.read_text().split()
     assert held == list(split_names(names).held_out) and len(held) == HOLDOUT_SIZE

@@ -65,8 +65,9 @@ def test_focal_gamma0_is_cross_entropy_and_uniform_value():
     ones = torch.ones(2, 4, 4)
     assert torch.allclose(focal_loss(logits, labels, 0.0, ones), F.cross_entropy(logits, labels))
     # Uniform logits: p_t = 1/33 -> (1 - 1/33)^2 * ln 33 everywhere.
-    val = focal_loss(torch.zeros(1, 33, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), 2.0,
-                     torch.ones(1, 2, 2))  # fmt: skip
+    val = focal_loss(
+        torch.zeros(1, 33, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), 2.0, torch.ones(1, 2, 2)
+    )
     assert float(val) == pytest.approx((32 / 33) ** 2 * math.log(33), rel=1e-5)
 
 
@@ -112,9 +113,12 @@ def _batch() -> dict[str, torch.Tensor]:
     seg[0, 4:, :4] = 1
     seg[0, 4:, 4:] = 17
     return {
-        "joints_uvd": uvd, "joint_valid": valid, "hand_valid": torch.ones(1, 2), "seg": seg,
+        "joints_uvd": uvd,
+        "joint_valid": valid,
+        "hand_valid": torch.ones(1, 2),
+        "seg": seg,
         "rel_root_depth": torch.tensor([30.0]),
-    }  # fmt: skip
+    }
 
 
 def test_total_loss_hand_computed():

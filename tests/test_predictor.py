@@ -93,8 +93,12 @@ def test_recrop_keeps_the_detected_hand(tiny_weights, image) -> None:
     # An untrained network puts all joints near one point; the second pass must still contain
     # the hand the detector found rather than a speck around the collapsed joints.
     det = np.array([100.0, 100, 200, 220])
-    p = DFLPredictor(tiny_weights, device="cpu", detector=FixedDetector([Det(det, "right")]),
-                     presence_threshold=0.0)  # fmt: skip
+    p = DFLPredictor(
+        tiny_weights,
+        device="cpu",
+        detector=FixedDetector([Det(det, "right")]),
+        presence_threshold=0.0,
+    )
     (crop,) = p.predict(image).crops
     assert (crop[:2] <= det[:2]).all() and (crop[2:] >= det[2:]).all()
 

@@ -37,9 +37,15 @@ def batch(engine: SynthEngine) -> dict[str, torch.Tensor]:
 def test_batch_shapes_and_types(batch: dict[str, torch.Tensor]) -> None:
     assert batch["image"].shape == (N, 3, 256, 256) and batch["image"].dtype == torch.float32
     assert 0 <= batch["image"].min() and batch["image"].max() <= 1
-    for key, shape in [("joints_uvd", (N, 42, 3)), ("joints_cam", (N, 42, 3)),
-                       ("joint_valid", (N, 42)), ("visibility", (N, 42)), ("hand_valid", (N, 2)),
-                       ("intrinsics", (N, 4)), ("rel_root_depth", (N,))]:  # fmt: skip
+    for key, shape in [
+        ("joints_uvd", (N, 42, 3)),
+        ("joints_cam", (N, 42, 3)),
+        ("joint_valid", (N, 42)),
+        ("visibility", (N, 42)),
+        ("hand_valid", (N, 2)),
+        ("intrinsics", (N, 4)),
+        ("rel_root_depth", (N,)),
+    ]:
         assert batch[key].shape == shape, key
         assert torch.isfinite(batch[key]).all(), key
     assert batch["seg"].shape == (N, 256, 256) and batch["seg"].dtype == torch.int64
@@ -140,8 +146,20 @@ def test_no_interpenetration(engine: SynthEngine) -> None:
 
 def test_rasterizer_depth_test() -> None:
     # A far square (two triangles) and a near triangle in front of part of it.
-    v = torch.tensor([[[10, 10, 100], [20, 10, 100], [20, 20, 100], [10, 20, 100],
-                       [12, 12, 50], [18, 12, 50], [15, 18, 50]]], dtype=torch.float32)  # fmt: skip
+    v = torch.tensor(
+        [
+            [
+                [10, 10, 100],
+                [20, 10, 100],
+                [20, 20, 100],
+                [10, 20, 100],
+                [12, 12, 50],
+                [18, 12, 50],
+                [15, 18, 50],
+            ]
+        ],
+        dtype=torch.float32,
+    )
     f = torch.tensor([[0, 1, 2], [0, 2, 3], [4, 5, 6]])
     frag = rasterize(v, f, (32, 32))
     assert ((frag.face == 0) | (frag.face == 1)).sum() + (frag.face == 2).sum() == 121
@@ -170,8 +188,7 @@ def test_written_dataset_loads_back(tmp_path: Path, engine: SynthEngine) -> None
     s = read_sample(tmp_path, "test", 1)
     valid = s["joint_valid"] > 0
     assert np.allclose(s["joints_cam"][valid], ref["joints_cam"][1].numpy()[valid], atol=0.01)
-    assert np.allclose(s["joints_uv"][valid], ref["joints_uvd"][1, :, :2].numpy()[valid],
-                       atol=0.01)  # fmt: skip
+    assert np.allclose(s["joints_uv"][valid], ref["joints_uvd"][1, :, :2].numpy()[valid], atol=0.01)
     assert s["image"].shape == (256, 256, 3) and s["seg"].shape == (256, 256)
     assert np.array_equal(s["seg"], ref["seg"][1].numpy())
     # The test split is fixed by its seed: labels are byte-identical on a second run.

@@ -71,8 +71,11 @@ def make_fixture(root: Path, split: str, n: int = 6, seed: int = 0, masks: bool 
                 cv2.circle(seg, p, 4, seg_class(hand, part), -1)
         name = f"cap7/img{i:03d}.jpg"
         (root / "images" / split / name).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(root / "images" / split / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 98])  # fmt: skip
+        cv2.imwrite(
+            str(root / "images" / split / name),
+            cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, 98],
+        )
         if masks:
             mpath = root / "masks" / split / f"cap7/img{i:03d}.png"
             mpath.parent.mkdir(parents=True, exist_ok=True)
@@ -85,13 +88,33 @@ def make_fixture(root: Path, split: str, n: int = 6, seed: int = 0, masks: bool 
         cams["7"]["camrot"][cam] = camrot.tolist()
         cams["7"]["focal"][cam] = [f, f]
         cams["7"]["princpt"][cam] = princpt.tolist()
-        joints["7"][str(100 + i)] = {"world_coord": world.tolist(), "joint_valid": valid.tolist(),
-                                     "hand_type": hand_type, "hand_type_valid": 1}  # fmt: skip
-        data["images"].append({"id": i, "file_name": name, "width": w, "height": h,
-                               "capture": 7, "camera": cam, "frame_idx": 100 + i})  # fmt: skip
-        data["annotations"].append({"id": i, "image_id": i, "bbox": [0, 0, w, h],
-                                    "joint_valid": [[v] for v in valid], "hand_type": hand_type,
-                                    "hand_type_valid": 1})  # fmt: skip
+        joints["7"][str(100 + i)] = {
+            "world_coord": world.tolist(),
+            "joint_valid": valid.tolist(),
+            "hand_type": hand_type,
+            "hand_type_valid": 1,
+        }
+        data["images"].append(
+            {
+                "id": i,
+                "file_name": name,
+                "width": w,
+                "height": h,
+                "capture": 7,
+                "camera": cam,
+                "frame_idx": 100 + i,
+            }
+        )
+        data["annotations"].append(
+            {
+                "id": i,
+                "image_id": i,
+                "bbox": [0, 0, w, h],
+                "joint_valid": [[v] for v in valid],
+                "hand_type": hand_type,
+                "hand_type_valid": 1,
+            }
+        )
     prefix = root / "annotations" / split / f"InterHand2.6M_{split}"
     Path(f"{prefix}_data.json").write_text(json.dumps(data))
     Path(f"{prefix}_camera.json").write_text(json.dumps(cams))
@@ -138,8 +161,9 @@ def test_dataset_labels_and_projections(fixture_root):
     # Depths are relative to each hand's wrist; rel_root_depth is left wrist minus right wrist.
     r, l_ = ROOT_INDICES
     assert abs(float(item["joints_uvd"][r, 2])) < 1e-4
-    assert float(item["rel_root_depth"]) == pytest.approx(s.joints_cam[l_, 2] - s.joints_cam[r, 2],
-                                                          abs=1e-3)  # fmt: skip
+    assert float(item["rel_root_depth"]) == pytest.approx(
+        s.joints_cam[l_, 2] - s.joints_cam[r, 2], abs=1e-3
+    )
     assert item["joint_valid"][21] == 0 and item["joint_valid"].sum() == 41
     assert item["hand_valid"].tolist() == [1.0, 1.0]
     # Crop intrinsics project the camera joints straight to crop pixels (no rotation).
@@ -204,8 +228,10 @@ def test_step_sampler_is_a_function_of_step():
 def test_parse_data_and_schedule():
     specs = parse_data("synth@3,interhand:/data/ih,folder:/x@0.5")
     assert [(s.kind, s.root, s.weight) for s in specs] == [
-        ("synth", None, 3.0), ("interhand", "/data/ih", 1.0), ("folder", "/x", 0.5)
-    ]  # fmt: skip
+        ("synth", None, 3.0),
+        ("interhand", "/data/ih", 1.0),
+        ("folder", "/x", 0.5),
+    ]
     with pytest.raises(ValueError):
         parse_data("coco:/x")
     # 50 "epochs" = 100 steps: x0.1 from step 48, x0.01 from step 70.
@@ -285,9 +311,19 @@ def test_evaluate_2d_box_metrics_on_synthetic_test_split(tmp_path):
 
 
 def _fit_cfg(root: Path, out: Path, **kw) -> FitConfig:
-    base = dict(out=str(out), data=f"interhand:{root}", config="tiny", input_size=64, steps=6,
-                batch_size=2, num_workers=0, log_every=1, device="cpu", progress=False,
-                augment=False)  # fmt: skip
+    base = dict(
+        out=str(out),
+        data=f"interhand:{root}",
+        config="tiny",
+        input_size=64,
+        steps=6,
+        batch_size=2,
+        num_workers=0,
+        log_every=1,
+        device="cpu",
+        progress=False,
+        augment=False,
+    )
     base.update(kw)
     return FitConfig(**base)
 
@@ -309,11 +345,14 @@ def test_split_batch_and_loss_batch_defaults():
     with pytest.raises(ValueError, match="batch-size"):
         split_batch(1, [1, 1])
     synth_like = {
-        "image": torch.zeros(2, 3, 8, 8), "joints_uvd": torch.zeros(2, 42, 3),
-        "joint_valid": torch.ones(2, 42), "seg": torch.zeros(2, 8, 8, dtype=torch.long),
-        "hand_valid": torch.ones(2, 2), "rel_root_depth": torch.zeros(2),
+        "image": torch.zeros(2, 3, 8, 8),
+        "joints_uvd": torch.zeros(2, 42, 3),
+        "joint_valid": torch.ones(2, 42),
+        "seg": torch.zeros(2, 8, 8, dtype=torch.long),
+        "hand_valid": torch.ones(2, 2),
+        "rel_root_depth": torch.zeros(2),
         "depth": torch.zeros(2, 8, 8),  # a key the loss does not read is dropped
-    }  # fmt: skip
+    }
     b = loss_batch(synth_like)
     assert "depth" not in b and torch.equal(b["depth_weight"], synth_like["joint_valid"])
     assert b["presence_valid"].shape == (2, 2) and b["root_valid"].shape == (2,)
@@ -328,10 +367,18 @@ def test_fit_mixed_batches_frozen_trunk_and_best_on_val(fixture_root, tmp_path):
     torch.set_num_threads(2)
     out = tmp_path / "mix"
     cfg = _fit_cfg(
-        fixture_root, out, config="mphand", steps=2, batch_size=3, save_every=1, lr=1e-3,
-        data=f"interhand:{fixture_root}@2,interhand:{fixture_root}@1", mix_batches=True,
-        freeze_trunk="early", val=(f"{fixture_root}:test",),
-    )  # fmt: skip
+        fixture_root,
+        out,
+        config="mphand",
+        steps=2,
+        batch_size=3,
+        save_every=1,
+        lr=1e-3,
+        data=f"interhand:{fixture_root}@2,interhand:{fixture_root}@1",
+        mix_batches=True,
+        freeze_trunk="early",
+        val=(f"{fixture_root}:test",),
+    )
     torch.manual_seed(cfg.seed)
     start = DFLModel(DFLConfig.mphand(input_size=64)).state_dict()
     fit(cfg)
@@ -344,10 +391,14 @@ def test_fit_mixed_batches_frozen_trunk_and_best_on_val(fixture_root, tmp_path):
     assert vals[0]["best"]
     best = DFLModel.from_pretrained(out / "best")
     end = DFLModel.from_pretrained(out).state_dict()
-    assert torch.equal(end["encoder.trunk.stage1.0.expand.conv.weight"],
-                       start["encoder.trunk.stage1.0.expand.conv.weight"])  # fmt: skip
-    assert not torch.equal(end["encoder.trunk.stage5.0.expand.conv.weight"],
-                           start["encoder.trunk.stage5.0.expand.conv.weight"])  # fmt: skip
+    assert torch.equal(
+        end["encoder.trunk.stage1.0.expand.conv.weight"],
+        start["encoder.trunk.stage1.0.expand.conv.weight"],
+    )
+    assert not torch.equal(
+        end["encoder.trunk.stage5.0.expand.conv.weight"],
+        start["encoder.trunk.stage5.0.expand.conv.weight"],
+    )
     assert best.config.backbone == "mediapipe_hand"
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["best"] is not None
@@ -392,12 +443,35 @@ def test_ddp_two_cpu_processes(fixture_root, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "dfl_infer.training.cli", "fit", "--config", "tiny", "--input-size", "64",
-        "--data", f"interhand:{fixture_root}", "--steps", "2", "--batch-size", "1",
-        "--num-workers", "0", "--device", "cpu", "--log-every", "1", "--no-progress",
-        "--out", str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "dfl_infer.training.cli",
+        "fit",
+        "--config",
+        "tiny",
+        "--input-size",
+        "64",
+        "--data",
+        f"interhand:{fixture_root}",
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--log-every",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
@@ -413,8 +487,21 @@ def test_cli_evaluate_writes_json_and_table(fixture_root, tmp_path):
     weights = tmp_path / "w"
     DFLModel(DFLConfig.tiny(input_size=64)).save_pretrained(weights)
     out = tmp_path / "eval" / "metrics.json"
-    rc = main(["evaluate", "--weights", str(weights), "--data", f"interhand:{fixture_root}",
-               "--split", "test", "--out", str(out), "--device", "cpu"])  # fmt: skip
+    rc = main(
+        [
+            "evaluate",
+            "--weights",
+            str(weights),
+            "--data",
+            f"interhand:{fixture_root}",
+            "--split",
+            "test",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     m = json.loads(out.read_text())
     assert m["n_images"] == 6 and np.isfinite(m["mpjpe_all"])
@@ -468,8 +555,9 @@ def test_pseudolabel_writes_loadable_layout(tmp_path):
     assert item["presence_valid"].sum() == 0 and item["root_valid"] == 0
     # Relative depths are MediaPipe's world z differences in mm.
     world = _FakeDetector().detect(None)[0].landmarks_3d
-    assert np.allclose(item["joints_uvd"][:21, 2].numpy(), (world[:, 2] - world[20, 2]) * 1000,
-                       atol=0.01)  # fmt: skip
+    assert np.allclose(
+        item["joints_uvd"][:21, 2].numpy(), (world[:, 2] - world[20, 2]) * 1000, atol=0.01
+    )
 
 
 def test_pseudolabel_subsets_and_min_presence(tmp_path):
@@ -485,8 +573,7 @@ def test_pseudolabel_subsets_and_min_presence(tmp_path):
     for subset, want in (("train", split.train), ("holdout", split.held_out)):
         det = _FakeDetector(scores=(0.95, 0.5))
         out = tmp_path / subset
-        stats = pseudolabel_folder(photos, out, "test", detector=det, subset=subset,
-                                   holdout_size=3)  # fmt: skip
+        stats = pseudolabel_folder(photos, out, "test", detector=det, subset=subset, holdout_size=3)
         assert det.calls == stats["images"] == len(want)
         assert sorted(p.name for p in (out / "images" / "test").iterdir()) == list(want)
         data = json.loads((out / "annotations/test/InterHand2.6M_test_data.json").read_text())
@@ -515,8 +602,7 @@ def test_pseudolabel_real_photos(tmp_path, shared_dir):
         HandDetector(allow_download=False).load()
     except DetectorUnavailableError as exc:
         pytest.skip(f"MediaPipe hand landmarker bundle not available: {exc}")
-    stats = pseudolabel_folder(photos, tmp_path / "pl", limit=3,
-                               boxes=photos.parent / "boxes.csv")  # fmt: skip
+    stats = pseudolabel_folder(photos, tmp_path / "pl", limit=3, boxes=photos.parent / "boxes.csv")
     assert stats["images"] == 3
     if stats.get("annotations", 0):
         ds = InterHandDataset(tmp_path / "pl", "train", size=128)

@@ -80,9 +80,13 @@ class DFLConfig:
         layers of the network; halving them took r18 from 9.75 to 8.22 GFLOP per crop and made
         it 11% faster on our 2-core CPU (docs/performance.md)."""
         base: dict[str, Any] = dict(
-            backbone="resnet18", fpn_channels=128, seg_channels=64, pos_channels=128,
-            attn_dim=128, num_heads=4,
-        )  # fmt: skip
+            backbone="resnet18",
+            fpn_channels=128,
+            seg_channels=64,
+            pos_channels=128,
+            attn_dim=128,
+            num_heads=4,
+        )
         base.update(overrides)
         return cls(**base)
 
@@ -93,9 +97,15 @@ class DFLConfig:
         with a 64-channel FPN and the same DFL decoder at 64 channels. Its input is RGB in
         [0, 1] unnormalised, as MediaPipe's."""
         base: dict[str, Any] = dict(
-            backbone="mediapipe_hand", fpn_channels=64, seg_channels=32, pos_channels=64,
-            attn_dim=64, num_heads=4, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-        )  # fmt: skip
+            backbone="mediapipe_hand",
+            fpn_channels=64,
+            seg_channels=32,
+            pos_channels=64,
+            attn_dim=64,
+            num_heads=4,
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+        )
         base.update(overrides)
         return cls(**base)
 
@@ -103,9 +113,15 @@ class DFLConfig:
     def tiny(cls, **overrides: Any) -> DFLConfig:
         """A few-million-parameter model for CPU training tests and smoke runs."""
         base: dict[str, Any] = dict(
-            backbone="resnet10", fpn_channels=32, seg_channels=32, pos_channels=32, attn_dim=32,
-            num_heads=2, ffn_ratio=2.0, gcn_layers=1,
-        )  # fmt: skip
+            backbone="resnet10",
+            fpn_channels=32,
+            seg_channels=32,
+            pos_channels=32,
+            attn_dim=32,
+            num_heads=2,
+            ffn_ratio=2.0,
+            gcn_layers=1,
+        )
         base.update(overrides)
         return cls(**base)
 

@@ -42,9 +42,13 @@ class FeedForward(nn.Module):
         super().__init__()
         hidden = int(dim * ratio)
         self.net = nn.Sequential(
-            nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(hidden, dim), nn.Dropout(dropout),
-        )  # fmt: skip
+            nn.LayerNorm(dim),
+            nn.Linear(dim, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.net(x)
@@ -152,7 +156,7 @@ class SkeletonGraphConv(nn.Module):
 class SpatialPositionRefinement(nn.Module):
     """SPR: alternating self-attention and skeleton graph convolution on position features."""
 
-    def __init__(self, dim: int, attn_dim: int, heads: int, layers: int, ffn_ratio: float) -> None:
+    def __init__(self, dim: int, heads: int, layers: int, ffn_ratio: float) -> None:
         super().__init__()
         adj = skeleton_adjacency()
         self.blocks = nn.ModuleList()
@@ -169,7 +173,6 @@ class SpatialPositionRefinement(nn.Module):
                     }
                 )
             )
-        del attn_dim  # the attention works at the width of the position stream
 
     def forward(self, jp: torch.Tensor) -> torch.Tensor:
         for module in self.blocks:
@@ -219,7 +222,8 @@ class Decoder(nn.Module):
                 for _ in range(config.num_iterations)
             ]
         )
-        self.spr = SpatialPositionRefinement(p_dim, dim, heads, config.gcn_layers, config.ffn_ratio)
+        # SPR's attention works at the width of the position stream, not at attn_dim.
+        self.spr = SpatialPositionRefinement(p_dim, heads, config.gcn_layers, config.ffn_ratio)
         self.head_norm = nn.LayerNorm(p_dim)
         self.head_25d = nn.Linear(p_dim, 3)
         # Per-joint offsets of every coordinate head: each joint starts from its own learned mean
@@ -232,9 +236,11 @@ class Decoder(nn.Module):
             nn.LayerNorm(2 * a_dim), nn.Linear(2 * a_dim, 256), nn.GELU(), nn.Linear(256, 1)
         )
         self.root_depth = nn.Sequential(
-            nn.LayerNorm(2 * p_dim + 2 * a_dim), nn.Linear(2 * p_dim + 2 * a_dim, 256), nn.GELU(),
+            nn.LayerNorm(2 * p_dim + 2 * a_dim),
+            nn.Linear(2 * p_dim + 2 * a_dim, 256),
+            nn.GELU(),
             nn.Linear(256, 1),
-        )  # fmt: skip
+        )
         self._reset_heads()
 
     def _reset_heads(self) -> None:

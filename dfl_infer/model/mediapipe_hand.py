@@ -53,8 +53,14 @@ class ConvAct(nn.Module):
         before, after = same_padding(kernel, stride)
         # Symmetric padding is the convolution's own (no copy); only strided layers pad by hand.
         self.pad = (before, after, before, after) if before != after else None
-        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, groups=groups, padding=
-                              before if before == after else 0)  # fmt: skip
+        self.conv = nn.Conv2d(
+            cin,
+            cout,
+            kernel,
+            stride=stride,
+            groups=groups,
+            padding=before if before == after else 0,
+        )
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -103,9 +103,9 @@ class Sample:
     @property
     def hand_valid(self) -> np.ndarray:
         """(2,) bool: which hands (right, left) the annotation has, with a valid wrist."""
-        present = {
-            "right": (True, False), "left": (False, True), "interacting": (True, True)
-        }[self.hand_type]  # fmt: skip
+        present = {"right": (True, False), "left": (False, True), "interacting": (True, True)}[
+            self.hand_type
+        ]
         return np.array([present[h] and bool(self.joint_valid[ROOT_INDICES[h]]) for h in (0, 1)])
 
     def box(self) -> np.ndarray:
@@ -188,8 +188,13 @@ def load_samples(root: str | Path, split: str) -> list[Sample]:
                 intrinsics=np.array([*focal, *princpt]),
             )
         )
-    logger.info("%s/%s: %d annotations, %d with masks", root, split, len(samples),
-                sum(s.mask_path is not None for s in samples))  # fmt: skip
+    logger.info(
+        "%s/%s: %d annotations, %d with masks",
+        root,
+        split,
+        len(samples),
+        sum(s.mask_path is not None for s in samples),
+    )
     return samples
 
 
@@ -283,9 +288,13 @@ class InterHandDataset(Dataset):
             if mask.ndim == 3:
                 mask = mask[..., 0]
             seg = cv2.warpAffine(
-                mask, crop.matrix, (self.size, self.size), flags=cv2.INTER_NEAREST,
-                borderMode=cv2.BORDER_CONSTANT, borderValue=0,
-            ).astype(np.int64)  # fmt: skip
+                mask,
+                crop.matrix,
+                (self.size, self.size),
+                flags=cv2.INTER_NEAREST,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            ).astype(np.int64)
             seg_valid = 1.0
         else:
             seg = np.full((self.size, self.size), SEG_IGNORE, dtype=np.int64)
@@ -373,10 +382,3 @@ def _count(start: int) -> Iterator[int]:
     while True:
         yield k
         k += 1
-
-
-def project_points(cam: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
-    """Camera-frame points (..., 3) mm -> pixels (..., 2) with (fx, fy, cx, cy)."""
-    fx, fy, cx, cy = intrinsics
-    z = np.where(np.abs(cam[..., 2]) < 1e-9, 1e-9, cam[..., 2])
-    return np.stack([cam[..., 0] / z * fx + cx, cam[..., 1] / z * fy + cy], axis=-1)

@@ -78,8 +78,3 @@ def mean_over_ranks(values: dict[str, float], info: DistInfo) -> dict[str, float
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     t /= info.world_size
     return dict(zip(keys, t.tolist()))
-
-
-def barrier(info: DistInfo) -> None:
-    if info.distributed:
-        dist.barrier()

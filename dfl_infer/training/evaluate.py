@@ -90,17 +90,22 @@ def evaluate_predictions(
         present = s.hand_valid
         if s.hand_type_valid:
             pred_present = presence_logits[i] > 0
-            want = np.array([s.hand_type in ("right", "interacting"),
-                             s.hand_type in ("left", "interacting")])  # fmt: skip
+            want = np.array(
+                [s.hand_type in ("right", "interacting"), s.hand_type in ("left", "interacting")]
+            )
             hand_ok.append(bool((pred_present == want).all()))
         if not present.any():
             continue
         box_err.extend(hand_box_errors(uv_img, s))
         first = r if present[0] else l_
         pred = lift_to_3d(
-            uv_img, uvd[i, :, 2], intr, present=tuple(bool(p) for p in present),
-            rel_root_depth=float(rel_root_depth[i]), root_depth=float(s.joints_cam[first, 2]),
-        )  # fmt: skip
+            uv_img,
+            uvd[i, :, 2],
+            intr,
+            present=tuple(bool(p) for p in present),
+            rel_root_depth=float(rel_root_depth[i]),
+            root_depth=float(s.joints_cam[first, 2]),
+        )
         gt = s.joints_cam
         err = np.linalg.norm(relative_to_wrist(pred) - relative_to_wrist(gt), axis=1)
         valid = s.joint_valid & np.repeat(present, NUM_HAND_JOINTS)
@@ -133,9 +138,12 @@ def evaluate_predictions(
 
 @torch.inference_mode()
 def predict_dataset(
-    model: torch.nn.Module, dataset: InterHandDataset, batch_size: int = 16,
-    device: str | torch.device = "cpu", num_workers: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    model: torch.nn.Module,
+    dataset: InterHandDataset,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run ``model`` on the evaluation crops: (uvd (N, 42, 3), presence logits (N, 2),
     relative root depth (N,))."""
     from torch.utils.data import DataLoader
@@ -159,8 +167,13 @@ def predict_dataset(
 
 def metrics_markdown(metrics: dict[str, float], title: str = "") -> str:
     """A two-column Markdown table of the metrics."""
-    units = {"mpjpe_all": "mm", "mpjpe_single": "mm", "mpjpe_interacting": "mm", "mrrpe": "mm",
-             "mean_2d_box_pct": "% of box"}  # fmt: skip
+    units = {
+        "mpjpe_all": "mm",
+        "mpjpe_single": "mm",
+        "mpjpe_interacting": "mm",
+        "mrrpe": "mm",
+        "mean_2d_box_pct": "% of box",
+    }
     lines = [f"# {title}\n" if title else "", "| metric | value |", "|---|---|"]
     for k, v in metrics.items():
         val = (
@@ -181,10 +194,11 @@ def parse_eval_data(spec: str) -> Path:
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="InterHand2.6M protocol metrics of a model",
+        "evaluate",
+        help="InterHand2.6M protocol metrics of a model",
         description="MPJPE, MRRPE, PCK-AUC, 2D PCK, handedness of a model on an InterHand-layout "
-                    "folder.",
-    )  # fmt: skip
+        "folder.",
+    )
     p.add_argument("--weights", required=True, help="weights folder or Hugging Face Hub id")
     p.add_argument("--data", required=True, help="interhand:ROOT, synth:ROOT or folder:ROOT")
     p.add_argument("--split", default="test")
@@ -211,6 +225,11 @@ def _run(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(metrics, indent=2) + "\n")
     md = out.with_name("metrics.md") if out.name != "metrics.md" else out.with_suffix(".table.md")
     md.write_text(metrics_markdown(metrics, f"{args.weights} on {args.data} ({args.split})"))
-    logger.info("wrote %s and %s: MPJPE %.2f mm, 2D PCK@0.1 box %.4f", out, md,
-                metrics["mpjpe_all"], metrics["pck2d_10"])  # fmt: skip
+    logger.info(
+        "wrote %s and %s: MPJPE %.2f mm, 2D PCK@0.1 box %.4f",
+        out,
+        md,
+        metrics["mpjpe_all"],
+        metrics["pck2d_10"],
+    )
     return 0

@@ -42,18 +42,31 @@ CHECKPOINT_NAME = "checkpoint.pt"
 BEST_DIR = "best"  # the weights that scored best on the first --val folder
 METRICS_NAME = "metrics.jsonl"
 PRESETS = {
-    "r50": DFLConfig.r50, "r18": DFLConfig.r18, "mphand": DFLConfig.mphand, "tiny": DFLConfig.tiny
-}  # fmt: skip
+    "r50": DFLConfig.r50,
+    "r18": DFLConfig.r18,
+    "mphand": DFLConfig.mphand,
+    "tiny": DFLConfig.tiny,
+}
 # Parts of the MediaPipe trunk that --freeze-trunk early keeps fixed: everything up to stride 8,
 # whose high-resolution depthwise convolutions cost most of the backward pass on a CPU.
 EARLY_TRUNK = ("stem.", "block0.", "stage1.", "stage2.")
 FREEZE_CHOICES = ("none", "early", "all")
 # Keys of a batch that the loss reads, with the value a source that lacks them stands for.
 LOSS_KEY_DEFAULTS = {
-    "depth_weight": "joint_valid", "seg_valid": 1.0, "presence_valid": 1.0, "root_valid": 1.0,
-}  # fmt: skip
-LOSS_KEYS = ("image", "joints_uvd", "joint_valid", "seg", "hand_valid", "rel_root_depth",
-             *LOSS_KEY_DEFAULTS)  # fmt: skip
+    "depth_weight": "joint_valid",
+    "seg_valid": 1.0,
+    "presence_valid": 1.0,
+    "root_valid": 1.0,
+}
+LOSS_KEYS = (
+    "image",
+    "joints_uvd",
+    "joint_valid",
+    "seg",
+    "hand_valid",
+    "rel_root_depth",
+    *LOSS_KEY_DEFAULTS,
+)
 SOURCE_KINDS = ("synth", "interhand", "folder")
 # The paper trains 50 epochs and divides the learning rate by 10 at epochs 24 and 35 (§4.2);
 # the same fractions of --steps are used here.
@@ -188,9 +201,12 @@ def _synth_iter(
     from dfl_infer.training.synth.scene import SceneConfig
 
     engine = SynthEngine(
-        info.device, mesh=cfg.synth_mesh, backgrounds=cfg.synth_backgrounds,
-        config=EngineConfig(scene=SceneConfig(image_size=size)), seed=cfg.seed,
-    )  # fmt: skip
+        info.device,
+        mesh=cfg.synth_mesh,
+        backgrounds=cfg.synth_backgrounds,
+        config=EngineConfig(scene=SceneConfig(image_size=size)),
+        seed=cfg.seed,
+    )
     g = torch.Generator(device=info.device)
     for step in steps:
         # Seeded per step (and rank) so a resumed run renders the same scenes.
@@ -203,9 +219,15 @@ def _synth_iter(
 
 
 def _dataset_iter(
-    cfg: FitConfig, src: SourceSpec, size: int, box_scale: float, info: distributed.DistInfo,
-    steps: Iterator[int], batch_size: int, seed: int,
-) -> Iterator[dict[str, torch.Tensor]]:  # fmt: skip
+    cfg: FitConfig,
+    src: SourceSpec,
+    size: int,
+    box_scale: float,
+    info: distributed.DistInfo,
+    steps: Iterator[int],
+    batch_size: int,
+    seed: int,
+) -> Iterator[dict[str, torch.Tensor]]:
     from torch.utils.data import DataLoader
 
     from dfl_infer.training.data import AugmentConfig, InterHandDataset, StepBatchSampler
@@ -215,9 +237,11 @@ def _dataset_iter(
     ds = InterHandDataset(src.root, cfg.split, size, box_scale, augment=augment)
     sampler = StepBatchSampler(len(ds), batch_size, seed, info.rank, steps=steps)
     loader = DataLoader(
-        ds, batch_sampler=sampler, num_workers=cfg.num_workers,
+        ds,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
         pin_memory=info.device.type == "cuda",
-    )  # fmt: skip
+    )
     yield from loader
 
 
@@ -283,9 +307,12 @@ def loss_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def next_batch(
-    cfg: FitConfig, step: int, iters: list[Iterator[dict[str, torch.Tensor]]],
-    weights: list[float], device: torch.device,
-) -> tuple[dict[str, torch.Tensor], int]:  # fmt: skip
+    cfg: FitConfig,
+    step: int,
+    iters: list[Iterator[dict[str, torch.Tensor]]],
+    weights: list[float],
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], int]:
     """The batch of ``step`` on ``device`` and the index of its source (-1: mixed from all)."""
     if not cfg.mix_batches:
         j = choose_source(cfg.seed, step, weights)
@@ -457,8 +484,13 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
     specs, iters = build_sources(cfg, mcfg, info, start + 1)
     weights = [s.weight for s in specs]
     end = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
-    bar = tqdm(total=cfg.steps, initial=start, disable=not (info.is_main and cfg.progress),
-               desc="fit", dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        disable=not (info.is_main and cfg.progress),
+        desc="fit",
+        dynamic_ncols=True,
+    )
     t_last, steps_since = time.perf_counter(), 0
     for step in range(start + 1, end + 1):
         batch, j = next_batch(cfg, step, iters, weights, dev)
@@ -477,8 +509,9 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
         losses["loss"].backward()
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if cfg.grad_clip > 0 else torch.tensor(float("nan"))
-        )  # fmt: skip
+            if cfg.grad_clip > 0
+            else torch.tensor(float("nan"))
+        )
         optimizer.step()
         scheduler.step()
         if ema is not None:
@@ -491,11 +524,13 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
             values = distributed.mean_over_ranks(values, info)
             now = time.perf_counter()
             record = {
-                "step": step, **values, "lr": optimizer.param_groups[0]["lr"],
+                "step": step,
+                **values,
+                "lr": optimizer.param_groups[0]["lr"],
                 "grad_norm": float(grad_norm),
                 "source": specs[j].kind if j >= 0 else "mix",
                 "steps_per_s": steps_since / max(now - t_last, 1e-9),
-            }  # fmt: skip
+            }
             t_last, steps_since = now, 0
             if not math.isfinite(values["loss"]):
                 raise FloatingPointError(f"loss is {values['loss']} at step {step}")
@@ -512,9 +547,15 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
 
 
 def _save(
-    cfg: FitConfig, info: distributed.DistInfo, model: DFLModel, ema: EMA | None,
-    optimizer: torch.optim.Optimizer, scheduler: Any, step: int, validator: Validator | None,
-) -> None:  # fmt: skip
+    cfg: FitConfig,
+    info: distributed.DistInfo,
+    model: DFLModel,
+    ema: EMA | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    step: int,
+    validator: Validator | None,
+) -> None:
     # Every rank's RNG state goes into the checkpoint so each can resume its own stream.
     rng = _rng_state()
     if info.distributed:
@@ -598,9 +639,10 @@ def parse_val(spec: str) -> tuple[str, str]:
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "fit", help="train a DFL model",
+        "fit",
+        help="train a DFL model",
         description="Train a DFL model on synthetic and/or InterHand-layout data.",
-    )  # fmt: skip
+    )
     p.add_argument("--config", default="tiny", choices=sorted(PRESETS))
     p.add_argument(
         "--data",
@@ -670,16 +712,35 @@ def add_parser(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = FitConfig(
-        out=args.out, data=args.data, config=args.config, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, grad_clip=args.grad_clip, ema_decay=args.ema,
-        device=args.device, resume=args.resume, init=args.init, split=args.split, seed=args.seed,
-        num_workers=args.num_workers, log_every=args.log_every, save_every=args.save_every,
-        input_size=args.input_size, stop_after=args.stop_after, synth_mesh=args.synth_mesh,
-        synth_backgrounds=args.synth_backgrounds, progress=not args.no_progress,
-        augment=not args.no_augment, init_backbone=args.init_backbone,
-        init_backbone_file=args.init_backbone_file, freeze_trunk=args.freeze_trunk,
-        mix_batches=args.mix_batches, val=tuple(args.val), best_metric=args.best_metric,
-    )  # fmt: skip
+        out=args.out,
+        data=args.data,
+        config=args.config,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        grad_clip=args.grad_clip,
+        ema_decay=args.ema,
+        device=args.device,
+        resume=args.resume,
+        init=args.init,
+        split=args.split,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        log_every=args.log_every,
+        save_every=args.save_every,
+        input_size=args.input_size,
+        stop_after=args.stop_after,
+        synth_mesh=args.synth_mesh,
+        synth_backgrounds=args.synth_backgrounds,
+        progress=not args.no_progress,
+        augment=not args.no_augment,
+        init_backbone=args.init_backbone,
+        init_backbone_file=args.init_backbone_file,
+        freeze_trunk=args.freeze_trunk,
+        mix_batches=args.mix_batches,
+        val=tuple(args.val),
+        best_metric=args.best_metric,
+    )
     parse_data(cfg.data)  # fail on a bad --data before any process group starts
     fit(cfg)
     return 0

@@ -166,28 +166,38 @@ def write_background_folder(
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "holdout", help="list the held-out real photos; write a background folder without them",
+        "holdout",
+        help="list the held-out real photos; write a background folder without them",
         description=f"Apply the fixed hold-out rule ({HOLDOUT_SIZE} photos, whole recordings, by "
         "sha256 of the group name; see dfl_infer/training/holdout.py) to a folder of photos.",
-    )  # fmt: skip
+    )
     p.add_argument("--images", required=True, help="folder of photos")
-    p.add_argument("--boxes", default=None,
-                   help="CSV with one row per hand (column filename); "
-                        "default IMAGES/../boxes.csv")  # fmt: skip
+    p.add_argument(
+        "--boxes",
+        default=None,
+        help="CSV with one row per hand (column filename); default IMAGES/../boxes.csv",
+    )
     p.add_argument(
         "--list-out", default=None, help="write the held-out file names here, one a line"
     )
-    p.add_argument("--backgrounds-out", default=None,
-                   help="write images/ (training photos) + boxes.csv here, for "
-                        "`dfl-train synth --backgrounds` / `fit --synth-backgrounds`")  # fmt: skip
+    p.add_argument(
+        "--backgrounds-out",
+        default=None,
+        help="write images/ (training photos) + boxes.csv here, for "
+        "`dfl-train synth --backgrounds` / `fit --synth-backgrounds`",
+    )
     p.add_argument("--copy", action="store_true", help="copy photos instead of symlinking them")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     split = split_names(photo_names(args.images))
-    logger.info("%d held out, %d for training, %d excluded (recording of a held-out photo)",
-                len(split.held_out), len(split.train), len(split.excluded))  # fmt: skip
+    logger.info(
+        "%d held out, %d for training, %d excluded (recording of a held-out photo)",
+        len(split.held_out),
+        len(split.train),
+        len(split.excluded),
+    )
     if args.list_out:
         Path(args.list_out).write_text("".join(f"{name}\n" for name in split.held_out))
     if args.backgrounds_out:

@@ -115,10 +115,15 @@ def tflite_layers(data: bytes) -> tuple[list[dict[str, Any]], dict[str, dict[str
             opts.Init(table.Bytes, table.Pos)
             if opts.Padding() != tflite.Padding.SAME or opts.StrideH() != opts.StrideW():
                 raise ValueError(f"operator {i}: only square strides with SAME padding are ported")
-            convs.append({
-                "op": kind, "weight": array(op.Inputs(1)), "bias": array(op.Inputs(2)),
-                "stride": opts.StrideH(), "relu6": opts.FusedActivationFunction() == 3,
-            })  # fmt: skip
+            convs.append(
+                {
+                    "op": kind,
+                    "weight": array(op.Inputs(1)),
+                    "bias": array(op.Inputs(2)),
+                    "stride": opts.StrideH(),
+                    "relu6": opts.FusedActivationFunction() == 3,
+                }
+            )
         elif kind == "FULLY_CONNECTED":
             wname = graph.Tensors(op.Inputs(1)).Name().decode()
             role = next((r for key, r in _FC_LAYERS.items() if f"/{key}/" in wname), None)

@@ -171,10 +171,20 @@ class DFLLoss(nn.Module):
         iters = outputs.get("joints_2d_iter", [])
         assert isinstance(iters, list)
         for uv_t in iters:
-            l2d = l2d + joint_loss(
-                uv_t.float(), target, valid, None, 1.0, 0.0, cfg.tau_uv, cfg.tau_depth,
-                self.uv_scale,
-            )[0]  # fmt: skip
+            l2d = (
+                l2d
+                + joint_loss(
+                    uv_t.float(),
+                    target,
+                    valid,
+                    None,
+                    1.0,
+                    0.0,
+                    cfg.tau_uv,
+                    cfg.tau_depth,
+                    self.uv_scale,
+                )[0]
+            )
 
         logits = outputs["segmentation"]
         assert isinstance(logits, torch.Tensor)
@@ -203,10 +213,21 @@ class DFLLoss(nn.Module):
         l25d = uv + depth
         seg = focal + dice
         total = (
-            l2d + cfg.lambda_25d * l25d + cfg.lambda_seg * seg + cfg.w_presence * presence
+            l2d
+            + cfg.lambda_25d * l25d
+            + cfg.lambda_seg * seg
+            + cfg.w_presence * presence
             + cfg.w_root * root
-        )  # fmt: skip
+        )
         return {
-            "loss": total, "l2d": l2d, "l25d": l25d, "l25d_uv": uv, "l25d_depth": depth,
-            "seg": seg, "focal": focal, "dice": dice, "presence": presence, "root": root,
-        }  # fmt: skip
+            "loss": total,
+            "l2d": l2d,
+            "l25d": l25d,
+            "l25d_uv": uv,
+            "l25d_depth": depth,
+            "seg": seg,
+            "focal": focal,
+            "dice": dice,
+            "presence": presence,
+            "root": root,
+        }

@@ -134,8 +134,12 @@ def pseudolabel_folder(
     img_dir, ann_dir = root / "images" / split, root / "annotations" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     ann_dir.mkdir(parents=True, exist_ok=True)
-    info = {"source": "dfl-train pseudolabel", "subset": subset, "holdout_size": holdout_size,
-            "min_presence": min_presence}  # fmt: skip
+    info = {
+        "source": "dfl-train pseudolabel",
+        "subset": subset,
+        "holdout_size": holdout_size,
+        "min_presence": min_presence,
+    }
     data: dict[str, Any] = {"info": info, "images": [], "annotations": []}
     cams: dict[str, dict[str, dict[str, Any]]] = {
         "0": {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}}
@@ -204,18 +208,33 @@ def pseudolabel_folder(
                 "hand_type": hand_type,
                 "hand_type_valid": int(type_valid),
             }
-            data["images"].append({
-                "id": image_id, "file_name": path.name, "width": w, "height": h,
-                "capture": 0, "camera": cam, "frame_idx": image_id,
-            })  # fmt: skip
-            data["annotations"].append({
-                "id": image_id, "image_id": image_id,
-                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                "joint_valid": [[v] for v in valid.tolist()], "hand_type": hand_type,
-                "hand_type_valid": int(type_valid), "depth_confidence": depth_confidence,
-                "depth_valid": depth_valid.tolist(), "root_depth_valid": 0,
-                "hand_missing": int(missing), "source": "mediapipe", "scores": scores,
-            })  # fmt: skip
+            data["images"].append(
+                {
+                    "id": image_id,
+                    "file_name": path.name,
+                    "width": w,
+                    "height": h,
+                    "capture": 0,
+                    "camera": cam,
+                    "frame_idx": image_id,
+                }
+            )
+            data["annotations"].append(
+                {
+                    "id": image_id,
+                    "image_id": image_id,
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                    "joint_valid": [[v] for v in valid.tolist()],
+                    "hand_type": hand_type,
+                    "hand_type_valid": int(type_valid),
+                    "depth_confidence": depth_confidence,
+                    "depth_valid": depth_valid.tolist(),
+                    "root_depth_valid": 0,
+                    "hand_missing": int(missing),
+                    "source": "mediapipe",
+                    "scores": scores,
+                }
+            )
             stats["annotations"] += 1
             stats[hand_type] += 1
     prefix = ann_dir / f"InterHand2.6M_{split}"
@@ -228,25 +247,37 @@ def pseudolabel_folder(
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "pseudolabel", help="label real photos with MediaPipe (InterHand layout)",
+        "pseudolabel",
+        help="label real photos with MediaPipe (InterHand layout)",
         description="Detect hands with MediaPipe and write InterHand2.6M-layout pseudo-labels.",
-    )  # fmt: skip
+    )
     p.add_argument("--images", required=True, help="folder of photos")
     p.add_argument("--out", required=True, help="output root (images/, annotations/)")
     p.add_argument("--split", default="train")
-    p.add_argument("--boxes", default=None,
-                   help="CSV with one row per hand (column filename); default IMAGES/../boxes.csv "
-                        "when it exists")  # fmt: skip
+    p.add_argument(
+        "--boxes",
+        default=None,
+        help="CSV with one row per hand (column filename); default IMAGES/../boxes.csv "
+        "when it exists",
+    )
     p.add_argument("--copy", action="store_true", help="copy photos instead of symlinking them")
     p.add_argument("--depth-confidence", type=float, default=DEFAULT_DEPTH_CONFIDENCE)
     p.add_argument("--limit", type=int, default=None, help="only the first N photos (sorted)")
-    p.add_argument("--subset", choices=SUBSETS, default="all",
-                   help="photos of the fixed hold-out rule (dfl_infer/training/holdout.py) to "
-                        "label: all, train (never the held-out ones) or holdout")  # fmt: skip
-    p.add_argument("--min-presence", type=float, default=None,
-                   help="keep only hands with MediaPipe hand presence and handedness score >= "
-                        f"this (default {HOLDOUT_MIN_PRESENCE} for --subset holdout, "
-                        "else off)")  # fmt: skip
+    p.add_argument(
+        "--subset",
+        choices=SUBSETS,
+        default="all",
+        help="photos of the fixed hold-out rule (dfl_infer/training/holdout.py) to "
+        "label: all, train (never the held-out ones) or holdout",
+    )
+    p.add_argument(
+        "--min-presence",
+        type=float,
+        default=None,
+        help="keep only hands with MediaPipe hand presence and handedness score >= "
+        f"this (default {HOLDOUT_MIN_PRESENCE} for --subset holdout, "
+        "else off)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -256,8 +287,14 @@ def _run(args: argparse.Namespace) -> int:
         guess = Path(args.images).resolve().parent / "boxes.csv"
         boxes = guess if guess.is_file() else None
     pseudolabel_folder(
-        args.images, args.out, args.split, boxes=boxes, copy=args.copy,
-        depth_confidence=args.depth_confidence, limit=args.limit, subset=args.subset,
+        args.images,
+        args.out,
+        args.split,
+        boxes=boxes,
+        copy=args.copy,
+        depth_confidence=args.depth_confidence,
+        limit=args.limit,
+        subset=args.subset,
         min_presence=args.min_presence,
-    )  # fmt: skip
+    )
     return 0

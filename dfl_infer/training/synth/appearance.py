@@ -28,13 +28,22 @@ from dfl_infer.image import IMAGE_SUFFIXES
 logger = logging.getLogger(__name__)
 
 _SKIN_PALETTE = torch.tensor(
-    [[0.97, 0.84, 0.76], [0.93, 0.76, 0.64], [0.85, 0.64, 0.50], [0.74, 0.52, 0.38],
-     [0.60, 0.40, 0.27], [0.45, 0.29, 0.19], [0.32, 0.20, 0.13], [0.22, 0.14, 0.10]]
-)  # fmt: skip
+    [
+        [0.97, 0.84, 0.76],
+        [0.93, 0.76, 0.64],
+        [0.85, 0.64, 0.50],
+        [0.74, 0.52, 0.38],
+        [0.60, 0.40, 0.27],
+        [0.45, 0.29, 0.19],
+        [0.32, 0.20, 0.13],
+        [0.22, 0.14, 0.10],
+    ]
+)
 
 
-def _u(g: torch.Generator, shape: tuple[int, ...], lo: float, hi: float, device: torch.device
-       ) -> torch.Tensor:  # fmt: skip
+def _u(
+    g: torch.Generator, shape: tuple[int, ...], lo: float, hi: float, device: torch.device
+) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(shape, generator=g, device=device)
 
 
@@ -47,8 +56,9 @@ class PhotoPool:
     skin: torch.Tensor
 
     @classmethod
-    def from_folder(cls, folder: str | Path, size: int = 256, max_patches: int = 400,
-                    seed: int = 0) -> PhotoPool:  # fmt: skip
+    def from_folder(
+        cls, folder: str | Path, size: int = 256, max_patches: int = 400, seed: int = 0
+    ) -> PhotoPool:
         """Cut up to ``max_patches`` background patches (and as many skin patches) from photos."""
         import cv2
 
@@ -88,8 +98,12 @@ class PhotoPool:
             for _ in range(30):
                 side = rng.uniform(0.25, 0.9) * min(h, w)
                 x0, y0 = rng.uniform(0, w - side), rng.uniform(0, h - side)
-                clear = np.all((own[:, 0] >= x0 + side) | (own[:, 2] <= x0)
-                               | (own[:, 1] >= y0 + side) | (own[:, 3] <= y0))  # fmt: skip
+                clear = np.all(
+                    (own[:, 0] >= x0 + side)
+                    | (own[:, 2] <= x0)
+                    | (own[:, 1] >= y0 + side)
+                    | (own[:, 3] <= y0)
+                )
                 if clear and side >= 48:
                     patch = img[int(y0) : int(y0 + side), int(x0) : int(x0 + side)]
                     bgs.append(cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA))
@@ -103,8 +117,12 @@ class PhotoPool:
                         skins.append(cv2.resize(patch, (32, 32), interpolation=cv2.INTER_AREA))
         if not bgs:
             raise ValueError(f"could not cut any hand-free patch from the photos in {images_dir}")
-        logger.info("photo pool: %d background patches, %d skin patches from %s", len(bgs),
-                    len(skins), images_dir)  # fmt: skip
+        logger.info(
+            "photo pool: %d background patches, %d skin patches from %s",
+            len(bgs),
+            len(skins),
+            images_dir,
+        )
         to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
         skin_t = to_t(skins) if skins else torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
         return cls(to_t(bgs), skin_t)
@@ -114,14 +132,16 @@ class PhotoPool:
 
 
 # ----------------------------------------------------------------------------- backgrounds
-def _smooth_noise(g: torch.Generator, b: int, c: int, size: int, cells: int,
-                  device: torch.device) -> torch.Tensor:  # fmt: skip
+def _smooth_noise(
+    g: torch.Generator, b: int, c: int, size: int, cells: int, device: torch.device
+) -> torch.Tensor:
     low = torch.rand((b, c, cells, cells), generator=g, device=device)
     return F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def procedural_backgrounds(g: torch.Generator, b: int, size: int, device: torch.device
-                           ) -> torch.Tensor:  # fmt: skip
+def procedural_backgrounds(
+    g: torch.Generator, b: int, size: int, device: torch.device
+) -> torch.Tensor:
     """(b, 3, size, size) float in [0, 1]: colour fields, shapes, stripes/checks, mixed.
 
     Drawn at half resolution and upsampled: backgrounds need no finer detail than the camera
@@ -131,8 +151,11 @@ def procedural_backgrounds(g: torch.Generator, b: int, size: int, device: torch.
     img = base * 0.6 + 0.4 * _smooth_noise(g, b, 3, size, 3, device)
     img = img + 0.25 * (_smooth_noise(g, b, 3, size, 16, device) - 0.5)
     img = img + 0.08 * (_smooth_noise(g, b, 1, size, 64, device) - 0.5)
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, size, device=device),
-                            torch.linspace(0, 1, size, device=device), indexing="ij")  # fmt: skip
+    ys, xs = torch.meshgrid(
+        torch.linspace(0, 1, size, device=device),
+        torch.linspace(0, 1, size, device=device),
+        indexing="ij",
+    )
     kind = torch.randint(0, 3, (b,), generator=g, device=device)
     # Shapes: a few ellipses and rectangles of flat colour.
     k = 5
@@ -186,9 +209,13 @@ def skin_tones(g: torch.Generator, b: int, device: torch.device) -> torch.Tensor
 
 
 def vertex_albedo(
-    g: torch.Generator, skin: torch.Tensor, rest: torch.Tensor, nail: torch.Tensor,
-    palmar: torch.Tensor, forearm: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
+    g: torch.Generator,
+    skin: torch.Tensor,
+    rest: torch.Tensor,
+    nail: torch.Tensor,
+    palmar: torch.Tensor,
+    forearm: torch.Tensor,
+) -> torch.Tensor:
     """Per-vertex albedo (B, V, 3): ``skin`` (B, 3) mottled by low-frequency noise over the rest
     positions ``rest`` (V, 3) mm, lighter palms, pale nails, and a sleeve on part of the forearm
     (``forearm`` (V,) mm from the wrist) for most samples."""
@@ -211,7 +238,7 @@ def vertex_albedo(
 
 def shade(
     g: torch.Generator, albedo: torch.Tensor, normals: torch.Tensor, points: torch.Tensor
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Per-vertex colour (B, V, 3): hemisphere ambient, 1-3 coloured directional lights with a
     wrapped Lambert term (soft, skin-like falloff) and a weak Blinn-Phong highlight. ``normals``
     and ``points`` (B, V, 3) in the camera frame (y down, z forward)."""
@@ -254,8 +281,9 @@ def _grouped_blur(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     n, c, h, w = img.shape
     k = kernels.shape[-1]
     weight = kernels[:, None].repeat_interleave(c, 0)
-    out = F.conv2d(F.pad(img.reshape(1, n * c, h, w), (k // 2,) * 4, mode="replicate"), weight,
-                   groups=n * c)  # fmt: skip
+    out = F.conv2d(
+        F.pad(img.reshape(1, n * c, h, w), (k // 2,) * 4, mode="replicate"), weight, groups=n * c
+    )
     return out.view(n, c, h, w)
 
 
@@ -284,12 +312,18 @@ def _separable_blur(img: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Ten
 
 
 _JPEG_LUMA = torch.tensor(
-    [[16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55],
-     [14, 13, 16, 24, 40, 57, 69, 56], [14, 17, 22, 29, 51, 87, 80, 62],
-     [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
-     [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]],
+    [
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
+    ],
     dtype=torch.float32,
-)  # fmt: skip
+)
 _JPEG_CHROMA = torch.full((8, 8), 99.0)
 _JPEG_CHROMA[:4, :4] = torch.tensor(
     [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]], dtype=torch.float32
@@ -301,8 +335,10 @@ def jpeg_artefacts(img: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     YCbCr, 2x chroma subsampling, 8x8 DCT quantised with the standard tables (IJG scaling)."""
     n, _, h, w = img.shape
     device = img.device
-    m = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5],
-                      [0.5, -0.418688, -0.081312]], device=device)  # fmt: skip
+    m = torch.tensor(
+        [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+        device=device,
+    )
     ycc = torch.einsum("ij,njhw->nihw", m, img * 255.0)
     ycc[:, 0] -= 128.0
     chroma = F.avg_pool2d(ycc[:, 1:], 2)

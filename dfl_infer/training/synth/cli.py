@@ -20,11 +20,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="dataset root folder")
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--split", choices=("train", "val", "test"), default="train")
-    p.add_argument("--seed", type=int, default=None,
-                   help="random seed (default: 0 train, 1 val, 20240 test)")  # fmt: skip
-    p.add_argument("--mesh", type=Path, default=None,
-                   help="rigged hand .glb or a folder with right.glb/left.glb (WebXR generic hand, "
-                   "npm @webxr-input-profiles/assets); default: procedural hands")  # fmt: skip
+    p.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: 0 train, 1 val, 20240 test)"
+    )
+    p.add_argument(
+        "--mesh",
+        type=Path,
+        default=None,
+        help="rigged hand .glb or a folder with right.glb/left.glb (WebXR generic hand, "
+        "npm @webxr-input-profiles/assets); default: procedural hands",
+    )
     p.add_argument(
         "--backgrounds",
         type=Path,

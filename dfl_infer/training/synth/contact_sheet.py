@@ -77,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     g.manual_seed(args.seed)
     with torch.no_grad():
         batches = [engine.sample(min(16, args.n - k), g) for k in range(0, args.n, 16)]
-    batch = {k: torch.cat([b[k] for b in batches]) for k in ("image", "joints_uvd", "visibility",
-                                                               "hand_valid")}  # fmt: skip
+    batch = {
+        k: torch.cat([b[k] for b in batches])
+        for k in ("image", "joints_uvd", "visibility", "hand_valid")
+    }
     sheet = draw_sheet(batch, tile=args.tile)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # A 256-colour palette: the noisy backgrounds make a true-colour PNG of the sheet ~3 MB, and

@@ -94,8 +94,10 @@ def write_dataset(
             kind = INTERACTIONS[int(inter[i])] if inter[i] >= 0 else "single"
             seq = f"synth_{hand_type}_{kind}"
             rel = f"Capture{capture}/{seq}/cam{cam_name}/image{idx:06d}"
-            for root, ext, data in (("images", ".jpg", img[i][..., ::-1]),
-                                    ("masks", ".png", seg[i])):  # fmt: skip
+            for root, ext, data in (
+                ("images", ".jpg", img[i][..., ::-1]),
+                ("masks", ".png", seg[i]),
+            ):
                 path = out / root / split / (rel + ext)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else []
@@ -106,23 +108,41 @@ def write_dataset(
             vis_uv = uvd[i][valid[i] > 0, :2]
             x0, y0 = vis_uv.min(0)
             x1, y1 = vis_uv.max(0)
-            images.append({"id": idx, "file_name": rel + ".jpg", "width": img.shape[2],
-                           "height": img.shape[1], "capture": int(capture),
-                           "camera": cam_name, "frame_idx": idx, "seq_name": seq})  # fmt: skip
-            annotations.append({"id": idx, "image_id": idx,
-                                "bbox": _r([x0, y0, x1 - x0, y1 - y0], 2),
-                                "joint_valid": [[int(v)] for v in valid[i]],
-                                "hand_type": hand_type, "hand_type_valid": 1})  # fmt: skip
-            cams = cameras.setdefault(capture, {"campos": {}, "camrot": {}, "focal": {},
-                                                "princpt": {}})  # fmt: skip
+            images.append(
+                {
+                    "id": idx,
+                    "file_name": rel + ".jpg",
+                    "width": img.shape[2],
+                    "height": img.shape[1],
+                    "capture": int(capture),
+                    "camera": cam_name,
+                    "frame_idx": idx,
+                    "seq_name": seq,
+                }
+            )
+            annotations.append(
+                {
+                    "id": idx,
+                    "image_id": idx,
+                    "bbox": _r([x0, y0, x1 - x0, y1 - y0], 2),
+                    "joint_valid": [[int(v)] for v in valid[i]],
+                    "hand_type": hand_type,
+                    "hand_type_valid": 1,
+                }
+            )
+            cams = cameras.setdefault(
+                capture, {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}}
+            )
             cams["campos"][cam_name] = _r(campos[i])
             cams["camrot"][cam_name] = _r(camrot[i], 8)
             cams["focal"][cam_name] = _r(intr[i, :2])
             cams["princpt"][cam_name] = _r(intr[i, 2:])
             joint_3d.setdefault(capture, {})[str(idx)] = {
-                "world_coord": _r(world), "joint_valid": [int(v) for v in valid[i]],
-                "hand_type": hand_type, "hand_type_valid": 1,
-            }  # fmt: skip
+                "world_coord": _r(world),
+                "joint_valid": [int(v) for v in valid[i]],
+                "hand_type": hand_type,
+                "hand_type_valid": 1,
+            }
         done += b
         logger.info("%s: %d / %d images", split, done, n)
     files = {
@@ -160,5 +180,10 @@ def read_sample(root: str | Path, split: str, index: int) -> dict[str, np.ndarra
     image = cv2.imread(str(root / "images" / split / info["file_name"]))[..., ::-1]
     mask_path = root / "masks" / split / info["file_name"].replace(".jpg", ".png")
     seg = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
-    return {"image": image, "seg": seg, "joints_cam": cam, "joints_uv": uv,
-            "joint_valid": np.array(entry["joint_valid"])}  # fmt: skip
+    return {
+        "image": image,
+        "seg": seg,
+        "joints_cam": cam,
+        "joints_uv": uv,
+        "joint_valid": np.array(entry["joint_valid"]),
+    }

@@ -104,9 +104,11 @@ class SynthEngine:
         self.weights = w
         self.weld = torch.cat([t(right.weld, torch.long), t(left.weld, torch.long) + nv])
         self.face_hand = torch.cat(
-            [torch.zeros(len(right.faces), dtype=torch.long), torch.ones(len(left.faces),
-                                                                          dtype=torch.long)]
-        ).to(dev)  # fmt: skip
+            [
+                torch.zeros(len(right.faces), dtype=torch.long),
+                torch.ones(len(left.faces), dtype=torch.long),
+            ]
+        ).to(dev)
         classes = []
         for hand, s in enumerate((right, left)):
             part = torch.as_tensor(s.face_part)
@@ -132,9 +134,13 @@ class SynthEngine:
         fx, fy, cx, cy = scene.intrinsics.unbind(-1)
         z = verts[..., 2].clamp_min(1e-3)
         screen = torch.stack(
-            [fx[:, None] * verts[..., 0] / z + cx[:, None],
-             fy[:, None] * verts[..., 1] / z + cy[:, None], verts[..., 2]], -1
-        )  # fmt: skip
+            [
+                fx[:, None] * verts[..., 0] / z + cx[:, None],
+                fy[:, None] * verts[..., 1] / z + cy[:, None],
+                verts[..., 2],
+            ],
+            -1,
+        )
         face_mask = scene.present[:, self.face_hand]
         draw = rasterize if cfg.renderer == "raster" else splat
         frag = draw(screen, self.faces, (size, size), face_mask, cull_back=True)
@@ -175,8 +181,9 @@ class SynthEngine:
         n = acc[:, self.weld]
         return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-9)
 
-    def _skin_detail(self, g: torch.Generator, n: int, size: int, use_photo: torch.Tensor
-                     ) -> torch.Tensor:  # fmt: skip
+    def _skin_detail(
+        self, g: torch.Generator, n: int, size: int, use_photo: torch.Tensor
+    ) -> torch.Tensor:
         """(n, 1, S, S) multiplicative fine texture: real skin patches' high frequencies when
         photos are given, else procedural mottling."""
         dev = self.device
@@ -216,8 +223,11 @@ class SynthEngine:
         uvd = torch.stack([u, v, d], -1) * vf[..., None]
         cam = joints * vf[..., None]
         both = present.all(1)
-        rel = torch.where(both, joints[:, 1, WRIST, 2] - joints[:, 0, WRIST, 2],
-                          torch.zeros(n, device=depth.device))  # fmt: skip
+        rel = torch.where(
+            both,
+            joints[:, 1, WRIST, 2] - joints[:, 0, WRIST, 2],
+            torch.zeros(n, device=depth.device),
+        )
         return {
             "joints_uvd": uvd.reshape(n, -1, 3),
             "joints_cam": cam.reshape(n, -1, 3),

@@ -33,9 +33,15 @@ class Fragments:
 
 
 def _resolve(
-    batch: int, height: int, width: int, pix: torch.Tensor, z: torch.Tensor, face: torch.Tensor,
-    bary: torch.Tensor, device: torch.device,
-) -> Fragments:  # fmt: skip
+    batch: int,
+    height: int,
+    width: int,
+    pix: torch.Tensor,
+    z: torch.Tensor,
+    face: torch.Tensor,
+    bary: torch.Tensor,
+    device: torch.device,
+) -> Fragments:
     """z-test of candidates (pixel index, depth, face, bary) into Fragments."""
     n = batch * height * width
     out_face = torch.full((n,), -1, dtype=torch.long, device=device)
@@ -144,10 +150,19 @@ def rasterize(
         pix_l = []
     if not pix_l:
         empty = torch.zeros(0, device=device)
-        return _resolve(batch, height, width, empty.long(), empty, empty.long(),
-                        empty.view(0, 3), device)  # fmt: skip
-    return _resolve(batch, height, width, torch.cat(pix_l), torch.cat(z_l), torch.cat(face_l),
-                    torch.cat(bary_l), device)  # fmt: skip
+        return _resolve(
+            batch, height, width, empty.long(), empty, empty.long(), empty.view(0, 3), device
+        )
+    return _resolve(
+        batch,
+        height,
+        width,
+        torch.cat(pix_l),
+        torch.cat(z_l),
+        torch.cat(face_l),
+        torch.cat(bary_l),
+        device,
+    )
 
 
 def _sample_pattern(samples: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -77,8 +77,13 @@ class Scene:
     angles: torch.Tensor
 
 
-def _u(g: torch.Generator, shape: tuple[int, ...], lo: float | torch.Tensor,
-       hi: float | torch.Tensor, device: torch.device) -> torch.Tensor:  # fmt: skip
+def _u(
+    g: torch.Generator,
+    shape: tuple[int, ...],
+    lo: float | torch.Tensor,
+    hi: float | torch.Tensor,
+    device: torch.device,
+) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(shape, generator=g, device=device)
 
 
@@ -86,8 +91,9 @@ def _normal(g: torch.Generator, shape: tuple[int, ...], device: torch.device) ->
     return torch.randn(shape, generator=g, device=device)
 
 
-def _choice(g: torch.Generator, n: int, weights: tuple[float, ...], device: torch.device
-            ) -> torch.Tensor:  # fmt: skip
+def _choice(
+    g: torch.Generator, n: int, weights: tuple[float, ...], device: torch.device
+) -> torch.Tensor:
     w = torch.tensor(weights, device=device, dtype=torch.float32)
     return torch.multinomial(w.expand(n, -1), 1, generator=g)[:, 0]
 
@@ -114,23 +120,42 @@ def _rotation_about(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- pose prior
-def sample_angles(g: torch.Generator, n: int, device: torch.device,
-                  shape: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-    """Joint angles (n, 20, 3) radians from the pose prior (a mixture over POSE_SHAPES), within
-    ANGLE_LIMITS_DEG. ``shape`` (n,) forces the mixture component."""
+def sample_angles(
+    g: torch.Generator,
+    n: int,
+    device: torch.device,
+    shape: torch.Tensor | None = None,
+    weights: tuple[float, ...] = SceneConfig.shape_weights,
+) -> torch.Tensor:
+    """Joint angles (n, 20, 3) radians from the pose prior (a mixture over POSE_SHAPES, drawn
+    with ``weights``), within ANGLE_LIMITS_DEG. ``shape`` (n,) forces the mixture component."""
     if shape is None:
-        shape = _choice(g, n, SceneConfig.shape_weights, device)
+        shape = _choice(g, n, weights, device)
     # Per shape: ranges of [thumb curl, thumb opposition, index..pinky curl (4), spread].
     lo = torch.tensor(
-        [[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.2], [0.5, 0.3, 0.8, 0.8, 0.8, 0.8, 0.0],
-         [0.25, 0.7, 0.3, 0.0, 0.0, 0.0, 0.0], [0.4, 0.3, 0.0, 0.8, 0.8, 0.8, 0.0],
-         [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.2, 0.5, 0.3, 0.3, 0.3, 0.3, 0.0],
-         [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], device=device)  # fmt: skip
+        [
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.2],
+            [0.5, 0.3, 0.8, 0.8, 0.8, 0.8, 0.0],
+            [0.25, 0.7, 0.3, 0.0, 0.0, 0.0, 0.0],
+            [0.4, 0.3, 0.0, 0.8, 0.8, 0.8, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.2, 0.5, 0.3, 0.3, 0.3, 0.3, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        ],
+        device=device,
+    )
     hi = torch.tensor(
-        [[0.25, 0.4, 0.15, 0.15, 0.15, 0.15, 1.0], [0.9, 0.6, 1.0, 1.0, 1.0, 1.0, 0.2],
-         [0.5, 1.0, 0.55, 1.0, 1.0, 1.0, 0.5], [0.9, 0.6, 0.1, 1.0, 1.0, 1.0, 0.3],
-         [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], [0.5, 0.9, 0.65, 0.65, 0.65, 0.65, 0.4],
-         [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]], device=device)  # fmt: skip
+        [
+            [0.25, 0.4, 0.15, 0.15, 0.15, 0.15, 1.0],
+            [0.9, 0.6, 1.0, 1.0, 1.0, 1.0, 0.2],
+            [0.5, 1.0, 0.55, 1.0, 1.0, 1.0, 0.5],
+            [0.9, 0.6, 0.1, 1.0, 1.0, 1.0, 0.3],
+            [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+            [0.5, 0.9, 0.65, 0.65, 0.65, 0.65, 0.4],
+            [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+        ],
+        device=device,
+    )
     p = _u(g, (n, 7), lo[shape], hi[shape], device)
     # Counting: each finger is either up or folded.
     up = torch.rand((n, 5), generator=g, device=device) < 0.5
@@ -169,8 +194,9 @@ def sample_angles(g: torch.Generator, n: int, device: torch.device,
 
 
 # ----------------------------------------------------------------------------- collision
-def hand_capsules(joints: torch.Tensor, frames: torch.Tensor, size: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def hand_capsules(
+    joints: torch.Tensor, frames: torch.Tensor, size: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Collision capsules of N hands: starts, ends (N, K, 3) and radii (N, K) mm: the 20 bones,
     the knuckle line, the wrist and the forearm."""
     parents = torch.tensor([p for _, p in HAND_BONES], device=joints.device)
@@ -184,18 +210,28 @@ def hand_capsules(joints: torch.Tensor, frames: torch.Tensor, size: torch.Tensor
     w = joints[:, WRIST]
     starts.append((w + down * 25 * size[:, None])[:, None])
     ends.append((w + down * (FOREARM_LENGTH_MM - 20) * size[:, None])[:, None])
-    r = torch.cat(
-        [bone_r.expand(joints.shape[0], -1),
-         torch.full((joints.shape[0], 2), PALM_RADIUS_MM, device=joints.device),
-         torch.full((joints.shape[0], 1), FOREARM_RADIUS_MM, device=joints.device)], 1,
-    ) * size[:, None]  # fmt: skip
+    r = (
+        torch.cat(
+            [
+                bone_r.expand(joints.shape[0], -1),
+                torch.full((joints.shape[0], 2), PALM_RADIUS_MM, device=joints.device),
+                torch.full((joints.shape[0], 1), FOREARM_RADIUS_MM, device=joints.device),
+            ],
+            1,
+        )
+        * size[:, None]
+    )
     return torch.cat(starts, 1), torch.cat(ends, 1), r
 
 
 def capsule_distance(
-    a0: torch.Tensor, a1: torch.Tensor, ar: torch.Tensor,
-    b0: torch.Tensor, b1: torch.Tensor, br: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
+    a0: torch.Tensor,
+    a1: torch.Tensor,
+    ar: torch.Tensor,
+    b0: torch.Tensor,
+    b1: torch.Tensor,
+    br: torch.Tensor,
+) -> torch.Tensor:
     """Smallest surface distance (N,) mm between two capsule sets (negative: interpenetration).
 
     Closest points of segment pairs (Ericson, Real-Time Collision Detection 5.1.9), vectorised.
@@ -209,8 +245,9 @@ def capsule_distance(
     c = (d1 * r).sum(-1)
     b = (d1 * d2).sum(-1)
     denom = a * e - b * b
-    s = torch.where(denom > 1e-6, ((b * f - c * e) / denom.clamp_min(1e-6)).clamp(0, 1),
-                    torch.zeros_like(a))  # fmt: skip
+    s = torch.where(
+        denom > 1e-6, ((b * f - c * e) / denom.clamp_min(1e-6)).clamp(0, 1), torch.zeros_like(a)
+    )
     t = (b * s + f) / e
     s = torch.where(t < 0, (-c / a).clamp(0, 1), torch.where(t > 1, ((b - c) / a).clamp(0, 1), s))
     t = t.clamp(0, 1)
@@ -220,8 +257,9 @@ def capsule_distance(
 
 
 # ----------------------------------------------------------------------------- scene sampler
-def _stack_templates(templates: tuple[HandTemplate, HandTemplate], device: torch.device
-                     ) -> list[torch.Tensor]:  # fmt: skip
+def _stack_templates(
+    templates: tuple[HandTemplate, HandTemplate], device: torch.device
+) -> list[torch.Tensor]:
     return [
         torch.stack([torch.as_tensor(getattr(t, k), dtype=torch.float32) for t in templates]).to(
             device
@@ -267,7 +305,7 @@ def sample_scene(
     jitter = torch.where(palm_bones, 1 + (jitter - 1) * 0.3, jitter)  # palms vary less
     length_scale = size[..., None] * jitter[:, None]
     # Poses: interactions override the shapes where the contact asks for it.
-    angles = sample_angles(g, 2 * n, device).view(n, 2, NUM_BONES, 3)
+    angles = sample_angles(g, 2 * n, device, weights=cfg.shape_weights).view(n, 2, NUM_BONES, 3)
     clasp = kind == INTERACTIONS.index("clasp")
     interlace = kind == INTERACTIONS.index("interlace")
     if bool((clasp | interlace).any()):
@@ -311,11 +349,17 @@ def sample_scene(
         k = rest.shape[0]
         side = torch.arange(2, device=device).repeat(n)
         posed = forward_kinematics(
-            rest[side], flex_ax[side], abd_ax[side], twist_ax[side],
-            angles.reshape(n * k, NUM_BONES, 3), length_scale.reshape(n * k, NUM_BONES),
-            size.reshape(-1), rot.reshape(-1, 3, 3), root_pos.reshape(-1, 3),
+            rest[side],
+            flex_ax[side],
+            abd_ax[side],
+            twist_ax[side],
+            angles.reshape(n * k, NUM_BONES, 3),
+            length_scale.reshape(n * k, NUM_BONES),
+            size.reshape(-1),
+            rot.reshape(-1, 3, 3),
+            root_pos.reshape(-1, 3),
             wrist.reshape(-1, 2),
-        )  # fmt: skip
+        )
         return posed.joints.view(n, 2, -1, 3), posed.frames.view(n, 2, *posed.frames.shape[1:])
 
     zero = torch.zeros(n, 2, 3, device=device)
@@ -340,14 +384,18 @@ def sample_scene(
     outward = outward / outward.norm(dim=-1, keepdim=True).clamp_min(1e-9)
     push = outward + 0.6 * _normal(g, (n, 3), device) * torch.tensor([1.0, 1.0, 0.5], device=device)
     toward = torch.where(_u(g, (n,), -1, 1, device) > 0, 1.0, -1.0)
-    z_push = torch.stack([0.3 * _normal(g, (n,), device), 0.3 * _normal(g, (n,), device),
-                          toward], -1)  # fmt: skip
+    z_push = torch.stack(
+        [0.3 * _normal(g, (n,), device), 0.3 * _normal(g, (n,), device), toward], -1
+    )
     occ = (kind == INTERACTIONS.index("occlude")) | cross
     push = torch.where(occ[:, None], z_push, push)
     push = torch.where((clasp | interlace)[:, None], -n_r, push)
     push = push / push.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-    gap = torch.where(kind == INTERACTIONS.index("occlude"), _u(g, (n,), 5.0, 60.0, device),
-                      _u(g, (n,), 0.0, 6.0, device))  # fmt: skip
+    gap = torch.where(
+        kind == INTERACTIONS.index("occlude"),
+        _u(g, (n,), 5.0, 60.0, device),
+        _u(g, (n,), 0.0, 6.0, device),
+    )
     root = torch.zeros(n, 2, 3, device=device)
     root[:, 1] = torch.where(inter[:, None], offset, root[:, 1])
     joints, frames = pose(root)
@@ -372,8 +420,9 @@ def sample_scene(
     # Camera: hands at a random distance, somewhat off the optical axis.
     pres = present[:, :, None, None].float()
     centre = (joints * pres).sum((1, 2)) / (pres.sum((1, 2)) * joints.shape[2])
-    dist_cam = torch.exp(_u(g, (n,), math.log(cfg.distance_mm[0]), math.log(cfg.distance_mm[1]),
-                            device))  # fmt: skip
+    dist_cam = torch.exp(
+        _u(g, (n,), math.log(cfg.distance_mm[0]), math.log(cfg.distance_mm[1]), device)
+    )
     off = torch.tan(torch.deg2rad(_u(g, (n, 2), -cfg.off_axis_deg, cfg.off_axis_deg, device)))
     target = torch.stack([off[:, 0] * dist_cam, off[:, 1] * dist_cam, dist_cam], -1)
     shift = target - centre

@@ -66,9 +66,16 @@ class Surface:
         """The same surface for the other hand side (mirror through x = 0, winding flipped)."""
         flip = np.array([-1.0, 1.0, 1.0])
         return Surface(
-            self.template.mirrored(), self.vertices * flip, self.faces[:, ::-1].copy(),
-            self.weights, self.face_part, self.nail, self.palmar, self.forearm, self.weld,
-        )  # fmt: skip
+            self.template.mirrored(),
+            self.vertices * flip,
+            self.faces[:, ::-1].copy(),
+            self.weights,
+            self.face_part,
+            self.nail,
+            self.palmar,
+            self.forearm,
+            self.weld,
+        )
 
 
 # ----------------------------------------------------------------------------- mesh building
@@ -88,8 +95,12 @@ class _MeshBuilder:
         self.count += len(verts)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return (np.concatenate(self.verts), np.concatenate(self.faces).astype(np.int64),
-                np.concatenate(self.weights), np.concatenate(self.parts))  # fmt: skip
+        return (
+            np.concatenate(self.verts),
+            np.concatenate(self.faces).astype(np.int64),
+            np.concatenate(self.weights),
+            np.concatenate(self.parts),
+        )
 
 
 def _ring_faces(rings: int, around: int, offset: int = 0) -> np.ndarray:
@@ -108,8 +119,9 @@ def _basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e1, np.cross(d, e1)
 
 
-def _capsule(p: np.ndarray, c: np.ndarray, rp: float, rc: float, around: int = 12,
-             cap: int = 3) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _capsule(
+    p: np.ndarray, c: np.ndarray, rp: float, rc: float, around: int = 12, cap: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """Closed tapered capsule from ``p`` (radius rp) to ``c`` (radius rc): vertices, faces."""
     d = c - p
     d = d / np.linalg.norm(d)
@@ -306,10 +318,17 @@ def _vertex_normals(verts: np.ndarray, faces: np.ndarray, weld: np.ndarray) -> n
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
-def _finish(tpl: HandTemplate, verts: np.ndarray, faces: np.ndarray, weights: np.ndarray,
-            parts: np.ndarray, forearm: np.ndarray) -> Surface:  # fmt: skip
-    _, first, inverse = np.unique(np.round(verts, 3), axis=0, return_index=True,
-                                  return_inverse=True)  # fmt: skip
+def _finish(
+    tpl: HandTemplate,
+    verts: np.ndarray,
+    faces: np.ndarray,
+    weights: np.ndarray,
+    parts: np.ndarray,
+    forearm: np.ndarray,
+) -> Surface:
+    _, first, inverse = np.unique(
+        np.round(verts, 3), axis=0, return_index=True, return_inverse=True
+    )
     weld = first[inverse.reshape(-1)]
     normals = _vertex_normals(verts, faces, weld)
     dominant = weights.argmax(1)
