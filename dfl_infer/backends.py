@@ -51,7 +51,7 @@ class TorchRunner:
             self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
         ):
             out = self._net(x)
-        return {name: out[name].float().cpu().numpy() for name in OUTPUTS}  # type: ignore[union-attr]
+        return {name: getattr(out, name).float().cpu().numpy() for name in OUTPUTS}
 
 
 class OnnxRuntimeRunner:

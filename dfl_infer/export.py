@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dfl_infer.model import DFLModel
+from dfl_infer.model import DFLModel, DFLOutput
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ class _ExportWrapper(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(images)
-        return tuple(out[name] for name in OUTPUT_NAMES)  # type: ignore[misc]
+        out: DFLOutput = self.model(images)
+        return tuple(getattr(out, name) for name in OUTPUT_NAMES)
 
 
 def export_onnx(

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dfl_infer.model import DFLOutput
 from dfl_infer.training.losses import (
     SEG_IGNORE,
     DFLLoss,
@@ -92,14 +93,14 @@ def test_dice_matches_hand_value():
     assert float(val) == pytest.approx(0.0, abs=1e-4)
 
 
-def _outputs(b: int = 1, seg_size: int = 2) -> dict[str, object]:
-    return {
-        "joints_25d": torch.zeros(b, 42, 3, requires_grad=True),
-        "joints_2d_iter": [torch.ones(b, 42, 2, requires_grad=True) for _ in range(2)],
-        "segmentation": torch.zeros(b, 33, seg_size, seg_size, requires_grad=True),
-        "hand_presence": torch.zeros(b, 2, requires_grad=True),
-        "rel_root_depth": torch.zeros(b, requires_grad=True),
-    }
+def _outputs(b: int = 1, seg_size: int = 2) -> DFLOutput:
+    return DFLOutput(
+        joints_25d=torch.zeros(b, 42, 3, requires_grad=True),
+        joints_2d_iter=[torch.ones(b, 42, 2, requires_grad=True) for _ in range(2)],
+        segmentation=torch.zeros(b, 33, seg_size, seg_size, requires_grad=True),
+        hand_presence=torch.zeros(b, 2, requires_grad=True),
+        rel_root_depth=torch.zeros(b, requires_grad=True),
+    )
 
 
 def _batch() -> dict[str, torch.Tensor]:
@@ -158,7 +159,7 @@ def test_masking_of_seg_root_presence_and_depth():
     # Masked terms still reach every output, so DDP sees a gradient for every parameter.
     out["loss"].backward()
     for key in ("segmentation", "rel_root_depth", "hand_presence"):
-        grad = outputs[key].grad  # type: ignore[union-attr]
+        grad = getattr(outputs, key).grad
         assert grad is not None and float(grad.abs().sum()) == 0.0
     # A pseudo-label depth weight of 0.5 halves nothing: it is a weighted mean, so with uniform
     # weights the value equals the unweighted one.

@@ -47,7 +47,7 @@ def test_mphand_preset_forward() -> None:
     assert model.config.mean == (0.0, 0.0, 0.0) and model.config.std == (1.0, 1.0, 1.0)
     with torch.inference_mode():
         out = model(torch.rand(1, 3, 256, 256))
-    assert out["joints_25d"].shape == (1, 42, 3) and torch.isfinite(out["joints_25d"]).all()
+    assert out.joints_25d.shape == (1, 42, 3) and torch.isfinite(out.joints_25d).all()
     # The budget: the whole network under 2 GFLOP (2 x multiply-adds) at 256 x 256.
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -8,19 +8,20 @@ import pytest
 import torch
 
 from dfl_infer.joints import JOINT_NAMES, NUM_SEG_CLASSES, SEG_CLASS_NAMES
-from dfl_infer.model import DFLConfig, DFLModel
+from dfl_infer.model import DFLConfig, DFLModel, DFLOutput
 
 
-def _check_outputs(out: dict, batch: int, size: int) -> None:
-    assert out["joints_25d"].shape == (batch, 42, 3)
-    assert len(out["joints_2d_iter"]) == 3
-    for uv in out["joints_2d_iter"]:
+def _check_outputs(out: DFLOutput, batch: int, size: int) -> None:
+    assert isinstance(out, DFLOutput)
+    assert out.joints_25d.shape == (batch, 42, 3)
+    assert len(out.joints_2d_iter) == 3
+    for uv in out.joints_2d_iter:
         assert uv.shape == (batch, 42, 2)
-    assert out["segmentation"].shape == (batch, 33, size // 4, size // 4)
-    assert out["hand_presence"].shape == (batch, 2)
-    assert out["rel_root_depth"].shape == (batch,)
+    assert out.segmentation.shape == (batch, 33, size // 4, size // 4)
+    assert out.hand_presence.shape == (batch, 2)
+    assert out.rel_root_depth.shape == (batch,)
     for key in ("joints_25d", "segmentation", "hand_presence", "rel_root_depth"):
-        assert torch.isfinite(out[key]).all(), key
+        assert torch.isfinite(getattr(out, key)).all(), key
 
 
 @pytest.mark.parametrize(
@@ -59,11 +60,11 @@ def test_gradients_reach_every_parameter(tiny_model) -> None:
     model = DFLModel(tiny_model.config).train()
     out = model(torch.randn(2, 3, 256, 256))
     loss = (
-        out["joints_25d"].mean()
-        + sum(u.mean() for u in out["joints_2d_iter"])
-        + out["segmentation"].mean()
-        + out["hand_presence"].mean()
-        + out["rel_root_depth"].mean()
+        out.joints_25d.mean()
+        + sum(u.mean() for u in out.joints_2d_iter)
+        + out.segmentation.mean()
+        + out.hand_presence.mean()
+        + out.rel_root_depth.mean()
     )
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]

@@ -37,7 +37,7 @@ def test_export_matches_pytorch_with_dynamic_batch(tiny_model, tmp_path) -> None
         got = _run_ort(path, x.numpy())
         assert list(got) == list(OUTPUT_NAMES)
         for name in OUTPUT_NAMES:
-            expected = ref[name].numpy()
+            expected = getattr(ref, name).numpy()
             assert got[name].shape == expected.shape, name
             # Crop pixels and millimetres: agreement to a few thousandths is float32 rounding.
             np.testing.assert_allclose(got[name], expected, rtol=1e-3, atol=2e-3, err_msg=name)

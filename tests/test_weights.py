@@ -21,7 +21,7 @@ def _same_outputs(a: DFLModel, b: DFLModel, atol: float = 0.0) -> None:
     with torch.inference_mode():
         oa, ob = a.eval()(x), b.eval()(x)
     torch.testing.assert_close(
-        ob["joints_25d"], oa["joints_25d"], atol=atol, rtol=0 if atol == 0 else 1e-3
+        ob.joints_25d, oa.joints_25d, atol=atol, rtol=0 if atol == 0 else 1e-3
     )
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from dfl_infer.joints import HAND_BONES, NUM_HAND_JOINTS, ROOT_INDICES
 from dfl_infer.model.config import DFLConfig
+from dfl_infer.model.outputs import DecoderOutput
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -258,7 +259,7 @@ class Decoder(nn.Module):
 
     def forward(
         self, appearance: list[torch.Tensor], position: list[torch.Tensor]
-    ) -> dict[str, object]:
+    ) -> DecoderOutput:
         cfg = self.config
         fa0 = appearance[0].flatten(2).transpose(1, 2)  # (B, HW, A)
         fp0 = position[0].flatten(2).transpose(1, 2)  # (1, HW, P)
@@ -287,9 +288,4 @@ class Decoder(nn.Module):
         r, l_ = ROOT_INDICES
         root_in = torch.cat([jp[:, r], jp[:, l_], ja[:, :n].mean(1), ja[:, n:].mean(1)], dim=-1)
         rel_root = self.root_depth(root_in).squeeze(-1).float() * (cfg.root_depth_range_mm / 2)
-        return {
-            "joints_25d": uvd,
-            "joints_2d_iter": uv_iter,
-            "hand_presence": presence,
-            "rel_root_depth": rel_root,
-        }
+        return DecoderOutput(uvd, uv_iter, presence, rel_root)

@@ -1,32 +1,32 @@
 """``DFLModel``: the DFL network (encoder + decoupled decoder) with safetensors save/load.
 
-The network takes normalized crops and returns raw tensors; it never resizes, loads images or
-moves data between devices. Mapping outputs back to image pixels and 3D is ``lift.py``'s job.
+The network takes normalized crops and returns raw tensors (:class:`DFLOutput`); it never
+resizes, loads images or moves data between devices. Preparing its input is ``preprocess.py``'s
+job, mapping its outputs back to image pixels and 3D ``decode.py``'s.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from dfl_infer.model import weights
 from dfl_infer.model.config import DFLConfig
 from dfl_infer.model.decoder import Decoder
 from dfl_infer.model.encoder import Encoder
+from dfl_infer.model.outputs import DFLOutput
+
+logger = logging.getLogger(__name__)
 
 
 class DFLModel(nn.Module):
     """DFL network. ``forward(images)`` with images (B, 3, S, S) float, normalized with
-    ``config.mean``/``config.std``, S = ``config.input_size``. Returns a dict:
-
-    - ``joints_25d`` (B, 42, 3): u, v in crop pixels (OpenCV pixel-centre convention) and depth in
-      mm relative to each hand's own wrist (positive = farther from the camera); joints 0-20 are
-      the right hand, 21-41 the left (``JOINT_NAMES``).
-    - ``joints_2d_iter``: list of T (B, 42, 2) crop-pixel predictions, one per iteration.
-    - ``segmentation`` (B, 33, S/4, S/4): part-segmentation logits (``SEG_CLASS_NAMES``).
-    - ``hand_presence`` (B, 2): logits that the right / left hand is in the crop.
-    - ``rel_root_depth`` (B,): depth of the left wrist minus that of the right wrist, mm.
+    ``config.mean``/``config.std`` (``preprocess.normalize``), S = ``config.input_size``.
+    Returns a :class:`DFLOutput` (``joints_25d``, ``hand_presence``, ``rel_root_depth``,
+    ``segmentation``, ``joints_2d_iter``; shapes and units documented there).
     """
 
     def __init__(self, config: DFLConfig) -> None:
@@ -35,16 +35,21 @@ class DFLModel(nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config, self.encoder.appearance_channels)
 
-    def forward(self, images: torch.Tensor) -> dict[str, object]:
+    def forward(self, images: torch.Tensor) -> DFLOutput:
         s = self.config.input_size
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (s, s):
             raise ValueError(
                 f"expected images of shape (B, 3, {s}, {s}), got {tuple(images.shape)}"
             )
         enc = self.encoder(images)
-        out = self.decoder(enc["appearance"], enc["position"])
-        out["segmentation"] = enc["segmentation"]
-        return out
+        dec = self.decoder(enc.appearance, enc.position)
+        return DFLOutput(
+            joints_25d=dec.joints_25d,
+            hand_presence=dec.hand_presence,
+            rel_root_depth=dec.rel_root_depth,
+            segmentation=enc.segmentation,
+            joints_2d_iter=dec.joints_2d_iter,
+        )
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -53,9 +58,7 @@ class DFLModel(nn.Module):
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write ``model.safetensors`` + ``config.json`` into ``directory`` (created if needed).
         ``dtype`` (e.g. torch.float16) converts floating-point tensors to halve the file."""
-        from dfl_infer.model.weights import save_pretrained
-
-        return save_pretrained(self, directory, dtype=dtype)
+        return weights.save_pretrained(self, self.config, directory, dtype=dtype)
 
     @classmethod
     def from_pretrained(
@@ -65,9 +68,17 @@ class DFLModel(nn.Module):
         map_location: str | torch.device = "cpu",
     ) -> DFLModel:
         """Load a local folder or a Hugging Face Hub repo id (``org/name``), strictly."""
-        from dfl_infer.model.weights import load_pretrained
-
-        return load_pretrained(cls, name_or_path, revision=revision, map_location=map_location)
+        config_path, weights_path = weights.resolve_files(name_or_path, revision)
+        model = cls(DFLConfig.load(config_path))
+        weights.load_weights(model, weights_path)
+        model.to(map_location)
+        model.eval()
+        logger.info(
+            "loaded DFL weights from %s (%s parameters)",
+            weights_path.parent,
+            f"{model.num_parameters():,}",
+        )
+        return model
 
     def push_to_hub(
         self,
@@ -78,8 +89,12 @@ class DFLModel(nn.Module):
         token: str | None = None,
     ) -> str:
         """Upload ``model.safetensors`` + ``config.json`` to a Hub model repo; returns its URL."""
-        from dfl_infer.model.weights import push_to_hub
-
-        return push_to_hub(
-            self, repo_id, private=private, commit_message=commit_message, dtype=dtype, token=token
+        return weights.push_to_hub(
+            self,
+            self.config,
+            repo_id,
+            private=private,
+            commit_message=commit_message,
+            dtype=dtype,
+            token=token,
         )

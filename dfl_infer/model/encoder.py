@@ -18,6 +18,7 @@ from torch import nn
 from dfl_infer.model.backbone import RESNET_LAYERS, FeaturePyramid, ResNet
 from dfl_infer.model.config import DFLConfig
 from dfl_infer.model.mediapipe_hand import MediaPipeHandTrunk
+from dfl_infer.model.outputs import EncoderOutput
 
 # Backbones besides the ResNets: MediaPipe's hand-landmark trunk (``mediapipe_hand.py``).
 BACKBONES = (*RESNET_LAYERS, "mediapipe_hand")
@@ -102,13 +103,8 @@ class Encoder(nn.Module):
             feats.append(x)
         return feats
 
-    def forward(self, images: torch.Tensor) -> dict[str, object]:
-        """images (B, 3, S, S) normalized -> dict with
-
-        ``appearance``: list of (B, C_F + C_S, H_n, W_n), coarsest (stride 32) first;
-        ``position``: list of (1, C_P, H_n, W_n), same order;
-        ``segmentation``: (B, C_S, S/4, S/4) logits of the finest scale.
-        """
+    def forward(self, images: torch.Tensor) -> EncoderOutput:
+        """images (B, 3, S, S) normalized -> per-level features (see :class:`EncoderOutput`)."""
         pyramid = self.fpn(self.backbone_features(images))  # strides 4, 8, 16, 32
         seg_logits = self.seg_head(pyramid[0])
         seg_prob = seg_logits.float().softmax(dim=1).to(pyramid[0].dtype)
@@ -122,4 +118,4 @@ class Encoder(nn.Module):
             prob = seg_prob if k == 1 else F.avg_pool2d(seg_prob, kernel_size=k, stride=k)
             appearance.append(torch.cat([level, prob], dim=1))
             position.append(self.position(h, w, level))
-        return {"appearance": appearance, "position": position, "segmentation": seg_logits}
+        return EncoderOutput(appearance, position, seg_logits)

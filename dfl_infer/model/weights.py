@@ -1,20 +1,21 @@
 """Saving and loading DFL weights: ``model.safetensors`` + ``config.json``, from a local folder or
-the Hugging Face Hub, always strictly (no pickle, no silently missing or unexpected keys)."""
+the Hugging Face Hub, always strictly (no pickle, no silently missing or unexpected keys).
+
+Works on any module and its config, so that ``model/dfl.py`` imports this file and not the
+other way round.
+"""
 
 from __future__ import annotations
 
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from dfl_infer._atomic import atomic_path
 from dfl_infer.model.config import DFLConfig
-
-if TYPE_CHECKING:
-    from dfl_infer.model.dfl import DFLModel
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,9 @@ class WeightsError(ValueError):
 
 
 def save_pretrained(
-    model: DFLModel, directory: str | Path, dtype: torch.dtype | None = None
+    model: nn.Module, config: DFLConfig, directory: str | Path, dtype: torch.dtype | None = None
 ) -> Path:
+    """Write ``model``'s state as ``model.safetensors`` and ``config`` as ``config.json``."""
     from safetensors.torch import save_file
 
     out = Path(directory)
@@ -42,7 +44,7 @@ def save_pretrained(
     with atomic_path(out / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     with atomic_path(out / CONFIG_NAME) as tmp:
-        model.config.save(tmp)
+        config.save(tmp)
     logger.info("saved %s and %s to %s", WEIGHTS_NAME, CONFIG_NAME, out)
     return out
 
@@ -155,34 +157,20 @@ def check_state_dict(
         raise WeightsError(f"{source} does not match its config.json: " + "; ".join(problems))
 
 
-def load_pretrained(
-    cls: type[DFLModel],
-    name_or_path: str | Path,
-    revision: str | None = None,
-    map_location: str | torch.device = "cpu",
-) -> DFLModel:
-    config_path, weights_path = resolve_files(name_or_path, revision)
-    config = DFLConfig.load(config_path)
-    model = cls(config)
-    found = load_state_dict(weights_path)
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load the safetensors file ``path`` into ``model`` strictly (WeightsError naming the keys)."""
+    found = load_state_dict(path)
     expected = model.state_dict()
-    check_state_dict(expected, found, str(weights_path))
+    check_state_dict(expected, found, str(path))
     # Shipped weights may be fp16/bf16; the module keeps its own dtype (fp32), as do integer
     # buffers such as BatchNorm's num_batches_tracked.
     state = {k: v.to(expected[k].dtype) for k, v in found.items()}
     model.load_state_dict(state, strict=True)
-    model.to(map_location)
-    model.eval()
-    logger.info(
-        "loaded DFL weights from %s (%s parameters)",
-        weights_path.parent,
-        f"{model.num_parameters():,}",
-    )
-    return model
 
 
 def push_to_hub(
-    model: DFLModel,
+    model: nn.Module,
+    config: DFLConfig,
     repo_id: str,
     private: bool = False,
     commit_message: str = "Upload DFL model",
@@ -194,7 +182,7 @@ def push_to_hub(
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, tmp, dtype=dtype)
+        save_pretrained(model, config, tmp, dtype=dtype)
         readme = Path(tmp) / "README.md"
         readme.write_text(
             f"---\nlibrary_name: dfl-infer\ntags: [hand-pose, 3d, dfl]\n---\n# {repo_id}\n\n"

@@ -159,9 +159,9 @@ def predict_dataset(
         x = (batch["image"].to(dev) - mean) / std
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             out = model(x)
-        uvd.append(out["joints_25d"].float().cpu().numpy())
-        pres.append(out["hand_presence"].float().cpu().numpy())
-        rel.append(out["rel_root_depth"].float().cpu().numpy())
+        uvd.append(out.joints_25d.float().cpu().numpy())
+        pres.append(out.hand_presence.float().cpu().numpy())
+        rel.append(out.rel_root_depth.float().cpu().numpy())
     return np.concatenate(uvd), np.concatenate(pres), np.concatenate(rel)
 
 

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfl_infer.model.outputs import DFLOutput
+
 # Pixels of the paper's crop: the unit in which tau_uv = 1 was chosen.
 REFERENCE_CROP = 256
 # Label of pixels without ground truth (no mask file); excluded from the segmentation loss.
@@ -143,8 +145,9 @@ class DFLLoss(nn.Module):
     (the total to minimize) and its components ``l2d``, ``l25d_uv``, ``l25d_depth``, ``l25d``,
     ``focal``, ``dice``, ``seg``, ``presence``, ``root``.
 
-    ``outputs`` is DFLModel's dict; ``batch`` holds ``joints_uvd`` (B, 42, 3), ``joint_valid``
-    (B, 42), ``hand_valid`` (B, 2), ``seg`` (B, S, S), ``rel_root_depth`` (B,), and optionally
+    ``outputs`` is DFLModel's :class:`DFLOutput`; ``batch`` holds ``joints_uvd`` (B, 42, 3),
+    ``joint_valid`` (B, 42), ``hand_valid`` (B, 2), ``seg`` (B, S, S), ``rel_root_depth`` (B,), and
+    optionally
     ``depth_weight`` (B, 42) [joint_valid], ``presence_valid`` (B, 2) [1], ``root_valid`` (B,) [1],
     ``seg_valid`` (B,) [1].
     """
@@ -155,12 +158,10 @@ class DFLLoss(nn.Module):
         self.uv_scale = REFERENCE_CROP / input_size
 
     def forward(
-        self, outputs: dict[str, object], batch: dict[str, torch.Tensor]
+        self, outputs: DFLOutput, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
-        pred = outputs["joints_25d"]
-        assert isinstance(pred, torch.Tensor)
-        pred = pred.float()
+        pred = outputs.joints_25d.float()
         target = batch["joints_uvd"].float()
         valid = batch["joint_valid"].float()
         dw = batch.get("depth_weight", valid).float() * valid
@@ -168,26 +169,22 @@ class DFLLoss(nn.Module):
             pred, target, valid, dw, cfg.alpha, cfg.beta, cfg.tau_uv, cfg.tau_depth, self.uv_scale
         )
         l2d = pred.sum() * 0
-        iters = outputs.get("joints_2d_iter", [])
-        assert isinstance(iters, list)
-        for uv_t in iters:
-            l2d = (
-                l2d
-                + joint_loss(
-                    uv_t.float(),
-                    target,
-                    valid,
-                    None,
-                    1.0,
-                    0.0,
-                    cfg.tau_uv,
-                    cfg.tau_depth,
-                    self.uv_scale,
-                )[0]
+        for uv_t in outputs.joints_2d_iter:
+            # Eq. 6 with alpha = 1, beta = 0: the 2D term of every iteration.
+            uv_t_loss, _ = joint_loss(
+                uv_t.float(),
+                target,
+                valid,
+                None,
+                1.0,
+                0.0,
+                cfg.tau_uv,
+                cfg.tau_depth,
+                self.uv_scale,
             )
+            l2d = l2d + uv_t_loss
 
-        logits = outputs["segmentation"]
-        assert isinstance(logits, torch.Tensor)
+        logits = outputs.segmentation
         labels = downsample_labels(batch["seg"].long(), logits.shape[-1], logits.shape[1])
         b = labels.shape[0]
         seg_valid = batch.get("seg_valid", torch.ones(b, device=labels.device)).float()
@@ -195,20 +192,17 @@ class DFLLoss(nn.Module):
         focal = focal_loss(logits, labels, cfg.gamma, pix_w)
         dice = dice_loss(logits, labels, cfg.dice_eps, pix_w)
 
-        presence_logits = outputs["hand_presence"]
-        assert isinstance(presence_logits, torch.Tensor)
         hand_valid = batch["hand_valid"].float()
         pres_w = batch.get("presence_valid", torch.ones_like(hand_valid)).float()
         bce = F.binary_cross_entropy_with_logits(
-            presence_logits.float(), hand_valid, reduction="none"
+            outputs.hand_presence.float(), hand_valid, reduction="none"
         )
         presence = masked_mean(bce, pres_w)
 
-        rel = outputs["rel_root_depth"]
-        assert isinstance(rel, torch.Tensor)
         root_w = hand_valid[:, 0] * hand_valid[:, 1]
         root_w = root_w * batch.get("root_valid", torch.ones_like(root_w)).float()
-        root = masked_mean((rel.float() - batch["rel_root_depth"].float()).abs(), root_w)
+        rel = outputs.rel_root_depth.float()
+        root = masked_mean((rel - batch["rel_root_depth"].float()).abs(), root_w)
 
         l25d = uv + depth
         seg = focal + dice

@@ -1,0 +1,52 @@
+"""What the parts of the DFL network return: typed tuples of tensors with documented shapes.
+
+NamedTuples rather than dataclasses: ``torch.onnx.export``, ``torch.compile`` and
+``DistributedDataParallel`` flatten tuples natively (a dataclass would need registering with
+``torch.utils._pytree``), and the fields are still read by name.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class EncoderOutput(NamedTuple):
+    """The encoder's features for B crops of side S, FPN levels at strides 32, 16, 8, 4 (coarsest
+    first, the order the decoder consumes them)."""
+
+    appearance: list[torch.Tensor]  # per level (B, C_F + C_S, H_n, W_n)
+    position: list[torch.Tensor]  # per level (1, C_P, H_n, W_n), broadcast over the batch
+    segmentation: torch.Tensor  # (B, 33, S/4, S/4) part logits of the finest level
+
+
+class DecoderOutput(NamedTuple):
+    """The decoder's predictions; meanings as in :class:`DFLOutput`."""
+
+    joints_25d: torch.Tensor
+    joints_2d_iter: list[torch.Tensor]
+    hand_presence: torch.Tensor
+    rel_root_depth: torch.Tensor
+
+
+class DFLOutput(NamedTuple):
+    """Raw predictions of ``DFLModel`` for B crops of side S (float32, also under autocast).
+
+    - ``joints_25d`` (B, 42, 3): u, v in crop pixels (OpenCV pixel-centre convention) and depth in
+      mm relative to each hand's own wrist (positive = farther from the camera); joints 0-20 are
+      the right hand, 21-41 the left (``JOINT_NAMES``).
+    - ``hand_presence`` (B, 2): logits that the right / left hand is in the crop.
+    - ``rel_root_depth`` (B,): depth of the left wrist minus that of the right wrist, mm.
+    - ``segmentation`` (B, 33, S/4, S/4): part-segmentation logits (``SEG_CLASS_NAMES``).
+    - ``joints_2d_iter``: T tensors (B, 42, 2), the crop-pixel prediction after each decoder
+      iteration (a training signal; not exported to ONNX).
+
+    The first four are, in this order, the outputs of the exported ONNX graph (``export.py``).
+    """
+
+    joints_25d: torch.Tensor
+    hand_presence: torch.Tensor
+    rel_root_depth: torch.Tensor
+    segmentation: torch.Tensor
+    joints_2d_iter: list[torch.Tensor]
