@@ -253,7 +253,8 @@ def bench_onnxruntime(name: str, args: argparse.Namespace, cache_dir: str) -> li
     import numpy as np
     import onnxruntime
 
-    from dfl_infer.backends import OUTPUTS, OnnxRuntimeRunner
+    from dfl_infer.backends import OnnxRuntimeRunner
+    from dfl_infer.decode import CropOutputs
     from dfl_infer.export import export_onnx
 
     cpu = torch.device("cpu")
@@ -278,7 +279,7 @@ def bench_onnxruntime(name: str, args: argparse.Namespace, cache_dir: str) -> li
         str(dynamic_path), options, providers=["CPUExecutionProvider"]
     )
     del model
-    outputs, s = list(OUTPUTS), config.input_size
+    outputs, s = list(CropOutputs.NAMES), config.input_size
     rng = np.random.default_rng(0)
     rows: list[Row] = []
     for mode in ("onnxruntime", "ort-dynamic"):

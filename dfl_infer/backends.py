@@ -8,9 +8,10 @@
   config and the exporter's versions, so only the first start pays for the export (a few
   seconds). Needs the ``onnx`` extra: ``pip install 'dfl-infer[onnx]'``.
 
-Both take the crops as uint8 RGB (B, S, S, 3), normalize them with the config's mean and std, and
-return numpy float32 arrays ``joints_25d`` (B, 42, 3), ``hand_presence`` (B, 2) logits and
-``rel_root_depth`` (B,), as ``DFLModel`` defines them.
+Both take the crops as uint8 RGB (B, S, S, 3) (``preprocess.crop_batch``), normalize them with
+``preprocess.normalize`` and return the same :class:`~dfl_infer.decode.CropOutputs` (numpy
+``joints_25d``, ``hand_presence`` logits, ``rel_root_depth``), which ``decode.py`` maps to pixels
+and millimetres whichever backend ran.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from dfl_infer.decode import CropOutputs
+from dfl_infer.device import autocast
 from dfl_infer.model import DFLModel
+from dfl_infer.preprocess import normalize
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime")
-OUTPUTS = ("joints_25d", "hand_presence", "rel_root_depth")
 
 
 class TorchRunner:
@@ -37,21 +40,16 @@ class TorchRunner:
 
     def __init__(self, model: DFLModel, device: torch.device, compile: bool = False) -> None:
         self.device = device
+        self.config = model.config
         self._net: Any = torch.compile(model) if compile else model
-        mean = torch.tensor(model.config.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(model.config.std, device=device).view(1, 3, 1, 1)
-        self._mean, self._std = mean * 255.0, std * 255.0
 
     @torch.inference_mode()
-    def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, crops: np.ndarray) -> CropOutputs:
         # uint8 to the device (a quarter of float32's bytes), normalized there.
-        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
-        x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
-        ):
+        x = normalize(torch.from_numpy(crops).to(self.device), self.config, channels_last=True)
+        with autocast(self.device):
             out = self._net(x)
-        return {name: getattr(out, name).float().cpu().numpy() for name in OUTPUTS}
+        return CropOutputs.from_model(out)
 
 
 class OnnxRuntimeRunner:
@@ -86,20 +84,18 @@ class OnnxRuntimeRunner:
                 str(path), options, providers=["CPUExecutionProvider"]
             )
         self.session, self.path = session, path
-        self._names = [o.name for o in session.get_outputs()]
-        self._mean = np.asarray(model.config.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
-        self._std = np.asarray(model.config.std, np.float32).reshape(1, 3, 1, 1) * 255.0
+        self.config = model.config
 
-    def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        x = (crops.transpose(0, 3, 1, 2).astype(np.float32) - self._mean) / self._std
+    def __call__(self, crops: np.ndarray) -> CropOutputs:
+        x = normalize(torch.from_numpy(crops), self.config).numpy()
         # One crop per call: the fixed-shape graph was 8% faster than a dynamic batch axis at
         # batch 1, and batching bought nothing on CPU (docs/performance.md).
-        outs: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUTS}
-        for crop in np.ascontiguousarray(x):
-            got = dict(zip(self._names, self.session.run(list(OUTPUTS), {"images": crop[None]})))
-            for name in OUTPUTS:
-                outs[name].append(got[name])
-        return {name: np.concatenate(outs[name]) for name in OUTPUTS}
+        names = list(CropOutputs.NAMES)
+        parts = [
+            CropOutputs(*self.session.run(names, {"images": crop[None]}))
+            for crop in np.ascontiguousarray(x)
+        ]
+        return CropOutputs.concatenate(parts)
 
 
 def model_fingerprint(model: DFLModel) -> str:

@@ -73,18 +73,33 @@ class Crop:
         """Crop pixels (..., 2) -> image pixels (..., 2)."""
         return apply_affine(self.inverse, points)
 
-    def warp(self, image: np.ndarray, border_value: int = 0) -> np.ndarray:
-        """Cut this crop out of ``image`` (H, W, C) uint8 or float; returns (size, size, C)."""
+    def warp(
+        self, image: np.ndarray, border_value: int = 0, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Cut this crop out of ``image`` (H, W, C) uint8 or float; returns (size, size, C),
+        written into ``out`` (a C-contiguous array of that shape and dtype) when given."""
         import cv2
 
-        return cv2.warpAffine(
+        if out is not None and (
+            out.shape != (self.size, self.size, *image.shape[2:])
+            or out.dtype != image.dtype
+            or not out.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"out must be a contiguous {image.dtype} array of shape "
+                f"{(self.size, self.size, *image.shape[2:])}, got {out.dtype} {out.shape}"
+            )
+        # With a matching ``dst`` OpenCV writes into it and returns it.
+        warped: np.ndarray = cv2.warpAffine(
             image,
             self.matrix.astype(np.float64),
             (self.size, self.size),
+            dst=out,
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=(border_value,) * 4,
         )
+        return warped
 
 
 def make_crop(

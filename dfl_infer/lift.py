@@ -50,6 +50,30 @@ class Intrinsics:
     def to_dict(self) -> dict[str, Any]:
         return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "assumed": self.assumed}
 
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """Camera-frame points (..., 3) mm -> image pixels (..., 2): (x fx / z + cx, y fy / z + cy).
+        The single place this formula is written (callers clamp z where it may reach 0)."""
+        p = np.asarray(points, dtype=np.float64)
+        return np.stack(
+            [p[..., 0] / p[..., 2] * self.fx + self.cx, p[..., 1] / p[..., 2] * self.fy + self.cy],
+            axis=-1,
+        )
+
+    def unproject(self, uv: np.ndarray, depth: np.ndarray | float) -> np.ndarray:
+        """Image pixels (..., 2) at camera depth ``depth`` (..., mm) -> camera-frame points
+        (..., 3) mm; with ``depth`` 1, the normalized rays. Inverse of :meth:`project`."""
+        p = np.asarray(uv, dtype=np.float64)
+        z = np.broadcast_to(np.asarray(depth, dtype=np.float64), p.shape[:-1])
+        return np.stack(
+            [(p[..., 0] - self.cx) / self.fx * z, (p[..., 1] - self.cy) / self.fy * z, z], axis=-1
+        )
+
+    @classmethod
+    def from_array(cls, values: Sequence[float] | np.ndarray) -> Intrinsics:
+        """(fx, fy, cx, cy) as stored by the datasets -> Intrinsics (not assumed)."""
+        fx, fy, cx, cy = (float(v) for v in np.asarray(values, dtype=np.float64).reshape(4))
+        return cls(fx, fy, cx, cy)
+
     @classmethod
     def default(cls, width: int, height: int, focal: float | None = None) -> Intrinsics:
         """Principal point at the image centre; focal ``focal`` px if given, else the longer
@@ -106,8 +130,8 @@ def solve_root_depth(
     """Depth Z (mm) such that joints at pixels ``uv`` (N, 2) and depths Z + ``offsets`` (N,) give
     bones (``child``/``parent`` index arrays into ``joints``) whose squared lengths sum to those
     of ``lengths``; the bone index arrays address rows of ``uv`` and ``offsets``."""
-    x = (uv[:, 0] - intrinsics.cx) / intrinsics.fx
-    y = (uv[:, 1] - intrinsics.cy) / intrinsics.fy
+    rays = intrinsics.unproject(uv, 1.0)  # normalized: x = (u - cx) / fx, y = (v - cy) / fy
+    x, y = rays[:, 0], rays[:, 1]
     o = offsets
     # Bone vector = Z * g + h, with g the difference of the normalized rays and h the rest.
     g = np.stack([x[child] - x[parent], y[child] - y[parent], np.zeros(len(child))], axis=1)
@@ -162,23 +186,8 @@ def lift_to_3d(
         root_depth = solve_root_depth(uv, offsets, intrinsics, child, parent, lengths)
     for h in hands:
         sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
-        z = root_depth + offsets[sl]
-        out[sl, 0] = (uv[sl, 0] - intrinsics.cx) / intrinsics.fx * z
-        out[sl, 1] = (uv[sl, 1] - intrinsics.cy) / intrinsics.fy * z
-        out[sl, 2] = z
+        out[sl] = intrinsics.unproject(uv[sl], root_depth + offsets[sl])
     return out
-
-
-def project(points: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-    """Camera-frame points (..., 3) mm -> image pixels (..., 2)."""
-    p = np.asarray(points, dtype=np.float64)
-    return np.stack(
-        [
-            p[..., 0] / p[..., 2] * intrinsics.fx + intrinsics.cx,
-            p[..., 1] / p[..., 2] * intrinsics.fy + intrinsics.cy,
-        ],
-        axis=-1,
-    )
 
 
 def relative_to_wrist(joints_3d: np.ndarray) -> np.ndarray:

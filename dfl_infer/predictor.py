@@ -26,10 +26,13 @@ import torch
 
 from dfl_infer.backends import BACKENDS, OnnxRuntimeRunner, TorchRunner
 from dfl_infer.crop import Crop, group_hands, make_crop, points_box, union_box
+from dfl_infer.decode import decode
+from dfl_infer.device import resolve_device
 from dfl_infer.image import ImageInput, load_image
 from dfl_infer.joints import HANDS, NUM_HAND_JOINTS
-from dfl_infer.lift import Intrinsics, lift_to_3d, relative_to_wrist
+from dfl_infer.lift import Intrinsics, relative_to_wrist
 from dfl_infer.model import DFLModel
+from dfl_infer.preprocess import crop_batch
 from dfl_infer.results import Hand, Prediction
 
 logger = logging.getLogger(__name__)
@@ -68,15 +71,6 @@ def default_weights() -> str | Path:
     return DEFAULT_HUB_ID
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
-    return dev
-
-
 @dataclass
 class _Task:
     """One crop to run through the network."""
@@ -85,7 +79,15 @@ class _Task:
     crop: Crop
     kind: str  # "pair" | "single" | "box": final; "widened" | "full": need a re-crop pass
     fallback_box: np.ndarray | None = None  # detector box to fall back on if nothing is found
-    outputs: dict[str, np.ndarray] | None = None
+    # The network's outputs for this crop, set by DFLPredictor._run (see decode.CropOutputs).
+    joints_25d: np.ndarray | None = None  # (42, 3) crop pixels, mm relative to each wrist
+    presence: np.ndarray | None = None  # (2,) probabilities, right / left
+    rel_root_depth: float = 0.0  # mm, left wrist minus right wrist
+
+    def present(self, threshold: float) -> np.ndarray:
+        """(2,) bool: which hands (right, left) the network found in this crop."""
+        assert self.presence is not None, "the task has not run through the network"
+        return self.presence >= threshold
 
 
 class DFLPredictor:
@@ -266,10 +268,6 @@ class DFLPredictor:
                 tasks.append(_Task(index, self._crop(gbox), "single"))
         return tasks
 
-    def _present(self, task: _Task) -> np.ndarray:
-        assert task.outputs is not None
-        return task.outputs["presence"] >= self.presence_threshold
-
     def _refine(self, tasks: list[_Task], rgbs: list[np.ndarray]) -> list[_Task]:
         """Second pass for widened and whole-image crops: re-crop on the hands the network found."""
         final, second = [], []
@@ -277,9 +275,9 @@ class DFLPredictor:
             if task.kind not in ("widened", "full"):
                 final.append(task)
                 continue
-            present = self._present(task)
-            assert task.outputs is not None
-            uv = task.crop.to_image(task.outputs["joints_25d"][:, :2])
+            present = task.present(self.presence_threshold)
+            assert task.joints_25d is not None
+            uv = task.crop.to_image(task.joints_25d[:, :2])
             if present.any():
                 pts = np.concatenate(
                     [
@@ -306,53 +304,38 @@ class DFLPredictor:
         return final + second
 
     def _run(self, tasks: list[_Task], rgbs: list[np.ndarray]) -> None:
-        """Run the network on every task's crop, in batches; fills ``task.outputs``."""
+        """Run the network on every task's crop, in batches; fills the tasks' outputs."""
         for start in range(0, len(tasks), self.batch_size):
             chunk = tasks[start : start + self.batch_size]
-            out = self._net(np.stack([t.crop.warp(rgbs[t.image]) for t in chunk]))
-            presence = 0.5 * (1.0 + np.tanh(0.5 * out["hand_presence"]))  # sigmoid, no overflow
+            out = self._net(crop_batch([rgbs[t.image] for t in chunk], [t.crop for t in chunk]))
+            presence = out.presence()
             for k, task in enumerate(chunk):
-                task.outputs = {
-                    "joints_25d": out["joints_25d"][k],
-                    "presence": presence[k],
-                    "rel_root": out["rel_root_depth"][k],
-                }
+                task.joints_25d = out.joints_25d[k]
+                task.presence = presence[k]
+                task.rel_root_depth = float(out.rel_root_depth[k])
 
     def _collect(
         self, index: int, rgb: np.ndarray, intr: Intrinsics, tasks: list[_Task]
     ) -> Prediction:
         candidates: list[tuple[int, Hand]] = []  # (task number, hand)
         for number, task in enumerate(tasks):
-            assert task.outputs is not None
-            present = self._present(task)
+            present = task.present(self.presence_threshold)
             if not present.any():
                 continue
-            uvd = task.outputs["joints_25d"]
-            uv = task.crop.to_image(uvd[:, :2])
-            joints_3d = lift_to_3d(
-                uv,
-                uvd[:, 2],
-                intr,
-                present=tuple(present),
-                rel_root_depth=float(task.outputs["rel_root"]),
-            )
-            probs = task.outputs["presence"]
+            assert task.joints_25d is not None and task.presence is not None
+            uv, joints_3d = decode(task.joints_25d, task.crop, intr, present, task.rel_root_depth)
             for h in (0, 1):
                 if not present[h]:
                     continue
                 sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
-                candidates.append(
-                    (
-                        number,
-                        Hand(
-                            handedness=HANDS[h],
-                            score=float(probs[h]),
-                            joints_2d=uv[sl],
-                            joints_3d=joints_3d[sl],
-                            joints_3d_rel=relative_to_wrist(joints_3d[sl]),
-                        ),
-                    )
+                hand = Hand(
+                    handedness=HANDS[h],
+                    score=float(task.presence[h]),
+                    joints_2d=uv[sl],
+                    joints_3d=joints_3d[sl],
+                    joints_3d_rel=relative_to_wrist(joints_3d[sl]),
                 )
+                candidates.append((number, hand))
         hands = _deduplicate(candidates)
         hands.sort(key=lambda hd: (HANDS.index(hd.handedness), float(hd.joints_2d[:, 0].mean())))
         crops = tuple(t.crop.box for t in tasks)

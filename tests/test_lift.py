@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dfl_infer.joints import CANONICAL_BONE_LENGTHS_MM, HAND_BONES, NUM_HAND_JOINTS, WRIST
-from dfl_infer.lift import Intrinsics, lift_to_3d, project, relative_to_wrist
+from dfl_infer.lift import Intrinsics, lift_to_3d, relative_to_wrist
 
 
 def canonical_hand(rng: np.random.Generator) -> np.ndarray:
@@ -40,9 +40,22 @@ def _two_hands(rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([right, left])
 
 
+def test_project_unproject_round_trip(camera) -> None:
+    rng = np.random.default_rng(5)
+    points = rng.uniform([-300, -200, 200], [300, 200, 2000], size=(50, 3))
+    uv = camera.project(points)
+    assert uv.shape == (50, 2)
+    np.testing.assert_allclose(camera.unproject(uv, points[:, 2]), points, rtol=0, atol=1e-9)
+    # Depth 1 gives the normalized rays; the principal point projects to the optical axis.
+    rays = camera.unproject(uv, 1.0)
+    np.testing.assert_allclose(rays[:, :2] * points[:, 2:], points[:, :2], atol=1e-9)
+    np.testing.assert_allclose(camera.unproject([camera.cx, camera.cy], 5.0), [0.0, 0.0, 5.0])
+    assert Intrinsics.from_array(np.array([900.0, 880.0, 330.0, 250.0])) == camera
+
+
 def test_known_root_depth_recovers_ground_truth(camera) -> None:
     gt = _two_hands(np.random.default_rng(0))
-    uv = project(gt, camera)
+    uv = camera.project(gt)
     rel = gt[:, 2] - np.repeat(gt[[WRIST, NUM_HAND_JOINTS + WRIST], 2], NUM_HAND_JOINTS)
     out = lift_to_3d(uv, rel, camera, rel_root_depth=gt[41, 2] - gt[20, 2], root_depth=gt[20, 2])
     np.testing.assert_allclose(out, gt, atol=1e-6)
@@ -53,7 +66,7 @@ def test_bone_length_solve_recovers_known_depth(camera) -> None:
     for depth in (250.0, 600.0, 1500.0):
         gt = canonical_hand(rng) + np.array([30.0, -40.0, depth])
         full = np.concatenate([gt, np.zeros((21, 3))])
-        uv = project(np.concatenate([gt, gt]), camera)
+        uv = camera.project(np.concatenate([gt, gt]))
         rel = np.concatenate([gt[:, 2] - gt[WRIST, 2], np.zeros(21)])
         out = lift_to_3d(uv, rel, camera, present=(True, False))
         np.testing.assert_allclose(out[:21], gt, atol=1e-6)
@@ -61,7 +74,7 @@ def test_bone_length_solve_recovers_known_depth(camera) -> None:
         del full
     # Both hands: one unknown depth, the left wrist placed with the relative root depth.
     gt = _two_hands(rng)
-    uv = project(gt, camera)
+    uv = camera.project(gt)
     rel = gt[:, 2] - np.repeat(gt[[WRIST, NUM_HAND_JOINTS + WRIST], 2], NUM_HAND_JOINTS)
     out = lift_to_3d(uv, rel, camera, rel_root_depth=gt[41, 2] - gt[20, 2])
     np.testing.assert_allclose(out, gt, atol=1e-6)
@@ -70,7 +83,7 @@ def test_bone_length_solve_recovers_known_depth(camera) -> None:
 def test_scaled_hand_gives_proportional_depth(camera) -> None:
     # A hand 10 % larger than canonical is placed 10 % farther (same image): the scale ambiguity.
     gt = canonical_hand(np.random.default_rng(2)) * 1.1 + np.array([0.0, 0.0, 700.0])
-    uv = project(np.concatenate([gt, gt]), camera)
+    uv = camera.project(np.concatenate([gt, gt]))
     rel = np.concatenate([gt[:, 2] - gt[WRIST, 2], np.zeros(21)]) / 1.1
     out = lift_to_3d(uv, rel, camera, present=(True, False))
     assert out[WRIST, 2] == pytest.approx(700.0 / 1.1, rel=1e-6)

@@ -54,6 +54,7 @@ from dfl_infer.joints import (
     ROOT_INDICES,
     flip_seg_classes,
 )
+from dfl_infer.lift import Intrinsics
 from dfl_infer.training.losses import SEG_IGNORE
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def load_samples(root: str | Path, split: str) -> list[Sample]:
         valid &= _flat(j3["joint_valid"], NUM_JOINTS, "joint_valid") > 0
         valid &= cam_xyz[:, 2] > 1.0  # behind or on the camera: no projection
         z = np.where(cam_xyz[:, 2] > 1.0, cam_xyz[:, 2], 1.0)
-        uv = cam_xyz[:, :2] / z[:, None] * focal + princpt
+        uv = Intrinsics.from_array([*focal, *princpt]).project(np.column_stack([cam_xyz[:, :2], z]))
         hand_type = str(ann.get("hand_type", j3.get("hand_type", "interacting")))
         if hand_type not in HAND_TYPES:
             raise ValueError(f"annotation {ann.get('id')}: unknown hand_type {hand_type!r}")

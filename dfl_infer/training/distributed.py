@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dfl_infer.device import resolve_device
+
 logger = logging.getLogger(__name__)
 
 
@@ -34,13 +36,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """ "auto"/None: CUDA if available, else CPU; otherwise ``torch.device(device)``."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def setup(device: str | None = None) -> DistInfo:

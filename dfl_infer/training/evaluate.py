@@ -3,7 +3,7 @@
 Protocol (as InterNet and the DFL paper): the crop is cut around the GT box (valid joints'
 projections, x1.25), 2.5D predictions are mapped back to image pixels and lifted to 3D with the GT
 intrinsics and the GT root depth (``lift_to_3d(root_depth=...)``), then each hand is aligned at
-its own wrist. Metrics:
+its own wrist (``decode.decode``, the predictor's own decoding). Metrics:
 
 - ``mpjpe_all`` / ``mpjpe_single`` / ``mpjpe_interacting`` (mm): mean Euclidean error over all
   valid joints (of all, single-hand, interacting images), each hand wrist-aligned;
@@ -39,9 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from dfl_infer.crop import apply_affine, invert_affine
+from dfl_infer.decode import CropOutputs, decode
+from dfl_infer.device import autocast, resolve_device
 from dfl_infer.joints import NUM_HAND_JOINTS, ROOT_INDICES
-from dfl_infer.lift import Intrinsics, lift_to_3d, relative_to_wrist
+from dfl_infer.lift import Intrinsics, relative_to_wrist
+from dfl_infer.model import DFLModel
+from dfl_infer.preprocess import normalize
 from dfl_infer.training.data import AugmentConfig, InterHandDataset, Sample
 
 logger = logging.getLogger(__name__)
@@ -84,9 +87,6 @@ def evaluate_predictions(
     box_err: list[np.ndarray] = []  # per hand: 2D errors / box size
     r, l_ = ROOT_INDICES
     for i, s in enumerate(dataset.samples):
-        crop = dataset.make_crop(i)
-        uv_img = apply_affine(invert_affine(crop.matrix), uvd[i, :, :2])
-        intr = Intrinsics(*(float(v) for v in s.intrinsics))
         present = s.hand_valid
         if s.hand_type_valid:
             pred_present = presence_logits[i] > 0
@@ -96,16 +96,18 @@ def evaluate_predictions(
             hand_ok.append(bool((pred_present == want).all()))
         if not present.any():
             continue
-        box_err.extend(hand_box_errors(uv_img, s))
+        # The annotated hands, lifted with the GT intrinsics and the GT depth of the first
+        # present wrist (the protocol's root), through the same decode as inference.
         first = r if present[0] else l_
-        pred = lift_to_3d(
-            uv_img,
-            uvd[i, :, 2],
-            intr,
-            present=tuple(bool(p) for p in present),
-            rel_root_depth=float(rel_root_depth[i]),
+        uv_img, pred = decode(
+            uvd[i],
+            dataset.make_crop(i),
+            Intrinsics.from_array(s.intrinsics),
+            present,
+            float(rel_root_depth[i]),
             root_depth=float(s.joints_cam[first, 2]),
         )
+        box_err.extend(hand_box_errors(uv_img, s))
         gt = s.joints_cam
         err = np.linalg.norm(relative_to_wrist(pred) - relative_to_wrist(gt), axis=1)
         valid = s.joint_valid & np.repeat(present, NUM_HAND_JOINTS)
@@ -138,31 +140,25 @@ def evaluate_predictions(
 
 @torch.inference_mode()
 def predict_dataset(
-    model: torch.nn.Module,
+    model: DFLModel,
     dataset: InterHandDataset,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run ``model`` on the evaluation crops: (uvd (N, 42, 3), presence logits (N, 2),
-    relative root depth (N,))."""
+) -> CropOutputs:
+    """Run ``model`` on the evaluation crops, in dataset order (``joints_25d`` (N, 42, 3),
+    presence logits (N, 2), relative root depth (N,))."""
     from torch.utils.data import DataLoader
 
     dev = torch.device(device)
-    cfg = model.config  # type: ignore[attr-defined]
-    mean = torch.tensor(cfg.mean, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, device=dev).view(1, 3, 1, 1)
     model.eval().to(dev)
-    uvd, pres, rel = [], [], []
+    parts = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     for batch in loader:
-        x = (batch["image"].to(dev) - mean) / std
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            out = model(x)
-        uvd.append(out.joints_25d.float().cpu().numpy())
-        pres.append(out.hand_presence.float().cpu().numpy())
-        rel.append(out.rel_root_depth.float().cpu().numpy())
-    return np.concatenate(uvd), np.concatenate(pres), np.concatenate(rel)
+        x = normalize(batch["image"].to(dev), model.config)
+        with autocast(dev):
+            parts.append(CropOutputs.from_model(model(x)))
+    return CropOutputs.concatenate(parts)
 
 
 def metrics_markdown(metrics: dict[str, float], title: str = "") -> str:
@@ -210,16 +206,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dfl_infer.model import DFLModel
-    from dfl_infer.training.distributed import resolve_device
-
     root = parse_eval_data(args.data)
     device = resolve_device(args.device)
     model = DFLModel.from_pretrained(args.weights, map_location="cpu")
     cfg = model.config
     ds = InterHandDataset(root, args.split, cfg.input_size, cfg.box_scale, AugmentConfig.none())
-    uvd, pres, rel = predict_dataset(model, ds, args.batch_size, device, args.num_workers)
-    metrics = evaluate_predictions(ds, uvd, pres, rel)
+    out = predict_dataset(model, ds, args.batch_size, device, args.num_workers)
+    metrics = evaluate_predictions(ds, out.joints_25d, out.hand_presence, out.rel_root_depth)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -32,7 +32,9 @@ import torch
 from torch import nn
 
 from dfl_infer._atomic import atomic_path
+from dfl_infer.device import autocast
 from dfl_infer.model import DFLConfig, DFLModel
+from dfl_infer.preprocess import normalize
 from dfl_infer.training import distributed
 from dfl_infer.training.losses import DFLLoss, LossConfig
 
@@ -479,8 +481,6 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
     if info.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
     loss_fn = DFLLoss(LossConfig(), input_size=mcfg.input_size)
-    mean = torch.tensor(mcfg.mean, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(mcfg.std, device=dev).view(1, 3, 1, 1)
     specs, iters = build_sources(cfg, mcfg, info, start + 1)
     weights = [s.weight for s in specs]
     end = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
@@ -499,10 +499,8 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
                 f"{specs[j].kind} gives {batch['image'].shape[-1]}px images; the model takes "
                 f"{mcfg.input_size}px"
             )
-        x = (batch["image"].float() - mean) / std
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+        x = normalize(batch["image"], mcfg, channels_last=cuda)
+        with autocast(dev):
             outputs = net(x)
         losses = loss_fn(outputs, batch)  # float32 outside autocast
         optimizer.zero_grad(set_to_none=True)
@@ -612,8 +610,10 @@ class Validator:
 
         results = {}
         for name, ds in self.datasets.items():
-            uvd, presence, rel = predict_dataset(model, ds, batch_size=16)
-            results[name] = evaluate_predictions(ds, uvd, presence, rel)
+            pred = predict_dataset(model, ds, batch_size=16)
+            results[name] = evaluate_predictions(
+                ds, pred.joints_25d, pred.hand_presence, pred.rel_root_depth
+            )
         model.train()
         first = next(iter(results.values()))
         value = first.get(self.metric)

@@ -91,8 +91,7 @@ def hand_camera_joints(
         z_wrist, rel = 1000.0, np.zeros(len(uv))
     z_wrist = float(np.clip(z_wrist, MIN_ROOT_DEPTH_MM, MAX_ROOT_DEPTH_MM))
     z = z_wrist + rel
-    xyz = np.stack([(uv[:, 0] - intr.cx) / intr.fx * z, (uv[:, 1] - intr.cy) / intr.fy * z, z], 1)
-    return xyz, world is not None
+    return intr.unproject(uv, z), world is not None
 
 
 def pseudolabel_folder(

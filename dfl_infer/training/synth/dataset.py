@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dfl_infer.lift import Intrinsics
+
 from .engine import SynthEngine
 from .scene import HAND_TYPES, INTERACTIONS, random_rotation
 
@@ -175,8 +177,8 @@ def read_sample(root: str | Path, split: str, index: int) -> dict[str, np.ndarra
     world = np.array(entry["world_coord"])
     rot, pos = np.array(cams[c]["camrot"][k]), np.array(cams[c]["campos"][k])
     cam = (rot @ (world - pos).T).T
-    f, p = np.array(cams[c]["focal"][k]), np.array(cams[c]["princpt"][k])
-    uv = cam[:, :2] / np.maximum(cam[:, 2:], 1e-9) * f + p
+    intr = Intrinsics.from_array([*cams[c]["focal"][k], *cams[c]["princpt"][k]])
+    uv = intr.project(np.column_stack([cam[:, :2], np.maximum(cam[:, 2], 1e-9)]))
     image = cv2.imread(str(root / "images" / split / info["file_name"]))[..., ::-1]
     mask_path = root / "masks" / split / info["file_name"].replace(".jpg", ".png")
     seg = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
