@@ -1,20 +1,7 @@
 """InterHand2.6M-layout datasets: GT-box crops, the paper's augmentations, labels moved exactly.
 
-Layout read (InterHand2.6M's official one; also what ``dfl-train synth`` and ``dfl-train
-pseudolabel`` write)::
-
-    ROOT/images/{split}/<file_name>
-    ROOT/annotations/{split}/InterHand2.6M_{split}_data.json       COCO-style images + annotations
-    ROOT/annotations/{split}/InterHand2.6M_{split}_camera.json     {capture: {campos, camrot, focal,
-                                                                    princpt: {camera: ...}}}
-    ROOT/annotations/{split}/InterHand2.6M_{split}_joint_3d.json   {capture: {frame_idx: {
-                                                                    world_coord (42x3 mm),
-                                                                    joint_valid, ...}}}
-    ROOT/masks/{split}/<file_name with .png>                       optional part segmentation
-
-Camera coordinates are ``camrot @ (world - campos)`` (mm, OpenCV axes); pixels are
-``focal * xy / z + princpt``. JSON object keys are strings in the real files (captures, cameras,
-frame indices), so every lookup goes through ``str()``.
+The layout (files, JSON fields, camera convention) is ``training.interhand``'s; it is also what
+``dfl-train synth`` and ``dfl-train pseudolabel`` write.
 
 Extension fields (optional, per annotation; written by ``dfl-train pseudolabel``, defaults in
 brackets, see ``docs/training.md``): ``depth_confidence`` [1.0] weight of the depth term for that
@@ -35,7 +22,6 @@ loss and evaluation: ``depth_weight`` (42,), ``presence_valid`` (2,), ``root_val
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,12 +40,15 @@ from dfl_infer.joints import (
     ROOT_INDICES,
     flip_seg_classes,
 )
-from dfl_infer.lift import Intrinsics
+from dfl_infer.training.interhand import (
+    HAND_TYPES,
+    image_path,
+    mask_path,
+    read_annotations,
+)
 from dfl_infer.training.losses import SEG_IGNORE
 
 logger = logging.getLogger(__name__)
-
-HAND_TYPES = ("right", "left", "interacting")
 
 
 @dataclass(frozen=True)
@@ -121,13 +110,6 @@ class Sample:
         return box
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"annotation file not found: {path}") from None
-
-
 def _flat(value: Any, n: int, name: str) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64).reshape(-1)
     if arr.size != n:
@@ -137,33 +119,16 @@ def _flat(value: Any, n: int, name: str) -> np.ndarray:
 
 def load_samples(root: str | Path, split: str) -> list[Sample]:
     """Parse an InterHand2.6M-layout folder into samples (one per annotation)."""
-    root = Path(root)
-    ann_dir = root / "annotations" / split
-    if not ann_dir.is_dir():
-        raise NotADirectoryError(f"{ann_dir} does not exist: expected InterHand2.6M's layout")
-    prefix = f"InterHand2.6M_{split}"
-    data = _load_json(ann_dir / f"{prefix}_data.json")
-    cameras = _load_json(ann_dir / f"{prefix}_camera.json")
-    joints3d = _load_json(ann_dir / f"{prefix}_joint_3d.json")
-    images = {img["id"]: img for img in data["images"]}
-    mask_dir = root / "masks" / split
     samples = []
-    for ann in data["annotations"]:
-        img = images[ann["image_id"]]
-        capture, cam, frame = str(img["capture"]), str(img["camera"]), str(img["frame_idx"])
-        c = cameras[capture]
-        campos = np.asarray(c["campos"][cam], dtype=np.float64).reshape(3)
-        camrot = np.asarray(c["camrot"][cam], dtype=np.float64).reshape(3, 3)
-        focal = np.asarray(c["focal"][cam], dtype=np.float64).reshape(2)
-        princpt = np.asarray(c["princpt"][cam], dtype=np.float64).reshape(2)
-        j3 = joints3d[capture][frame]
-        world = np.asarray(j3["world_coord"], dtype=np.float64).reshape(NUM_JOINTS, 3)
-        cam_xyz = (camrot @ (world - campos).T).T
+    for record in read_annotations(root, split):
+        ann, j3 = record.annotation, record.joint_3d
+        cam_xyz = record.joints_cam()
         valid = _flat(ann.get("joint_valid", j3["joint_valid"]), NUM_JOINTS, "joint_valid") > 0
         valid &= _flat(j3["joint_valid"], NUM_JOINTS, "joint_valid") > 0
         valid &= cam_xyz[:, 2] > 1.0  # behind or on the camera: no projection
         z = np.where(cam_xyz[:, 2] > 1.0, cam_xyz[:, 2], 1.0)
-        uv = Intrinsics.from_array([*focal, *princpt]).project(np.column_stack([cam_xyz[:, :2], z]))
+        intrinsics = record.camera.intrinsics
+        uv = intrinsics.project(np.column_stack([cam_xyz[:, :2], z]))
         hand_type = str(ann.get("hand_type", j3.get("hand_type", "interacting")))
         if hand_type not in HAND_TYPES:
             raise ValueError(f"annotation {ann.get('id')}: unknown hand_type {hand_type!r}")
@@ -173,11 +138,11 @@ def load_samples(root: str | Path, split: str) -> list[Sample]:
         valid &= np.repeat(np.array(present, dtype=bool), NUM_HAND_JOINTS)
         depth_valid = np.asarray(ann.get("depth_valid", valid), dtype=np.float64).reshape(-1) > 0
         depth_w = float(ann.get("depth_confidence", 1.0)) * (valid & depth_valid)
-        mask_path = mask_dir / Path(img["file_name"]).with_suffix(".png")
+        mask = mask_path(root, split, record.file_name)
         samples.append(
             Sample(
-                image_path=root / "images" / split / img["file_name"],
-                mask_path=mask_path if mask_path.is_file() else None,
+                image_path=image_path(root, split, record.file_name),
+                mask_path=mask if mask.is_file() else None,
                 joints_cam=cam_xyz,
                 joints_img=uv,
                 joint_valid=valid,
@@ -186,7 +151,7 @@ def load_samples(root: str | Path, split: str) -> list[Sample]:
                 hand_type_valid=bool(ann.get("hand_type_valid", 1))
                 and not bool(ann.get("hand_missing", 0)),
                 root_depth_valid=bool(ann.get("root_depth_valid", 1)),
-                intrinsics=np.array([*focal, *princpt]),
+                intrinsics=np.array([*record.camera.focal, *record.camera.princpt]),
             )
         )
     logger.info(

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import os
 import shutil
@@ -56,6 +55,7 @@ from dfl_infer.image import IMAGE_SUFFIXES
 from dfl_infer.joints import NUM_HAND_JOINTS, NUM_JOINTS, WRIST
 from dfl_infer.lift import MAX_ROOT_DEPTH_MM, MIN_ROOT_DEPTH_MM, Intrinsics
 from dfl_infer.training.holdout import HOLDOUT_SIZE, SUBSETS, photo_names, select_subset
+from dfl_infer.training.interhand import AnnotationWriter, images_dir
 
 logger = logging.getLogger(__name__)
 
@@ -129,21 +129,15 @@ def pseudolabel_folder(
             detector = HandDetector(max_hands=4)
         else:  # MediaPipe's in-graph hand presence gate
             detector = HandDetector(max_hands=4, min_presence_confidence=min_presence)
-    root = Path(out)
-    img_dir, ann_dir = root / "images" / split, root / "annotations" / split
+    img_dir = images_dir(out, split)
     img_dir.mkdir(parents=True, exist_ok=True)
-    ann_dir.mkdir(parents=True, exist_ok=True)
     info = {
         "source": "dfl-train pseudolabel",
         "subset": subset,
         "holdout_size": holdout_size,
         "min_presence": min_presence,
     }
-    data: dict[str, Any] = {"info": info, "images": [], "annotations": []}
-    cams: dict[str, dict[str, dict[str, Any]]] = {
-        "0": {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}}
-    }
-    joints: dict[str, dict[str, Any]] = {"0": {}}
+    writer = AnnotationWriter()
     stats = Counter(images=len(files), folder_images=len(names))
     for path in files:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -175,7 +169,6 @@ def pseudolabel_folder(
                 os.symlink(path.resolve(), dst)
         intr = Intrinsics.default(w, h)
         for group in group_hands([d.box for d in dets], [d.handedness for d in dets]):
-            image_id = len(data["images"])
             cam_xyz = np.zeros((NUM_JOINTS, 3))
             valid = np.zeros(NUM_JOINTS)
             depth_valid = np.zeros(NUM_JOINTS)
@@ -196,50 +189,35 @@ def pseudolabel_folder(
             # A lone hand may hide an undetected partner unless a box list vouches for the count.
             type_valid = not missing and (len(sides) == 2 or expected is not None)
             box = points_box(np.concatenate([dets[k].landmarks for k in group]))
-            cam = str(image_id)
-            cams["0"]["campos"][cam] = [0.0, 0.0, 0.0]
-            cams["0"]["camrot"][cam] = np.eye(3).tolist()
-            cams["0"]["focal"][cam] = [intr.fx, intr.fy]
-            cams["0"]["princpt"][cam] = [intr.cx, intr.cy]
-            joints["0"][str(image_id)] = {
-                "world_coord": cam_xyz.round(3).tolist(),
-                "joint_valid": valid.tolist(),
-                "hand_type": hand_type,
-                "hand_type_valid": int(type_valid),
-            }
-            data["images"].append(
-                {
-                    "id": image_id,
-                    "file_name": path.name,
-                    "width": w,
-                    "height": h,
-                    "capture": 0,
-                    "camera": cam,
-                    "frame_idx": image_id,
-                }
-            )
-            data["annotations"].append(
-                {
-                    "id": image_id,
-                    "image_id": image_id,
-                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                    "joint_valid": [[v] for v in valid.tolist()],
-                    "hand_type": hand_type,
-                    "hand_type_valid": int(type_valid),
+            writer.add(
+                file_name=path.name,
+                width=w,
+                height=h,
+                capture=0,
+                camera_name=str(writer.next_id),  # one camera per annotation: its own intrinsics
+                camera={
+                    "campos": [0.0, 0.0, 0.0],
+                    "camrot": np.eye(3).tolist(),
+                    "focal": [intr.fx, intr.fy],
+                    "princpt": [intr.cx, intr.cy],
+                },
+                world_coord=cam_xyz.round(3).tolist(),
+                joint_valid=valid.tolist(),
+                hand_type=hand_type,
+                hand_type_valid=int(type_valid),
+                bbox=[box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                extra={
                     "depth_confidence": depth_confidence,
                     "depth_valid": depth_valid.tolist(),
                     "root_depth_valid": 0,
                     "hand_missing": int(missing),
                     "source": "mediapipe",
                     "scores": scores,
-                }
+                },
             )
             stats["annotations"] += 1
             stats[hand_type] += 1
-    prefix = ann_dir / f"InterHand2.6M_{split}"
-    Path(f"{prefix}_data.json").write_text(json.dumps(data))
-    Path(f"{prefix}_camera.json").write_text(json.dumps(cams))
-    Path(f"{prefix}_joint_3d.json").write_text(json.dumps(joints))
+    writer.write(out, split, info=info)
     logger.info("pseudo-labels: %s", dict(stats))
     return dict(stats)
 

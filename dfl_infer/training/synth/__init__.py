@@ -4,9 +4,11 @@ Training-only; the inference path never imports it. See ``engine.py`` for the ba
 ``dataset.py`` for the on-disk layout.
 """
 
+from dfl_infer.training.interhand import HAND_TYPES
+
 from .dataset import read_sample, write_dataset
 from .engine import EngineConfig, SynthEngine, SynthStream
-from .scene import HAND_TYPES, INTERACTIONS, POSE_SHAPES, SceneConfig
+from .scene import INTERACTIONS, POSE_SHAPES, SceneConfig
 from .surface import load_surfaces, procedural_surface
 
 __all__ = [

@@ -1,36 +1,35 @@
-"""Write synthetic samples to disk in InterHand2.6M's official layout.
+"""Write synthetic samples to disk in InterHand2.6M's layout (``training.interhand`` owns it).
 
-Layout under ``out``::
+Files under ``out``::
 
-    images/{split}/Capture{c}/synth_{hand_type}/cam{k}/image{frame}.jpg    256x256 RGB, JPEG q95
-    masks/{split}/Capture{c}/synth_{hand_type}/cam{k}/image{frame}.png     part labels (extension)
-    annotations/{split}/InterHand2.6M_{split}_data.json
-    annotations/{split}/InterHand2.6M_{split}_camera.json
-    annotations/{split}/InterHand2.6M_{split}_joint_3d.json
+    images/{split}/Capture{c}/synth_{hand_type}_{kind}/cam{k}/image{frame}.jpg    256x256, q95
+    masks/{split}/<the same path>.png            part labels (uint8 ``joints.SEG_CLASS_NAMES``)
+    annotations/{split}/InterHand2.6M_{split}_{data,camera,joint_3d}.json
 
-The JSON files follow InterHand2.6M: ``data`` is COCO-style (images with capture, camera,
-frame_idx, seq_name; annotations with bbox [x, y, w, h] of the joints, joint_valid as 42 lists of
-[0/1], hand_type "right"/"left"/"interacting", hand_type_valid); ``camera`` maps capture -> campos
-(mm), camrot (3x3), focal [fx, fy], princpt [cx, cy] per camera; ``joint_3d`` maps capture ->
-frame_idx -> world_coord (42x3 mm), joint_valid (42), hand_type, hand_type_valid. Every image has
-its own random camera pose and camera frame = camrot . (world - campos), as in InterHand2.6M.
-The *extension*: ``masks/`` holds a PNG per image (uint8, class ids of joints.SEG_CLASS_NAMES,
-0 = background) at the image's path with ``images`` -> ``masks`` and ``.jpg`` -> ``.png``.
+Every image has its own random camera pose (camera frame = camrot . (world - campos), as in
+InterHand2.6M), one annotation, ``seq_name`` ``synth_{hand_type}_{interaction}`` and a ``bbox``
+tight around its valid joints.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dfl_infer.lift import Intrinsics
+from dfl_infer.training.interhand import (
+    HAND_TYPES,
+    AnnotationWriter,
+    Camera,
+    image_path,
+    mask_path,
+    read_annotations,
+)
 
 from .engine import SynthEngine
-from .scene import HAND_TYPES, INTERACTIONS, random_rotation
+from .scene import INTERACTIONS, random_rotation
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +64,9 @@ def write_dataset(
         raise ValueError(f"n must be >= 1, got {n}")
     seed = DEFAULT_SEEDS[split] if seed is None else seed
     out = Path(out)
-    ann_dir = out / "annotations" / split
-    ann_dir.mkdir(parents=True, exist_ok=True)
     g = torch.Generator(device=engine.device)
     g.manual_seed(seed)
-    images, annotations = [], []
-    cameras: dict[str, dict[str, dict[str, list]]] = {}
-    joint_3d: dict[str, dict[str, dict]] = {}
+    writer = AnnotationWriter()
     done = 0
     while done < n:
         b = min(batch_size, n - done)
@@ -91,71 +86,47 @@ def write_dataset(
         inter = batch["interaction"].cpu().numpy()
         for i in range(b):
             idx = done + i
-            capture, cam_name = str(idx // FRAMES_PER_CAPTURE), str(400000 + idx)
+            capture, cam_name = idx // FRAMES_PER_CAPTURE, str(400000 + idx)
             hand_type = HAND_TYPES[int(htype[i])]
             kind = INTERACTIONS[int(inter[i])] if inter[i] >= 0 else "single"
             seq = f"synth_{hand_type}_{kind}"
-            rel = f"Capture{capture}/{seq}/cam{cam_name}/image{idx:06d}"
-            for root, ext, data in (
-                ("images", ".jpg", img[i][..., ::-1]),
-                ("masks", ".png", seg[i]),
+            file_name = f"Capture{capture}/{seq}/cam{cam_name}/image{idx:06d}.jpg"
+            for path, data in (
+                (image_path(out, split, file_name), img[i][..., ::-1]),
+                (mask_path(out, split, file_name), seg[i]),
             ):
-                path = out / root / split / (rel + ext)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else []
+                params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix == ".jpg" else []
                 if not cv2.imwrite(str(path), np.ascontiguousarray(data), params):
                     raise OSError(f"could not write {path}")
-            world = cam[i] @ camrot[i] + campos[i]  # camrot^T . cam + campos, row vectors
-            world = world * valid[i][:, None]
+            camera = Camera(campos[i], camrot[i], intr[i, :2], intr[i, 2:])
+            world = camera.to_world(cam[i]) * valid[i][:, None]
             vis_uv = uvd[i][valid[i] > 0, :2]
             x0, y0 = vis_uv.min(0)
             x1, y1 = vis_uv.max(0)
-            images.append(
-                {
-                    "id": idx,
-                    "file_name": rel + ".jpg",
-                    "width": img.shape[2],
-                    "height": img.shape[1],
-                    "capture": int(capture),
-                    "camera": cam_name,
-                    "frame_idx": idx,
-                    "seq_name": seq,
-                }
+            writer.add(
+                file_name=file_name,
+                width=img.shape[2],
+                height=img.shape[1],
+                capture=capture,
+                camera_name=cam_name,
+                camera={
+                    "campos": _r(camera.campos),
+                    "camrot": _r(camera.camrot, 8),
+                    "focal": _r(camera.focal),
+                    "princpt": _r(camera.princpt),
+                },
+                world_coord=_r(world),
+                joint_valid=[int(v) for v in valid[i]],
+                hand_type=hand_type,
+                hand_type_valid=1,
+                bbox=_r([x0, y0, x1 - x0, y1 - y0], 2),
+                seq_name=seq,
             )
-            annotations.append(
-                {
-                    "id": idx,
-                    "image_id": idx,
-                    "bbox": _r([x0, y0, x1 - x0, y1 - y0], 2),
-                    "joint_valid": [[int(v)] for v in valid[i]],
-                    "hand_type": hand_type,
-                    "hand_type_valid": 1,
-                }
-            )
-            cams = cameras.setdefault(
-                capture, {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}}
-            )
-            cams["campos"][cam_name] = _r(campos[i])
-            cams["camrot"][cam_name] = _r(camrot[i], 8)
-            cams["focal"][cam_name] = _r(intr[i, :2])
-            cams["princpt"][cam_name] = _r(intr[i, 2:])
-            joint_3d.setdefault(capture, {})[str(idx)] = {
-                "world_coord": _r(world),
-                "joint_valid": [int(v) for v in valid[i]],
-                "hand_type": hand_type,
-                "hand_type_valid": 1,
-            }
         done += b
         logger.info("%s: %d / %d images", split, done, n)
-    files = {
-        "data": {"images": images, "annotations": annotations},
-        "camera": cameras,
-        "joint_3d": joint_3d,
-    }
-    for name, content in files.items():
-        with open(ann_dir / f"InterHand2.6M_{split}_{name}.json", "w") as fh:
-            json.dump(content, fh, separators=(",", ":"))
-    return {"images": len(images), "annotations": len(annotations)}
+    writer.write(out, split)
+    return {"images": len(writer.images), "annotations": len(writer.annotations)}
 
 
 def read_sample(root: str | Path, split: str, index: int) -> dict[str, np.ndarray]:
@@ -163,29 +134,17 @@ def read_sample(root: str | Path, split: str, index: int) -> dict[str, np.ndarra
     (42, 3) mm (from world_coord and the camera), joints_uv (42, 2) px, joint_valid (42,)."""
     import cv2
 
-    root = Path(root)
-    ann = root / "annotations" / split
-
-    def load(name: str) -> dict:
-        with open(ann / f"InterHand2.6M_{split}_{name}.json") as fh:
-            return json.load(fh)
-
-    data, cams, j3d = load("data"), load("camera"), load("joint_3d")
-    info = data["images"][index]
-    c, k = str(info["capture"]), info["camera"]
-    entry = j3d[c][str(info["frame_idx"])]
-    world = np.array(entry["world_coord"])
-    rot, pos = np.array(cams[c]["camrot"][k]), np.array(cams[c]["campos"][k])
-    cam = (rot @ (world - pos).T).T
-    intr = Intrinsics.from_array([*cams[c]["focal"][k], *cams[c]["princpt"][k]])
-    uv = intr.project(np.column_stack([cam[:, :2], np.maximum(cam[:, 2], 1e-9)]))
-    image = cv2.imread(str(root / "images" / split / info["file_name"]))[..., ::-1]
-    mask_path = root / "masks" / split / info["file_name"].replace(".jpg", ".png")
-    seg = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
+    # One annotation per image in what write_dataset writes: annotation i is image i.
+    record = read_annotations(root, split)[index]
+    cam = record.joints_cam()
+    z = np.maximum(cam[:, 2], 1e-9)
+    uv = record.camera.intrinsics.project(np.column_stack([cam[:, :2], z]))
+    image = cv2.imread(str(image_path(root, split, record.file_name)))[..., ::-1]
+    seg = cv2.imread(str(mask_path(root, split, record.file_name)), cv2.IMREAD_UNCHANGED)
     return {
         "image": image,
         "seg": seg,
         "joints_cam": cam,
         "joints_uv": uv,
-        "joint_valid": np.array(entry["joint_valid"]),
+        "joint_valid": np.array(record.joint_3d["joint_valid"]),
     }

@@ -21,7 +21,7 @@ seg                (B,S,S) int64   33 part classes, joints.SEG_CLASS_NAMES (0 ba
                                    also forearm and sleeve; 1-16 right, 17-32 left)
 intrinsics         (B,4) f32       fx, fy, cx, cy in image pixels
 rel_root_depth     (B,) f32        left wrist z - right wrist z (mm), 0 unless both present
-hand_type          (B,) int64      0 right, 1 left, 2 interacting (scene.HAND_TYPES)
+hand_type          (B,) int64      0 right, 1 left, 2 interacting (interhand.HAND_TYPES)
 interaction        (B,) int64      index into scene.INTERACTIONS, -1 for a single hand
 depth              (B,S,S) f32     z-buffer in mm (inf on background)
 =================  ==============  =====================================================

@@ -36,7 +36,6 @@ from .skeleton import (
 
 POSE_SHAPES: tuple[str, ...] = ("open", "fist", "pinch", "point", "count", "grasp", "random")
 INTERACTIONS: tuple[str, ...] = ("touch", "cross", "clasp", "interlace", "occlude")
-HAND_TYPES: tuple[str, ...] = ("right", "left", "interacting")
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,10 @@ class Scene:
     """A batch of B scenes in the camera frame (x right, y down, z forward; mm).
 
     ``joints`` (B, 2, 21, 3) both hands (right, left) even when absent; ``frames`` (B, 2, 22, 3, 4)
-    skinning transforms; ``present`` (B, 2) bool; ``hand_type`` (B,) index into HAND_TYPES;
-    ``interaction`` (B,) index into INTERACTIONS or -1; ``intrinsics`` (B, 4) fx, fy, cx, cy in
-    image pixels; ``size`` (B,) hand scale against the template; ``angles`` (B, 2, 20, 3) radians.
+    skinning transforms; ``present`` (B, 2) bool; ``hand_type`` (B,) index into
+    ``interhand.HAND_TYPES``; ``interaction`` (B,) index into INTERACTIONS or -1; ``intrinsics``
+    (B, 4) fx, fy, cx, cy in image pixels; ``size`` (B,) hand scale against the template;
+    ``angles`` (B, 2, 20, 3) radians.
     """
 
     joints: torch.Tensor
