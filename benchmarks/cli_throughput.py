@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = p.parse_args(argv)
 
-    from dfl_infer.detect import ENV_BUNDLE, ENV_CACHE_DIR, resolve_bundle
+    from dfl_infer.bundle import ENV_BUNDLE, resolve_bundle
+    from dfl_infer.cache import ENV_CACHE_DIR
 
     bundle = resolve_bundle() if "detector" in args.modes.split(",") else None
 

@@ -104,7 +104,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from dfl_infer.backends import OnnxRuntimeRunner, TorchRunner
-    from dfl_infer.detect import default_cache_dir
+    from dfl_infer.cache import default_cache_dir
     from dfl_infer.image import load_image
     from dfl_infer.predictor import DFLPredictor
 
@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     # The children export and load ONNX graphs in a temporary cache folder (the user's cache is
     # untouched) and find the detector bundle where it is now.
     from dfl_infer.backends import exported_model
-    from dfl_infer.detect import ENV_BUNDLE, ENV_CACHE_DIR, resolve_bundle
+    from dfl_infer.bundle import ENV_BUNDLE, resolve_bundle
+    from dfl_infer.cache import ENV_CACHE_DIR
 
     if not args.box:
         os.environ[ENV_BUNDLE] = str(resolve_bundle())

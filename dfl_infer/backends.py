@@ -117,7 +117,7 @@ def exported_model(
 ) -> Path:
     """The model as a batch-1 ONNX file in the cache, exporting it on first use (or ``force``)."""
     from dfl_infer._atomic import atomic_path
-    from dfl_infer.detect import default_cache_dir
+    from dfl_infer.cache import default_cache_dir
     from dfl_infer.export import export_onnx
 
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"

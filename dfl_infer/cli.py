@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
     if workers > 0 and args.box is None:
         # The workers run MediaPipe too; find (or fetch) its bundle once, here, so a missing
         # bundle is one clear error instead of one per worker.
-        from dfl_infer.detect import resolve_bundle
+        from dfl_infer.bundle import resolve_bundle
 
         bundle = resolve_bundle()
     bar = tqdm(total=len(paths), unit="img", disable=True if args.quiet else None, file=sys.stderr)
@@ -428,7 +428,7 @@ def _write_vis(path: Path, rgb: Any, pred: Any) -> None:
 
 def fetch(argv: Sequence[str]) -> int:
     args = build_fetch_parser().parse_args(argv)
-    from dfl_infer.detect import fetch_detector
+    from dfl_infer.bundle import fetch_detector
 
     path = fetch_detector(
         dest=Path(args.dest) if args.dest else None,

@@ -151,7 +151,7 @@ def test_stdout_output(tiny_weights, folder) -> None:
 
 def test_examples_with_real_detector(tiny_weights, tmp_path) -> None:
     """The examples through MediaPipe and the crop planning (random weights: no accuracy)."""
-    from dfl_infer.detect import DetectorUnavailableError, resolve_bundle
+    from dfl_infer.bundle import DetectorUnavailableError, resolve_bundle
 
     try:
         resolve_bundle(allow_download=False)

@@ -1,11 +1,13 @@
-"""Tests of dfl_infer.detect: bundle lookup order, offline assembly and checks, and the detector
-on a real photo (skipped when the bundle or the shared photos are absent). No network is used.
+"""Tests of the hand detector and its model bundle (dfl_infer.bundle): lookup order, offline
+download and assembly and their checks, and the detector on a real photo (skipped when the bundle
+or the shared photos are absent). No network is used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,18 +15,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dfl_infer import detect
-from dfl_infer.detect import (
+from dfl_infer.bundle import (
     BUNDLE_FILENAME,
+    ENV_BUNDLE,
     WHEEL_MEMBERS,
     DetectorUnavailableError,
-    HandDetector,
     assemble_bundle,
+    default_bundle_path,
     download_bundle,
     fetch_detector,
     resolve_bundle,
     validate_bundle,
 )
+from dfl_infer.cache import ENV_CACHE_DIR, default_cache_dir
+from dfl_infer.detect import HandDetector
 
 WILD_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "wild"
 # Two hands, backs to the camera, fingers crossed: the person's right hand on the image left.
@@ -38,8 +42,8 @@ FAKE_TFLITE = b"\x1c\x00\x00\x00TFL3" + bytes(56)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No env var, an empty cache folder; returns the cache folder."""
     cache = tmp_path / "cache"
-    monkeypatch.delenv(detect.ENV_BUNDLE, raising=False)
-    monkeypatch.setenv(detect.ENV_CACHE_DIR, str(cache))
+    monkeypatch.delenv(ENV_BUNDLE, raising=False)
+    monkeypatch.setenv(ENV_CACHE_DIR, str(cache))
     return cache
 
 
@@ -68,17 +72,17 @@ def test_resolution_order(clean_env: Path, tmp_path: Path, monkeypatch: pytest.M
     cached = _fake_bundle(clean_env / BUNDLE_FILENAME)
 
     assert resolve_bundle(allow_download=False) == cached
-    monkeypatch.setenv(detect.ENV_BUNDLE, str(from_env))
+    monkeypatch.setenv(ENV_BUNDLE, str(from_env))
     assert resolve_bundle(allow_download=False) == from_env
     assert resolve_bundle(explicit, allow_download=False) == explicit
 
 
 def test_cache_dir_fallbacks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(detect.ENV_CACHE_DIR, raising=False)
+    monkeypatch.delenv(ENV_CACHE_DIR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert detect.default_bundle_path() == tmp_path / "xdg" / "dfl-infer" / BUNDLE_FILENAME
+    assert default_bundle_path() == tmp_path / "xdg" / "dfl-infer" / BUNDLE_FILENAME
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert detect.default_cache_dir() == Path.home() / ".cache" / "dfl-infer"
+    assert default_cache_dir() == Path.home() / ".cache" / "dfl-infer"
 
 
 def test_missing_explicit_path_is_an_error_not_a_fallthrough(
@@ -87,8 +91,8 @@ def test_missing_explicit_path_is_an_error_not_a_fallthrough(
     _fake_bundle(clean_env / BUNDLE_FILENAME)
     with pytest.raises(DetectorUnavailableError, match="does not exist"):
         resolve_bundle(tmp_path / "typo.task", allow_download=False)
-    monkeypatch.setenv(detect.ENV_BUNDLE, str(tmp_path / "typo.task"))
-    with pytest.raises(DetectorUnavailableError, match=detect.ENV_BUNDLE):
+    monkeypatch.setenv(ENV_BUNDLE, str(tmp_path / "typo.task"))
+    with pytest.raises(DetectorUnavailableError, match=ENV_BUNDLE):
         resolve_bundle(allow_download=False)
 
 
@@ -96,7 +100,7 @@ def test_nothing_available_without_download(clean_env: Path) -> None:
     with pytest.raises(DetectorUnavailableError) as info:
         resolve_bundle(allow_download=False)
     message = str(info.value)
-    assert "dfl-infer fetch-detector" in message and detect.ENV_BUNDLE in message
+    assert "dfl-infer fetch-detector" in message and ENV_BUNDLE in message
 
 
 def test_construction_is_lazy(clean_env: Path) -> None:
@@ -114,7 +118,7 @@ def test_assemble_from_wheel_makes_a_stored_zip(
     clean_env: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     wheel = _fake_wheel(tmp_path / "mediapipe-0.10.21-py3-none-any.whl")
-    with caplog.at_level(logging.INFO, logger="dfl_infer.detect"):
+    with caplog.at_level(logging.INFO, logger="dfl_infer.bundle"):
         out = fetch_detector(wheel=wheel)
     assert out == clean_env / BUNDLE_FILENAME
     with zipfile.ZipFile(out) as zf:
@@ -181,8 +185,9 @@ def test_download_checks_hash_and_writes_atomically(tmp_path: Path) -> None:
     source = _fake_bundle(tmp_path / "served.task")
     good = hashlib.sha256(source.read_bytes()).hexdigest()
     dest = tmp_path / "cache" / BUNDLE_FILENAME
-    assert download_bundle(dest, url=source.as_uri(), sha256=good) == dest
+    assert download_bundle(dest, url=source.as_uri(), sha256=good, progress=False) == dest
     assert dest.read_bytes() == source.read_bytes()
+    assert socket.getdefaulttimeout() is None  # the download's timeout was scoped to it
 
     other = tmp_path / "cache2" / BUNDLE_FILENAME
     with pytest.raises(DetectorUnavailableError, match="expected"):

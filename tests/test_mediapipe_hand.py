@@ -19,7 +19,7 @@ EXAMPLES = sorted((REPO / "examples").glob("*.jpg"))
 
 
 def _bundle() -> Path:
-    from dfl_infer.detect import DetectorUnavailableError, resolve_bundle
+    from dfl_infer.bundle import DetectorUnavailableError, resolve_bundle
 
     try:
         return resolve_bundle(allow_download=False)

@@ -2,7 +2,7 @@
 
 - ``mediapipe``: MediaPipe's hand-landmark network (trained on real hands; Apache-2.0), read from
   ``hand_landmarks_detector.tflite`` inside a ``hand_landmarker.task`` bundle (found as the
-  detector finds it: ``dfl_infer.detect.resolve_bundle``), from the mediapipe 0.10.21 wheel's
+  detector finds it: ``dfl_infer.bundle.resolve_bundle``), from the mediapipe 0.10.21 wheel's
   ``hand_landmark_full.tflite``, or from a path. The tflite graph is read with the ``tflite``
   package (a pure-Python flatbuffers schema, imported lazily), its fp16 weights expanded and
   mapped onto :class:`~dfl_infer.model.mediapipe_hand.MediaPipeHandLandmarker` by walking the
@@ -42,7 +42,7 @@ def read_tflite_bytes(source: str | Path | None = None) -> bytes:
     """The landmark model's tflite bytes: a ``.tflite`` file, a ``.task`` bundle, a mediapipe
     wheel, or (None) the bundle the detector uses."""
     if source is None:
-        from dfl_infer.detect import resolve_bundle
+        from dfl_infer.bundle import resolve_bundle
 
         source = resolve_bundle()
     path = Path(source).expanduser()
