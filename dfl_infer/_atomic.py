@@ -4,10 +4,12 @@ a reader never sees half a file and a failed write leaves the old file untouched
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -26,3 +28,12 @@ def atomic_path(dest: str | Path, suffix: str = ".tmp", mode: int = 0o644) -> It
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(dest: str | Path, data: Any, indent: int = 1) -> None:
+    """``data`` as JSON at ``dest``, atomically and flushed to disk before the rename."""
+    with atomic_path(dest) as tmp, tmp.open("w") as f:
+        json.dump(data, f, indent=indent)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,13 +1,24 @@
-"""Result types: ``Hand`` and ``Prediction``, frozen, with documented shapes, units and frames."""
+"""Result types and the output schema: ``Hand`` and ``Prediction`` (frozen, with documented
+shapes, units and frames) and the JSON document that ``dfl-infer`` writes (README, "Output
+JSON"). A change of the schema's meaning bumps ``SCHEMA_VERSION``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from dfl_infer.joints import HAND_JOINT_NAMES
 from dfl_infer.lift import Intrinsics
+
+SCHEMA_VERSION = 1
+UNITS: dict[str, str] = {
+    "joints_2d": "pixels",
+    "joints_3d": "millimetres, camera frame",
+    "joints_3d_rel": "millimetres, relative to the wrist",
+}
 
 
 def _round(a: np.ndarray, digits: int) -> list[Any]:
@@ -69,3 +80,16 @@ class Prediction:
             "box": None if self.box is None else _round(self.box, 2),
             "hands": [h.to_dict() for h in self.hands],
         }
+
+
+def results_document(model: dict[str, Any], images: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The whole output JSON: ``model`` says what ran (``files.model_info``), ``images`` holds one
+    entry per input file (``files.FileResult.to_dict``: path, size, intrinsics, box, hands and
+    error)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": model,
+        "joint_names": list(HAND_JOINT_NAMES),
+        "units": dict(UNITS),
+        "images": list(images),
+    }

@@ -1,10 +1,13 @@
 """Overlays: the 2D skeleton of every predicted hand drawn on the image (right hands orange,
-left hands blue), plus the crop boxes the network saw."""
+left hands blue), plus the crop boxes the network saw; ``OverlayFolder`` writes them as JPEGs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from dfl_infer._atomic import atomic_path
 from dfl_infer.joints import HAND_BONES
 from dfl_infer.results import Prediction
 
@@ -52,3 +55,29 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, draw_boxes: bool = 
             cv2.LINE_AA,
         )
     return out
+
+
+class OverlayFolder:
+    """Writes one overlay JPEG per image into ``folder`` (created), named after the image's stem;
+    a later image with the same stem gets ``_2``, ``_3``, ... rather than overwriting it."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise NotADirectoryError(f"{self.folder} exists and is not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._used: set[str] = set()
+
+    def write(self, image_path: str | Path, rgb: np.ndarray, prediction: Prediction) -> Path:
+        from PIL import Image
+
+        stem = Path(image_path).stem
+        name, k = f"{stem}.jpg", 1
+        while name in self._used:
+            k += 1
+            name = f"{stem}_{k}.jpg"
+        self._used.add(name)
+        out = self.folder / name
+        with atomic_path(out) as tmp:
+            Image.fromarray(draw_prediction(rgb, prediction)).save(tmp, format="JPEG", quality=92)
+        return out

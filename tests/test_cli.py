@@ -219,7 +219,7 @@ def test_examples_with_real_detector(tiny_weights, tmp_path) -> None:
 def test_worker_dataset_detects_and_falls_back(folder) -> None:
     """In a worker, each image is decoded and its hands detected; a detector failure leaves the
     image to the main process (detections None) and a bad file becomes an error entry."""
-    from dfl_infer.cli import _DecodeDataset
+    from dfl_infer.files import _DecodeDataset
 
     class FailsOnce:
         calls = 0

@@ -7,26 +7,19 @@ Each tool module exposes ``add_parser(subparsers)``, which registers its subcomm
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
-# Modules that provide a subcommand, imported lazily so one broken tool cannot hide the others.
-_TOOLS = (
-    "dfl_infer.training.synth.cli",
-    "dfl_infer.training.fit",
-    "dfl_infer.training.evaluate",
-    "dfl_infer.training.pseudolabel",
-    "dfl_infer.training.holdout",
-)
+from dfl_infer.training import evaluate, fit, holdout, pseudolabel
+from dfl_infer.training.synth import cli as synth_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfl-train", description="Train and evaluate DFL models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in _TOOLS:
-        importlib.import_module(name).add_parser(sub)
+    for tool in (synth_cli, fit, evaluate, pseudolabel, holdout):
+        tool.add_parser(sub)
     return parser
 
 

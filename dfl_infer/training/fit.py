@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -427,61 +427,104 @@ def fit(cfg: FitConfig) -> Path:
         distributed.cleanup()
 
 
-def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
-    from tqdm import tqdm
+@dataclass
+class _Trainer:
+    """What a training run holds from one step to the next."""
 
+    cfg: FitConfig
+    info: distributed.DistInfo
+    model: DFLModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA | None
+    validator: Validator | None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+
+def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError("--steps and --batch-size must be >= 1")
     out = Path(cfg.out)
-    ckpt_path = out / CHECKPOINT_NAME
-    metrics_path = out / METRICS_NAME
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+    trainer = _build_trainer(cfg, info)
+    start = _resume(trainer)
+    if info.is_main:
+        _reset_metrics(out / METRICS_NAME, start)
+    _train(trainer, start)
+    return out
+
+
+def _build_trainer(cfg: FitConfig, info: distributed.DistInfo) -> _Trainer:
+    """The seeded model on its device, the optimizer, the schedule, EMA and the validator."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
-    mcfg = model.config
-    dev = info.device
-    cuda = dev.type == "cuda"
+    cuda = info.device.type == "cuda"
     if not cuda:
         keep_freed_memory()
-    validator = Validator(cfg, mcfg) if cfg.val and info.is_main else None
-    model.to(dev)
+    validator = Validator(cfg, model.config) if cfg.val and info.is_main else None
+    model.to(info.device)
     if cuda:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.steps))
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    start = 0
-    if cfg.resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        saved_cfg = DFLConfig.from_dict(state["model_config"], source=str(ckpt_path))
-        if dataclasses.replace(saved_cfg, metadata={}) != dataclasses.replace(mcfg, metadata={}):
-            raise ValueError(f"{ckpt_path} was trained with another architecture: {saved_cfg}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            if state.get("ema") is None:
-                ema = EMA(model, cfg.ema_decay)
-            else:
-                ema.load_state_dict(state["ema"])
-        _set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)])
-        start = int(state["step"])
-        if validator is not None:
-            validator.best = state.get("best")
-        logger.info("resumed from %s at step %d", ckpt_path, start)
-    elif cfg.resume:
-        logger.info("no %s yet: starting from scratch", ckpt_path)
-    if info.is_main and start == 0 and metrics_path.exists():
-        metrics_path.unlink()
-    elif info.is_main:
-        _trim_metrics(metrics_path, start)
+    return _Trainer(cfg, info, model, optimizer, scheduler, ema, validator)
 
+
+def _resume(t: _Trainer) -> int:
+    """With ``--resume``, restore the checkpoint's state into ``t``; returns the step to continue
+    after (0: from scratch)."""
+    ckpt_path = t.out / CHECKPOINT_NAME
+    if not t.cfg.resume:
+        return 0
+    if not ckpt_path.is_file():
+        logger.info("no %s yet: starting from scratch", ckpt_path)
+        return 0
+    state = load_checkpoint(ckpt_path)
+    saved_cfg = DFLConfig.from_dict(state["model_config"], source=str(ckpt_path))
+    model_cfg = t.model.config
+    if dataclasses.replace(saved_cfg, metadata={}) != dataclasses.replace(model_cfg, metadata={}):
+        raise ValueError(f"{ckpt_path} was trained with another architecture: {saved_cfg}")
+    t.model.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.scheduler.load_state_dict(state["scheduler"])
+    if t.ema is not None:
+        if state.get("ema") is None:
+            t.ema = EMA(t.model, t.cfg.ema_decay)
+        else:
+            t.ema.load_state_dict(state["ema"])
+    _set_rng_state(state["rng"][min(t.info.rank, len(state["rng"]) - 1)])
+    start = int(state["step"])
+    if t.validator is not None:
+        t.validator.best = state.get("best")
+    logger.info("resumed from %s at step %d", ckpt_path, start)
+    return start
+
+
+def _reset_metrics(path: Path, start: int) -> None:
+    """A fresh run starts a new metrics.jsonl; a resumed one drops the steps it will redo."""
+    if start == 0:
+        path.unlink(missing_ok=True)
+    else:
+        _trim_metrics(path, start)
+
+
+def _train(t: _Trainer, start: int) -> None:
+    """Steps ``start + 1`` .. the last one, logging and saving on their schedules."""
+    from tqdm import tqdm
+
+    cfg, info, model = t.cfg, t.info, t.model
+    dev = info.device
     net: nn.Module = model
     if info.distributed:
+        cuda = dev.type == "cuda"
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
-    loss_fn = DFLLoss(LossConfig(), input_size=mcfg.input_size)
-    specs, iters = build_sources(cfg, mcfg, info, start + 1)
+    loss_fn = DFLLoss(LossConfig(), input_size=model.config.input_size)
+    specs, iters = build_sources(cfg, model.config, info, start + 1)
     weights = [s.weight for s in specs]
     end = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
     bar = tqdm(
@@ -491,57 +534,92 @@ def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
         desc="fit",
         dynamic_ncols=True,
     )
-    t_last, steps_since = time.perf_counter(), 0
+    rate = _StepRate()
     for step in range(start + 1, end + 1):
         batch, j = next_batch(cfg, step, iters, weights, dev)
-        if batch["image"].shape[-1] != mcfg.input_size:
+        if batch["image"].shape[-1] != model.config.input_size:
             raise ValueError(
                 f"{specs[j].kind} gives {batch['image'].shape[-1]}px images; the model takes "
-                f"{mcfg.input_size}px"
+                f"{model.config.input_size}px"
             )
-        x = normalize(batch["image"], mcfg, channels_last=cuda)
-        with autocast(dev):
-            outputs = net(x)
-        losses = loss_fn(outputs, batch)  # float32 outside autocast
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if cfg.grad_clip > 0
-            else torch.tensor(float("nan"))
-        )
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update(model)
-        steps_since += 1
+        losses, grad_norm = _train_step(t, net, loss_fn, batch)
+        rate.steps += 1
         bar.update(1)
         last = step == end
         if step % cfg.log_every == 0 or last:
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            values = distributed.mean_over_ranks(values, info)
-            now = time.perf_counter()
-            record = {
-                "step": step,
-                **values,
-                "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm": float(grad_norm),
-                "source": specs[j].kind if j >= 0 else "mix",
-                "steps_per_s": steps_since / max(now - t_last, 1e-9),
-            }
-            t_last, steps_since = now, 0
-            if not math.isfinite(values["loss"]):
-                raise FloatingPointError(f"loss is {values['loss']} at step {step}")
-            if info.is_main:
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{values['loss']:.3g}")
+            source = specs[j].kind if j >= 0 else "mix"
+            loss = _log_step(t, step, losses, grad_norm, source, rate)
+            bar.set_postfix(loss=f"{loss:.3g}")
         if step % cfg.save_every == 0 or last:
-            _save(cfg, info, model, ema, optimizer, scheduler, step, validator)
+            _save(cfg, info, model, t.ema, t.optimizer, t.scheduler, step, t.validator)
     bar.close()
     if start >= end and info.is_main:
         logger.info("nothing to do: the checkpoint is already at step %d", start)
-    return out
+
+
+def _train_step(
+    t: _Trainer, net: nn.Module, loss_fn: DFLLoss, batch: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One optimizer step on ``batch``; returns the loss terms and the gradient norm."""
+    cuda = t.info.device.type == "cuda"
+    x = normalize(batch["image"], t.model.config, channels_last=cuda)
+    with autocast(t.info.device):
+        outputs = net(x)
+    losses = loss_fn(outputs, batch)  # float32 outside autocast
+    t.optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    grad_norm = (
+        torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.grad_clip)
+        if t.cfg.grad_clip > 0
+        else torch.tensor(float("nan"))
+    )
+    t.optimizer.step()
+    t.scheduler.step()
+    if t.ema is not None:
+        t.ema.update(t.model)
+    return losses, grad_norm
+
+
+@dataclass
+class _StepRate:
+    """Optimizer steps since the last log line, and when that was."""
+
+    steps: int = 0
+    since: float = field(default_factory=time.perf_counter)
+
+    def per_second(self) -> float:
+        now = time.perf_counter()
+        rate = self.steps / max(now - self.since, 1e-9)
+        self.steps, self.since = 0, now
+        return rate
+
+
+def _log_step(
+    t: _Trainer,
+    step: int,
+    losses: dict[str, torch.Tensor],
+    grad_norm: torch.Tensor,
+    source: str,
+    rate: _StepRate,
+) -> float:
+    """Average the loss terms over ranks, refuse a non-finite loss and append the step's record
+    to metrics.jsonl (rank 0); returns the loss."""
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    values = distributed.mean_over_ranks(values, t.info)
+    record = {
+        "step": step,
+        **values,
+        "lr": t.optimizer.param_groups[0]["lr"],
+        "grad_norm": float(grad_norm),
+        "source": source,
+        "steps_per_s": rate.per_second(),
+    }
+    if not math.isfinite(values["loss"]):
+        raise FloatingPointError(f"loss is {values['loss']} at step {step}")
+    if t.info.is_main:
+        with (t.out / METRICS_NAME).open("a") as f:
+            f.write(json.dumps(record) + "\n")
+    return values["loss"]
 
 
 def _save(

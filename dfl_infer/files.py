@@ -1,0 +1,226 @@
+"""Predicting image files, as ``dfl-infer IMAGE_OR_DIR...`` does: the library side of the command.
+
+:func:`collect_images` turns files and folders into a list of paths; :func:`predict_files` decodes
+them (optionally in worker processes that also run the hand detector, while the network runs in
+this one), predicts them in batches and yields one :class:`FileResult` per path, in order. A
+missing, corrupt or non-image file, or an image whose prediction fails, becomes a result with an
+``error`` while the others go on; only a missing detector model stops the run
+(``DetectorUnavailableError``). :func:`results_document` is the JSON the command writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dfl_infer.bundle import DetectorUnavailableError
+from dfl_infer.image import IMAGE_SUFFIXES, ImageError, load_image
+from dfl_infer.predictor import DFLPredictor
+from dfl_infer.results import Prediction, results_document
+
+logger = logging.getLogger(__name__)
+
+# One decoded item: (image or None, the detector's hands or None, error message or None).
+_Decoded = tuple[np.ndarray | None, list[Any] | None, str | None]
+
+
+def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given, plus the image files (``IMAGE_SUFFIXES``) directly inside each folder,
+    sorted. A missing or non-image file is kept: it becomes an error result."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                logger.warning("%s: no image files in this folder", path)
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
+
+
+@dataclass(frozen=True, eq=False)
+class FileResult:
+    """What one input file gave: ``image`` (H, W, 3) uint8 RGB when it could be read,
+    ``prediction`` when it succeeded, else ``error`` (one line, for the user)."""
+
+    path: Path
+    image: np.ndarray | None
+    prediction: Prediction | None
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's entry of the output JSON (README, "Output JSON")."""
+        record: dict[str, Any] = {
+            "path": str(self.path),
+            "width": None,
+            "height": None,
+            "intrinsics": None,
+            "box": None,
+            "hands": [],
+            "error": self.error,
+        }
+        if self.image is not None:
+            record["width"], record["height"] = int(self.image.shape[1]), int(self.image.shape[0])
+        if self.prediction is not None:
+            record.update(self.prediction.to_dict())
+        return record
+
+
+def predict_files(
+    predictor: DFLPredictor,
+    paths: Sequence[Path],
+    box: Sequence[float] | None = None,
+    focal: float | None = None,
+    batch_size: int = 8,
+    workers: int = 0,
+) -> Iterator[FileResult]:
+    """One :class:`FileResult` per path, in order. ``box``: the same region (x0, y0, x1, y1) for
+    every image, skipping the detector; ``focal``: focal length in pixels (else assumed);
+    ``workers``: processes that decode the next images, and run MediaPipe on them unless a
+    ``box`` is given, while the network runs here (0: all in this process)."""
+    bundle = None
+    if workers > 0 and box is None:
+        # The workers run MediaPipe too; find (or fetch) its bundle once, here, so a missing
+        # bundle is one clear error instead of one per worker.
+        from dfl_infer.bundle import resolve_bundle
+
+        bundle = resolve_bundle()
+    for start, decoded in _decoded_chunks(paths, batch_size, max(0, workers), bundle):
+        chunk = paths[start : start + len(decoded)]
+        for _, _, error in decoded:
+            if error is not None:
+                logger.warning("skipping %s", error)
+        loaded = [(p, rgb, dets) for p, (rgb, dets, _) in zip(chunk, decoded) if rgb is not None]
+        outcomes = iter(_predict_chunk(predictor, loaded, box, focal))
+        for path, (rgb, _, error) in zip(chunk, decoded):
+            if rgb is None:
+                yield FileResult(path, None, None, error)
+            else:
+                prediction, failure = next(outcomes)
+                yield FileResult(path, rgb, prediction, failure)
+
+
+def _predict_chunk(
+    predictor: DFLPredictor,
+    loaded: list[tuple[Path, np.ndarray, list[Any] | None]],
+    box: Sequence[float] | None,
+    focal: float | None,
+) -> list[tuple[Prediction | None, str | None]]:
+    """(prediction, error) per loaded image: the whole chunk in one batch, or, when that fails,
+    image by image so that the one that breaks it fails alone."""
+    if not loaded:
+        return []
+    arrays = [rgb for _, rgb, _ in loaded]
+    dets = [d for _, _, d in loaded]
+    boxes = [box] * len(arrays)
+    try:
+        preds = predictor.predict_batch(arrays, boxes=boxes, focal=focal, detections=dets)
+        return [(pred, None) for pred in preds]
+    except DetectorUnavailableError:  # concerns every image, not one of them
+        raise
+    except Exception:  # noqa: BLE001 - isolate the image that breaks the batch
+        pass
+    outcomes: list[tuple[Prediction | None, str | None]] = []
+    for path, rgb, det in loaded:
+        try:
+            one = predictor.predict_batch([rgb], [box], focal=focal, detections=[det])
+            outcomes.append((one[0], None))
+        except DetectorUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad image must not stop the others
+            logger.warning("%s: %s", path, exc)
+            outcomes.append((None, f"prediction failed: {exc}"))
+    return outcomes
+
+
+class _DecodeDataset:
+    """Map-style dataset for ``torch.utils.data.DataLoader``: item i is (rgb, detections, None)
+    or (None, None, error message) for ``paths[i]``, so a bad file never stops a worker.
+    ``bundle``: when given, MediaPipe runs here too (one detector per worker process) and
+    ``detections`` are its hands; else they are None and the predictor detects."""
+
+    def __init__(self, paths: Sequence[Path], bundle: Path | None = None) -> None:
+        self.paths = list(paths)
+        self.bundle = bundle
+        self._detector: Any = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> _Decoded:
+        try:
+            rgb = load_image(self.paths[i])
+        except ImageError as exc:
+            return None, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. a decoder bug: this image only
+            return None, None, f"{self.paths[i]}: cannot read image: {exc}"
+        if self.bundle is None:
+            return rgb, None, None
+        if self._detector is None:  # created in the worker process, after the fork
+            from dfl_infer.detect import HandDetector
+
+            self._detector = HandDetector(self.bundle, allow_download=False)
+        try:
+            return rgb, self._detector.detect(rgb), None
+        except Exception as exc:  # noqa: BLE001 - one image's failure must not stop the others
+            # The main process detects this image again (and reports its error if it fails).
+            logger.debug("%s: detection in a worker failed (%s)", self.paths[i], exc)
+            return rgb, None, None
+
+
+def _decoded_chunks(
+    paths: Sequence[Path], batch_size: int, workers: int, bundle: Path | None = None
+) -> Iterator[tuple[int, list[_Decoded]]]:
+    """Yield (start index, [(rgb, detections, error), ...]) per chunk of ``batch_size`` paths,
+    in order; with ``workers`` > 0 the next chunks are decoded (and, given a detector
+    ``bundle``, their hands detected) in worker processes while the current one runs through
+    the network."""
+    dataset = _DecodeDataset(paths, bundle)
+    if workers == 0:
+        for start in range(0, len(paths), batch_size):
+            yield start, [dataset[i] for i in range(start, min(start + batch_size, len(paths)))]
+        return
+    from torch.utils.data import DataLoader
+
+    loader: DataLoader[_Decoded] = DataLoader(
+        dataset,  # type: ignore[arg-type]  # a map-style dataset without the Dataset base class
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=list,  # keep the chunk a list of items: no tensor stacking
+        prefetch_factor=2,
+    )
+    for n, chunk in enumerate(loader):
+        yield n * batch_size, chunk
+
+
+def model_info(predictor: DFLPredictor, weights: str | Path | None) -> dict[str, Any]:
+    """The output JSON's ``model`` entry: what ran, on what (``weights`` as the user named it)."""
+    from dfl_infer import __version__
+
+    return {
+        "weights": str(weights) if weights else "default",
+        "backbone": predictor.config.backbone,
+        "input_size": predictor.config.input_size,
+        "parameters": predictor.model.num_parameters(),
+        "device": str(predictor.device),
+        "backend": predictor.backend,
+        "dfl_infer_version": __version__,
+    }
+
+
+__all__ = [
+    "FileResult",
+    "collect_images",
+    "model_info",
+    "predict_files",
+    "results_document",
+]
