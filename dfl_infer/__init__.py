@@ -1,5 +1,6 @@
 """dfl-infer: 3D joints of one or two interacting hands from one RGB photo (DFL, ACM MM 2024)."""
 
+from dfl_infer._version import __version__
 from dfl_infer.joints import JOINT_NAMES
 from dfl_infer.lift import Intrinsics
 from dfl_infer.model import DFLConfig, DFLModel
@@ -14,5 +15,5 @@ __all__ = [
     "Intrinsics",
     "JOINT_NAMES",
     "Prediction",
+    "__version__",
 ]
-__version__ = "0.1.0"

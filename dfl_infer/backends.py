@@ -100,7 +100,7 @@ class OnnxRuntimeRunner:
 
 def model_fingerprint(model: DFLModel) -> str:
     """sha256 of the config, every weight and the versions that shape the exported graph."""
-    from dfl_infer import __version__
+    from dfl_infer._version import __version__
 
     h = hashlib.sha256()
     meta = {"config": model.config.to_dict(), "torch": torch.__version__, "dfl": __version__}

@@ -204,7 +204,7 @@ def _decoded_chunks(
 
 def model_info(predictor: DFLPredictor, weights: str | Path | None) -> dict[str, Any]:
     """The output JSON's ``model`` entry: what ran, on what (``weights`` as the user named it)."""
-    from dfl_infer import __version__
+    from dfl_infer._version import __version__
 
     return {
         "weights": str(weights) if weights else "default",

@@ -3,8 +3,10 @@ or the detector's heavy dependencies at import time."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import dfl_infer
 
@@ -22,3 +24,82 @@ def test_inference_never_imports_training_or_mediapipe_at_import() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# Every inference module, each after everything it may import (docs/architecture.md): stages
+# below, the predictor, the files pipeline and the CLI above. A module may import only modules
+# listed before it, at the top or inside a function, so imports run one way and cannot cycle.
+LAYERS = (
+    "dfl_infer._version",
+    "dfl_infer._atomic",
+    "dfl_infer.cache",
+    "dfl_infer.device",
+    "dfl_infer.joints",
+    "dfl_infer.image",
+    "dfl_infer.crop",
+    "dfl_infer.lift",
+    "dfl_infer.model.config",
+    "dfl_infer.model.outputs",
+    "dfl_infer.model.backbone",
+    "dfl_infer.model.mediapipe_hand",
+    "dfl_infer.model.weights",
+    "dfl_infer.model.encoder",
+    "dfl_infer.model.decoder",
+    "dfl_infer.model.dfl",
+    "dfl_infer.model",
+    "dfl_infer.results",
+    "dfl_infer.preprocess",
+    "dfl_infer.decode",
+    "dfl_infer.bundle",
+    "dfl_infer.detect",
+    "dfl_infer.export",
+    "dfl_infer.vis",
+    "dfl_infer.backends",
+    "dfl_infer.predictor",
+    "dfl_infer.files",
+    "dfl_infer.cli",
+    "dfl_infer",
+)
+
+
+def _is_module(name: str) -> bool:
+    path = Path(dfl_infer.__file__).parent.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _imported_modules(path: Path, module: str) -> set[str]:
+    """dfl_infer modules that ``path`` imports anywhere in it (``from pkg import sub`` counts as
+    importing ``pkg.sub`` when that is a module, else ``pkg``)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            subs = [f"{base}.{a.name}" for a in node.names]
+            found.update([s for s in subs if _is_module(s)] or [base])
+    return {m for m in found if m == "dfl_infer" or m.startswith("dfl_infer.")} - {module}
+
+
+def test_imports_run_one_way() -> None:
+    root = Path(dfl_infer.__file__).parent
+    inference = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if not module.startswith(("dfl_infer.training", "dfl_infer.weights")):
+            inference[module] = path
+    assert sorted(inference) == sorted(LAYERS), "place every inference module in LAYERS"
+    rank = {m: k for k, m in enumerate(LAYERS)}
+    wrong = [
+        f"{module} imports {dep}"
+        for module, path in inference.items()
+        for dep in sorted(_imported_modules(path, module))
+        if dep.startswith("dfl_infer.training") or rank.get(dep, len(LAYERS)) >= rank[module]
+    ]
+    assert not wrong, wrong

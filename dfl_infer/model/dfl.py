@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dfl_infer.model import weights
+import dfl_infer.model.weights as weights_io
 from dfl_infer.model.config import DFLConfig
 from dfl_infer.model.decoder import Decoder
 from dfl_infer.model.encoder import Encoder
@@ -58,7 +58,7 @@ class DFLModel(nn.Module):
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write ``model.safetensors`` + ``config.json`` into ``directory`` (created if needed).
         ``dtype`` (e.g. torch.float16) converts floating-point tensors to halve the file."""
-        return weights.save_pretrained(self, self.config, directory, dtype=dtype)
+        return weights_io.save_pretrained(self, self.config, directory, dtype=dtype)
 
     @classmethod
     def from_pretrained(
@@ -68,9 +68,9 @@ class DFLModel(nn.Module):
         map_location: str | torch.device = "cpu",
     ) -> DFLModel:
         """Load a local folder or a Hugging Face Hub repo id (``org/name``), strictly."""
-        config_path, weights_path = weights.resolve_files(name_or_path, revision)
+        config_path, weights_path = weights_io.resolve_files(name_or_path, revision)
         model = cls(DFLConfig.load(config_path))
-        weights.load_weights(model, weights_path)
+        weights_io.load_weights(model, weights_path)
         model.to(map_location)
         model.eval()
         logger.info(
@@ -89,7 +89,7 @@ class DFLModel(nn.Module):
         token: str | None = None,
     ) -> str:
         """Upload ``model.safetensors`` + ``config.json`` to a Hub model repo; returns its URL."""
-        return weights.push_to_hub(
+        return weights_io.push_to_hub(
             self,
             self.config,
             repo_id,
