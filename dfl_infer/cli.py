@@ -45,7 +45,7 @@ def _box(text: str) -> tuple[float, float, float, float]:
         raise argparse.ArgumentTypeError(
             f"box must be x0,y0,x1,y1 with x1 > x0 and y1 > y0, got {text!r}"
         )
-    return vals  # type: ignore[return-value]
+    return vals
 
 
 def _positive_float(text: str) -> float:

@@ -141,7 +141,8 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a 2x3 affine to points (..., 2)."""
     m = np.asarray(matrix, dtype=np.float64)
     pts = np.asarray(points, dtype=np.float64)
-    return pts @ m[:, :2].T + m[:, 2]
+    out: np.ndarray = pts @ m[:, :2].T + m[:, 2]
+    return out
 
 
 def boxes_touch(a: np.ndarray, b: np.ndarray, margin: float = 0.0) -> bool:

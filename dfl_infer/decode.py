@@ -57,7 +57,7 @@ def decode(
     joints_25d: np.ndarray,
     crop: Crop,
     intrinsics: Intrinsics,
-    present: Sequence[bool],
+    present: Sequence[bool] | np.ndarray,
     rel_root_depth: float,
     root_depth: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -70,7 +70,8 @@ def export_onnx(
         dynamic_axes = {name: {0: "batch"} for name in ("images", *OUTPUT_NAMES)}
     with warnings.catch_warnings():
         # The input-shape check in forward() becomes a constant in the trace: expected, harmless.
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        # torch.jit re-exports TracerWarning at run time; its stub does not list it.
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]
         warnings.simplefilter("ignore", category=DeprecationWarning)  # the TorchScript exporter
         torch.onnx.export(
             _ExportWrapper(model),

@@ -22,7 +22,8 @@ UNITS: dict[str, str] = {
 
 
 def _round(a: np.ndarray, digits: int) -> list[Any]:
-    return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
+    rounded: list[Any] = np.round(np.asarray(a, dtype=np.float64), digits).tolist()
+    return rounded
 
 
 @dataclass(frozen=True)

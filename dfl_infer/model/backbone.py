@@ -49,7 +49,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        y: torch.Tensor = self.relu(out + identity)
+        return y
 
 
 class Bottleneck(nn.Module):
@@ -73,12 +74,19 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        y: torch.Tensor = self.relu(out + identity)
+        return y
 
 
 class ResNet(nn.Module):
     """The convolutional part of a ResNet (no pooling head): ``conv1``, ``bn1``, ``relu``,
     ``maxpool``, ``layer1``-``layer4``; ``out_channels`` of each stage."""
+
+    # Set in __init__ by name (setattr), as torchvision names them.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, name: str) -> None:
         super().__init__()
@@ -128,7 +136,8 @@ class FeaturePyramid(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, a=1)
-                nn.init.constant_(m.bias, 0)
+                if m.bias is not None:  # always here: every FPN convolution has a bias
+                    nn.init.constant_(m.bias, 0)
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         """``feats`` finest first -> FPN levels, finest first."""

@@ -52,7 +52,8 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.net(x)
+        y: torch.Tensor = self.net(x)
+        return x + y
 
 
 class JointsJointsAttention(nn.Module):

@@ -54,7 +54,8 @@ class SinusoidalPosition(nn.Module):
 
     def forward(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
         enc = self.encoding(height, width, like.device, self.proj.weight.dtype)
-        return self.proj(enc)  # (1, C_P, H, W); broadcast over the batch by the caller
+        out: torch.Tensor = self.proj(enc)  # (1, C_P, H, W); broadcast over the batch by the caller
+        return out
 
 
 class Encoder(nn.Module):
@@ -95,7 +96,8 @@ class Encoder(nn.Module):
     def backbone_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The backbone's feature maps at strides 4, 8, 16, 32 (finest first)."""
         if self.trunk is not None:
-            return self.trunk(images)
+            trunk_feats: list[torch.Tensor] = self.trunk(images)
+            return trunk_feats
         x = self.stem(images)
         feats = []
         for layer in self.layers:

@@ -92,7 +92,8 @@ class InvertedResidual(nn.Module):
         y = self.depthwise(y)
         if self.project is not None:
             y = self.project(y)
-        return x + y if self.residual else y
+        out: torch.Tensor = x + y if self.residual else y
+        return out
 
 
 class MediaPipeHandTrunk(nn.Module):

@@ -181,7 +181,8 @@ def _jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.
     image = (image - mean) * rng.uniform(lo, hi) + mean
     gray = image.mean(axis=2, keepdims=True)
     image = (image - gray) * rng.uniform(lo, hi) + gray
-    return np.clip(image, 0.0, 1.0)
+    clipped: np.ndarray = np.clip(image, 0.0, 1.0)
+    return clipped
 
 
 def crop_intrinsics(intrinsics: np.ndarray, crop: Crop) -> np.ndarray:
@@ -192,7 +193,7 @@ def crop_intrinsics(intrinsics: np.ndarray, crop: Crop) -> np.ndarray:
     return np.array([fx * crop.scale, fy * crop.scale, pp[0], pp[1]])
 
 
-class InterHandDataset(Dataset):
+class InterHandDataset(Dataset[dict[str, torch.Tensor]]):
     """Crops of an InterHand2.6M-layout folder around the GT box, with optional augmentation.
 
     Items are addressed by index, or by ``(index, seed)`` so that augmentation is a pure function

@@ -34,7 +34,6 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -188,7 +187,7 @@ def parse_eval_data(spec: str) -> Path:
     return Path(root)
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="InterHand2.6M protocol metrics of a model",
@@ -211,8 +210,8 @@ def _run(args: argparse.Namespace) -> int:
     model = DFLModel.from_pretrained(args.weights, map_location="cpu")
     cfg = model.config
     ds = InterHandDataset(root, args.split, cfg.input_size, cfg.box_scale, AugmentConfig.none())
-    out = predict_dataset(model, ds, args.batch_size, device, args.num_workers)
-    metrics = evaluate_predictions(ds, out.joints_25d, out.hand_presence, out.rel_root_depth)
+    pred = predict_dataset(model, ds, args.batch_size, device, args.num_workers)
+    metrics = evaluate_predictions(ds, pred.joints_25d, pred.hand_presence, pred.rel_root_depth)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -54,7 +54,8 @@ PRESETS = {
 EARLY_TRUNK = ("stem.", "block0.", "stage1.", "stage2.")
 FREEZE_CHOICES = ("none", "early", "all")
 # Keys of a batch that the loss reads, with the value a source that lacks them stands for.
-LOSS_KEY_DEFAULTS = {
+# A str default copies that key of the batch; a number fills the key with it.
+LOSS_KEY_DEFAULTS: dict[str, str | float] = {
     "depth_weight": "joint_valid",
     "seg_valid": 1.0,
     "presence_valid": 1.0,
@@ -346,7 +347,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A training checkpoint, loaded without unpickling arbitrary objects."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return state
 
 
 def _trim_metrics(path: Path, last_step: int) -> None:
@@ -715,7 +717,7 @@ def parse_val(spec: str) -> tuple[str, str]:
     return root, split
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "fit",
         help="train a DFL model",

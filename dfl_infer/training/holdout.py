@@ -41,7 +41,6 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
 
 from dfl_infer.image import IMAGE_SUFFIXES
 
@@ -164,7 +163,7 @@ def write_background_folder(
     return stats
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "holdout",
         help="list the held-out real photos; write a background folder without them",

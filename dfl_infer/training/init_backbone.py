@@ -191,7 +191,8 @@ def _imagenet_state_dict(backbone: str, source: str | Path | None) -> dict[str, 
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
+        return state
     try:
         from torchvision.models import get_model_weights
     except ImportError as exc:
@@ -200,7 +201,8 @@ def _imagenet_state_dict(backbone: str, source: str | Path | None) -> dict[str, 
     # pre-filled cache there is used as is), loaded without unpickling arbitrary objects.
     weights = get_model_weights(backbone).DEFAULT
     logger.info("ImageNet weights for %s: %s", backbone, weights.url)
-    return weights.get_state_dict(progress=True, weights_only=True)
+    downloaded: dict[str, torch.Tensor] = weights.get_state_dict(progress=True, weights_only=True)
+    return downloaded
 
 
 def init_backbone(model: DFLModel, kind: str, source: str | Path | None = None) -> DFLModel:

@@ -79,11 +79,13 @@ class Camera:
 
     def to_camera(self, world: np.ndarray) -> np.ndarray:
         """World points (N, 3) mm -> camera frame (N, 3) mm."""
-        return (self.camrot @ (world - self.campos).T).T
+        cam: np.ndarray = (self.camrot @ (world - self.campos).T).T
+        return cam
 
     def to_world(self, cam: np.ndarray) -> np.ndarray:
         """Camera-frame points (N, 3) mm -> world (N, 3) mm (camrot^T cam + campos)."""
-        return cam @ self.camrot + self.campos
+        world: np.ndarray = cam @ self.camrot + self.campos
+        return world
 
 
 @dataclass(frozen=True, eq=False)

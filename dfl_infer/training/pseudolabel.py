@@ -168,7 +168,7 @@ def pseudolabel_folder(
             else:
                 os.symlink(path.resolve(), dst)
         intr = Intrinsics.default(w, h)
-        for group in group_hands([d.box for d in dets], [d.handedness for d in dets]):
+        for group in group_hands(np.stack([d.box for d in dets]), [d.handedness for d in dets]):
             cam_xyz = np.zeros((NUM_JOINTS, 3))
             valid = np.zeros(NUM_JOINTS)
             depth_valid = np.zeros(NUM_JOINTS)
@@ -222,7 +222,7 @@ def pseudolabel_folder(
     return dict(stats)
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "pseudolabel",
         help="label real photos with MediaPipe (InterHand layout)",

@@ -47,6 +47,11 @@ def _u(
     return lo + (hi - lo) * torch.rand(shape, generator=g, device=device)
 
 
+def _to_nchw(patches: list[np.ndarray]) -> torch.Tensor:
+    """HWC uint8 patches of one size -> (N, C, H, W)."""
+    return torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).contiguous()
+
+
 @dataclass(frozen=True)
 class PhotoPool:
     """Real-photo material: ``backgrounds`` (N, 3, S, S) uint8 hand-free patches, ``skin``
@@ -71,9 +76,8 @@ class PhotoPool:
             boxes = {}
             with open(root / "boxes.csv", newline="") as fh:
                 for row in csv.DictReader(fh):
-                    boxes.setdefault(row["filename"], []).append(
-                        tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))  # type: ignore[misc]
-                    )
+                    x0, y0, x1, y1 = (float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+                    boxes.setdefault(row["filename"], []).append((x0, y0, x1, y1))
             # Photos without a box row may still show hands: only labelled photos are used.
             names = sorted(boxes)
         else:
@@ -123,9 +127,8 @@ class PhotoPool:
             len(skins),
             images_dir,
         )
-        to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-        skin_t = to_t(skins) if skins else torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
-        return cls(to_t(bgs), skin_t)
+        skin_t = _to_nchw(skins) if skins else torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
+        return cls(_to_nchw(bgs), skin_t)
 
     def to(self, device: torch.device) -> PhotoPool:
         return PhotoPool(self.backgrounds.to(device), self.skin.to(device))

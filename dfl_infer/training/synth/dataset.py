@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from dfl_infer.training.interhand import (
     HAND_TYPES,
@@ -39,9 +41,10 @@ FRAMES_PER_CAPTURE = 1000
 DEFAULT_SEEDS = {"train": 0, "val": 1, "test": 20240}
 
 
-def _r(x: np.ndarray, nd: int = 4) -> list:
+def _r(x: ArrayLike, nd: int = 4) -> list[Any]:
     """Rounded nested lists: stable, compact JSON."""
-    return np.round(np.asarray(x, dtype=np.float64), nd).tolist()
+    rounded: list[Any] = np.round(np.asarray(x, dtype=np.float64), nd).tolist()
+    return rounded
 
 
 def write_dataset(
@@ -74,8 +77,8 @@ def write_dataset(
             batch = engine.sample(b, g)
             # A random camera pose per image exercises camrot . (world - campos).
             camrot = random_rotation(g, b, engine.device).double().cpu().numpy()
-            campos = torch.rand((b, 3), generator=g, device=engine.device) * 4000 - 2000
-            campos = campos.double().cpu().numpy()
+            pos = torch.rand((b, 3), generator=g, device=engine.device) * 4000 - 2000
+            campos = pos.double().cpu().numpy()
         img = (batch["image"].permute(0, 2, 3, 1).clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
         seg = batch["seg"].to(torch.uint8).cpu().numpy()
         cam = batch["joints_cam"].double().cpu().numpy()
@@ -139,8 +142,13 @@ def read_sample(root: str | Path, split: str, index: int) -> dict[str, np.ndarra
     cam = record.joints_cam()
     z = np.maximum(cam[:, 2], 1e-9)
     uv = record.camera.intrinsics.project(np.column_stack([cam[:, :2], z]))
-    image = cv2.imread(str(image_path(root, split, record.file_name)))[..., ::-1]
-    seg = cv2.imread(str(mask_path(root, split, record.file_name)), cv2.IMREAD_UNCHANGED)
+    image_file = image_path(root, split, record.file_name)
+    mask_file = mask_path(root, split, record.file_name)
+    bgr = cv2.imread(str(image_file))
+    seg = cv2.imread(str(mask_file), cv2.IMREAD_UNCHANGED)
+    if bgr is None or seg is None:
+        raise FileNotFoundError(f"cannot read {image_file if bgr is None else mask_file}")
+    image = bgr[..., ::-1]
     return {
         "image": image,
         "seg": seg,

@@ -179,7 +179,8 @@ class SynthEngine:
         for k in range(3):
             acc.index_add_(1, self.weld[f[:, k]], fn)
         n = acc[:, self.weld]
-        return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        normals: torch.Tensor = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        return normals
 
     def _skin_detail(
         self, g: torch.Generator, n: int, size: int, use_photo: torch.Tensor

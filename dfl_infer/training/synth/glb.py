@@ -12,6 +12,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class SkinnedMesh:
     joint_positions: np.ndarray
 
 
-def _read_chunks(data: bytes, path: Path) -> tuple[dict, bytes]:
+def _read_chunks(data: bytes, path: Path) -> tuple[dict[str, Any], bytes]:
     if len(data) < 20:
         raise ValueError(f"{path}: too short to be a .glb file")
     magic, version, length = struct.unpack_from("<III", data, 0)
@@ -71,7 +72,7 @@ def _read_chunks(data: bytes, path: Path) -> tuple[dict, bytes]:
     return doc, binary
 
 
-def _accessor(doc: dict, binary: bytes, index: int) -> np.ndarray:
+def _accessor(doc: dict[str, Any], binary: bytes, index: int) -> np.ndarray:
     acc = doc["accessors"][index]
     view = doc["bufferViews"][acc["bufferView"]]
     dtype = np.dtype(_COMPONENT_DTYPES[acc["componentType"]])
@@ -88,7 +89,7 @@ def _accessor(doc: dict, binary: bytes, index: int) -> np.ndarray:
     )
     out = np.ascontiguousarray(rows).view(dtype).reshape(count, ncomp)
     if acc.get("normalized") and dtype.kind in "iu":
-        out = out.astype(np.float64) / np.iinfo(dtype).max
+        out = out.astype(np.float64) / np.iinfo(dtype.str).max
     return out
 
 
@@ -103,9 +104,10 @@ def _quat_to_matrix(q: list[float]) -> np.ndarray:
     )
 
 
-def _node_matrix(node: dict) -> np.ndarray:
+def _node_matrix(node: dict[str, Any]) -> np.ndarray:
     if "matrix" in node:
-        return np.array(node["matrix"], dtype=np.float64).reshape(4, 4).T  # column-major
+        matrix: np.ndarray = np.array(node["matrix"], dtype=np.float64).reshape(4, 4).T
+        return matrix  # glTF stores it column-major
     m = np.eye(4)
     m[:3, :3] = _quat_to_matrix(node.get("rotation", [0, 0, 0, 1])) * np.array(
         node.get("scale", [1, 1, 1])
@@ -114,7 +116,7 @@ def _node_matrix(node: dict) -> np.ndarray:
     return m
 
 
-def _world_matrices(doc: dict) -> list[np.ndarray]:
+def _world_matrices(doc: dict[str, Any]) -> list[np.ndarray]:
     nodes = doc.get("nodes", [])
     parent = [-1] * len(nodes)
     for i, node in enumerate(nodes):

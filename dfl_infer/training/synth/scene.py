@@ -253,7 +253,8 @@ def capsule_distance(
     t = t.clamp(0, 1)
     gap = ((p1 + d1 * s[..., None]) - (p2 + d2 * t[..., None])).norm(dim=-1)
     gap = gap - ar[:, :, None] - br[:, None]
-    return gap.flatten(1).amin(1)
+    smallest: torch.Tensor = gap.flatten(1).amin(1)
+    return smallest
 
 
 # ----------------------------------------------------------------------------- scene sampler
@@ -405,7 +406,8 @@ def sample_scene(
         if active.numel() == 0:
             break
         caps_l = hand_capsules(joints[active, 1], frames[active, 1], size[active, 1])
-        dist = capsule_distance(*(c[active] for c in caps_r), *caps_l)
+        r0, r1, rr = (c[active] for c in caps_r)
+        dist = capsule_distance(r0, r1, rr, *caps_l)
         need = (gap[active] - dist).clamp(min=0)
         keep = need > 0.05
         active, need = active[keep], need[keep]

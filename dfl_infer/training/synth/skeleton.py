@@ -109,7 +109,8 @@ def _canonical_right_joints() -> np.ndarray:
 
 def _unit(*v: float) -> np.ndarray:
     a = np.array(v, dtype=np.float64)
-    return a / np.linalg.norm(a)
+    unit: np.ndarray = a / np.linalg.norm(a)
+    return unit
 
 
 def canonical_frame(joints: np.ndarray, side: int) -> np.ndarray:
@@ -187,7 +188,8 @@ def _axis_towards(d: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Unit axis a with a x d pointing towards ``target`` (so +angle turns d towards it)."""
     t = target - target.dot(d) * d
     a = np.cross(d, t)
-    return a / np.linalg.norm(a)
+    axis: np.ndarray = a / np.linalg.norm(a)
+    return axis
 
 
 def canonical_template(side: int = 0) -> HandTemplate:

@@ -315,7 +315,8 @@ def _vertex_normals(verts: np.ndarray, faces: np.ndarray, weld: np.ndarray) -> n
     for k in range(3):
         np.add.at(acc, weld[faces[:, k]], fn)
     n = acc[weld]
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    normals: np.ndarray = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    return normals
 
 
 def _finish(
