@@ -50,6 +50,20 @@ logger = logging.getLogger(__name__)
 VISIBILITY_MARGIN_MM = 6.0
 
 
+def project(
+    points: torch.Tensor, intrinsics: torch.Tensor, z: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Camera-frame points (B, ..., 3) mm -> pixels (B, ..., 2), each sample with its own
+    intrinsics (B, 4) fx, fy, cx, cy; ``z`` (B, ...) divides instead of the points' depth (the
+    renderer clamps it). The batched torch twin of ``lift.Intrinsics.project``, which is one
+    numpy camera; the product comes before the division here, as the engine always computed it,
+    so that rendered datasets stay bit for bit the same."""
+    k = intrinsics.view(intrinsics.shape[0], *([1] * (points.dim() - 2)), 4)
+    fx, fy, cx, cy = k.unbind(-1)
+    depth = points[..., 2] if z is None else z
+    return torch.stack([fx * points[..., 0] / depth + cx, fy * points[..., 1] / depth + cy], -1)
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Rendering choices of :class:`SynthEngine`."""
@@ -131,16 +145,8 @@ class SynthEngine:
         blend = (self.weights @ frames).view(n, -1, 3, 4)
         verts = (blend[..., :3] @ self.rest[None, :, :, None])[..., 0] + blend[..., 3]
         normals = self._normals(verts)
-        fx, fy, cx, cy = scene.intrinsics.unbind(-1)
-        z = verts[..., 2].clamp_min(1e-3)
-        screen = torch.stack(
-            [
-                fx[:, None] * verts[..., 0] / z + cx[:, None],
-                fy[:, None] * verts[..., 1] / z + cy[:, None],
-                verts[..., 2],
-            ],
-            -1,
-        )
+        uv = project(verts, scene.intrinsics, z=verts[..., 2].clamp_min(1e-3))
+        screen = torch.cat([uv, verts[..., 2:3]], -1)
         face_mask = scene.present[:, self.face_hand]
         draw = rasterize if cfg.renderer == "raster" else splat
         frag = draw(screen, self.faces, (size, size), face_mask, cull_back=True)
@@ -208,9 +214,7 @@ class SynthEngine:
         n = depth.shape[0]
         present = scene.present
         joints = scene.joints  # (n, 2, 21, 3)
-        fx, fy, cx, cy = (v[:, None, None] for v in scene.intrinsics.unbind(-1))
-        u = fx * joints[..., 0] / joints[..., 2] + cx
-        v = fy * joints[..., 1] / joints[..., 2] + cy
+        u, v = project(joints, scene.intrinsics).unbind(-1)
         d = joints[..., 2] - joints[..., WRIST : WRIST + 1, 2]
         valid = present[:, :, None].expand(-1, -1, NUM_HAND_JOINTS)
         ui, vi = torch.round(u).long(), torch.round(v).long()
