@@ -30,34 +30,11 @@ from pathlib import Path
 
 def run(init: str, args: argparse.Namespace) -> dict[str, object]:
     out = Path(args.out) / init
-    cmd = [
-        sys.executable,
-        "-m",
-        "dfl_infer.training.cli",
-        "fit",
-        "--config",
-        "mphand",
-        "--data",
-        args.data,
-        "--mix-batches",
-        "--steps",
-        str(args.steps),
-        "--batch-size",
-        str(args.batch_size),
-        "--save-every",
-        str(args.steps),
-        "--seed",
-        str(args.seed),
-        "--num-workers",
-        "1",
-        "--no-progress",
-        "--out",
-        str(out),
-        "--val",
-        f"{args.real_holdout}:test",
-        "--val",
-        f"{args.synth_test}:test",
-    ]
+    cmd = [sys.executable, "-m", "dfl_infer.training.cli", "fit", "--config", "mphand"]
+    cmd += ["--data", args.data, "--mix-batches", "--steps", str(args.steps)]
+    cmd += ["--batch-size", str(args.batch_size), "--save-every", str(args.steps)]
+    cmd += ["--seed", str(args.seed), "--num-workers", "1", "--no-progress", "--out", str(out)]
+    cmd += ["--val", f"{args.real_holdout}:test", "--val", f"{args.synth_test}:test"]
     if init != "random":
         cmd += ["--init-backbone", init]
     t0 = time.perf_counter()

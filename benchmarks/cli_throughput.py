@@ -103,25 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             for backend in args.backends.split(","):
                 for workers in (int(w) for w in args.workers.split(",")):
                     out = Path(tmp) / f"{mode}_{backend}_{workers}.json"
-                    cmd = [
-                        sys.executable,
-                        "-m",
-                        "dfl_infer.cli",
-                        str(folder),
-                        "--weights",
-                        str(weights),
-                        "--device",
-                        "cpu",
-                        "--out",
-                        str(out),
-                        "-q",
-                        "--batch-size",
-                        str(args.batch_size),
-                        "--workers",
-                        str(workers),
-                        "--backend",
-                        backend,
-                    ]
+                    cmd = [sys.executable, "-m", "dfl_infer.cli", str(folder), "-q"]
+                    cmd += ["--weights", str(weights), "--device", "cpu", "--out", str(out)]
+                    cmd += ["--batch-size", str(args.batch_size), "--workers", str(workers)]
+                    cmd += ["--backend", backend]
                     if mode == "box":
                         cmd += ["--box", "100,60,420,380"]
                     if args.compile:

@@ -273,16 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[ENV_CACHE_DIR] = cache
         for name in args.configs.split(","):
             for backend in backends:
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--config",
-                    name.strip(),
-                    "--images",
-                    str(args.images),
-                    "--child-backend",
-                    backend,
-                ]
+                cmd = [sys.executable, __file__, "--config", name.strip()]
+                cmd += ["--images", str(args.images), "--child-backend", backend]
                 flags = ["box", "channels_last"] + (["compile"] if backend == "torch" else [])
                 for flag in flags:
                     if getattr(args, flag):

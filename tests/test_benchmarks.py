@@ -29,23 +29,8 @@ def _run(script: str, *args: str, tmp_path: Path) -> dict:
 
 
 def test_model_speed(tmp_path) -> None:
-    data = _run(
-        "model_speed.py",
-        "--configs",
-        "tiny",
-        "--batches",
-        "1",
-        "--dtypes",
-        "fp32",
-        "--device",
-        "cpu",
-        "--warmup",
-        "1",
-        "--repeats",
-        "1",
-        "--onnxruntime",
-        tmp_path=tmp_path,
-    )
+    args = "--configs tiny --batches 1 --dtypes fp32 --device cpu --warmup 1 --repeats 1"
+    data = _run("model_speed.py", *args.split(), "--onnxruntime", tmp_path=tmp_path)
     modes = {row["mode"] for row in data["rows"]}
     assert {"eager", "channels_last", "onnxruntime", "ort-dynamic"} <= modes
     for row in data["rows"]:
@@ -53,17 +38,8 @@ def test_model_speed(tmp_path) -> None:
 
 
 def test_end_to_end_both_backends(tmp_path) -> None:
-    data = _run(
-        "end_to_end.py",
-        "--configs",
-        "tiny",
-        "--backends",
-        "torch,onnxruntime",
-        "--images",
-        "1",
-        "--box",
-        tmp_path=tmp_path,
-    )
+    args = "--configs tiny --backends torch,onnxruntime --images 1 --box"
+    data = _run("end_to_end.py", *args.split(), tmp_path=tmp_path)
     rows = data["results"]
     assert [r["backend"] for r in rows] == ["torch", "onnxruntime"]
     for r in rows:
@@ -73,19 +49,7 @@ def test_end_to_end_both_backends(tmp_path) -> None:
 
 
 def test_cli_throughput(tmp_path) -> None:
-    data = _run(
-        "cli_throughput.py",
-        "--config",
-        "tiny",
-        "--n",
-        "2",
-        "--modes",
-        "box",
-        "--workers",
-        "0",
-        "--backends",
-        "onnxruntime",
-        tmp_path=tmp_path,
-    )
+    args = "--config tiny --n 2 --modes box --workers 0 --backends onnxruntime"
+    data = _run("cli_throughput.py", *args.split(), tmp_path=tmp_path)
     (row,) = data["results"]
     assert row["errors"] == 0 and row["images"] == 2 and row["images_per_s"] > 0

@@ -159,22 +159,8 @@ def test_examples_with_real_detector(tiny_weights, tmp_path) -> None:
         pytest.skip(f"no hand_landmarker.task bundle here ({exc}); run `dfl-infer fetch-detector`")
     examples = Path(__file__).resolve().parent.parent / "examples"
     out = tmp_path / "joints.json"
-    code = main(
-        [
-            str(examples),
-            "--weights",
-            str(tiny_weights),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            "--threshold",
-            "0",
-            "--workers",
-            "0",
-            "-q",
-        ]
-    )
+    options = ["--weights", str(tiny_weights), "--device", "cpu", "--threshold", "0", "-q"]
+    code = main([str(examples), *options, "--out", str(out), "--workers", "0"])
     assert code == 0
     images = json.loads(out.read_text())["images"]
     assert len(images) == 3 and all(r["error"] is None for r in images)
@@ -196,22 +182,7 @@ def test_examples_with_real_detector(tiny_weights, tmp_path) -> None:
     predictor.close()
     # Detection in the decoding worker processes gives the same result as in the main process.
     out2 = tmp_path / "joints_workers.json"
-    code = main(
-        [
-            str(examples),
-            "--weights",
-            str(tiny_weights),
-            "--out",
-            str(out2),
-            "--device",
-            "cpu",
-            "--threshold",
-            "0",
-            "--workers",
-            "2",
-            "-q",
-        ]
-    )
+    code = main([str(examples), *options, "--out", str(out2), "--workers", "2"])
     assert code == 0
     assert json.loads(out2.read_text())["images"] == images
 

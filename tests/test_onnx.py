@@ -45,19 +45,8 @@ def test_export_matches_pytorch_with_dynamic_batch(tiny_model, tmp_path) -> None
 
 def test_cli_export_fixed_batch(tiny_weights, tmp_path) -> None:
     out = tmp_path / "sub" / "model.onnx"
-    code = main(
-        [
-            "export-onnx",
-            "--weights",
-            str(tiny_weights),
-            "--out",
-            str(out),
-            "--batch",
-            "1",
-            "--opset",
-            "17",
-        ]
-    )
+    args = ["export-onnx", "--weights", str(tiny_weights), "--out", str(out)]
+    code = main([*args, "--batch", "1", "--opset", "17"])
     assert code == 0 and out.is_file()
     x = np.zeros((1, 3, 256, 256), np.float32)
     got = _run_ort(out, x)

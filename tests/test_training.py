@@ -442,36 +442,11 @@ def test_resume_reproduces_trajectory(fixture_root, tmp_path):
 def test_ddp_two_cpu_processes(fixture_root, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "dfl_infer.training.cli",
-        "fit",
-        "--config",
-        "tiny",
-        "--input-size",
-        "64",
-        "--data",
-        f"interhand:{fixture_root}",
-        "--steps",
-        "2",
-        "--batch-size",
-        "1",
-        "--num-workers",
-        "0",
-        "--device",
-        "cpu",
-        "--log-every",
-        "1",
-        "--no-progress",
-        "--out",
-        str(out),
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "dfl_infer.training.cli", "fit", "--config", "tiny", "--input-size", "64"]
+    cmd += ["--data", f"interhand:{fixture_root}", "--out", str(out)]
+    cmd += "--steps 2 --batch-size 1 --num-workers 0 --device cpu --log-every 1".split()
+    cmd += ["--no-progress"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
@@ -487,21 +462,9 @@ def test_cli_evaluate_writes_json_and_table(fixture_root, tmp_path):
     weights = tmp_path / "w"
     DFLModel(DFLConfig.tiny(input_size=64)).save_pretrained(weights)
     out = tmp_path / "eval" / "metrics.json"
-    rc = main(
-        [
-            "evaluate",
-            "--weights",
-            str(weights),
-            "--data",
-            f"interhand:{fixture_root}",
-            "--split",
-            "test",
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-        ]
-    )
+    data = f"interhand:{fixture_root}"
+    args = ["--weights", str(weights), "--data", data, "--split", "test", "--out", str(out)]
+    rc = main(["evaluate", *args, "--device", "cpu"])
     assert rc == 0
     m = json.loads(out.read_text())
     assert m["n_images"] == 6 and np.isfinite(m["mpjpe_all"])
