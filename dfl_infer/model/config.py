@@ -28,6 +28,10 @@ class DFLConfig:
     seg_channels: int = 256  # hidden channels of the part-segmentation head
     num_seg_classes: int = 33  # C_S: 16 parts per hand + background (joints.SEG_CLASS_NAMES)
     pos_channels: int = 256  # C_P, channels of the position features
+    # Append each pixel's normalized x, y to the sinusoidal encoding: a linear term, so that an
+    # attention-weighted average of position features holds the expected position linearly and
+    # the 2.5D head can read it without first learning to invert the sinusoids.
+    position_xy: bool = False
     # --- decoder ---------------------------------------------------------------------------
     attn_dim: int = 256  # width of the query/key/value projections inside every attention
     num_heads: int = 8
@@ -105,6 +109,7 @@ class DFLConfig:
             num_heads=4,
             mean=(0.0, 0.0, 0.0),
             std=(1.0, 1.0, 1.0),
+            position_xy=True,
         )
         base.update(overrides)
         return cls(**base)

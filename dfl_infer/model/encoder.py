@@ -32,25 +32,31 @@ class SinusoidalPosition(nn.Module):
 
     freqs: torch.Tensor
 
-    def __init__(self, out_channels: int) -> None:
+    def __init__(self, out_channels: int, with_xy: bool = False) -> None:
         super().__init__()
+        self.with_xy = with_xy
         # Geometric frequencies from 1 to 32 cycles across the crop: fine enough to tell apart
         # neighbouring pixels of the stride-4 map, coarse enough to stay smooth.
         freqs = torch.pow(2.0, torch.linspace(0.0, 5.0, _NUM_FREQS)) * math.pi
         self.register_buffer("freqs", freqs, persistent=False)
-        self.proj = nn.Conv2d(4 * _NUM_FREQS, out_channels, kernel_size=1)
+        self.proj = nn.Conv2d(4 * _NUM_FREQS + 2 * with_xy, out_channels, kernel_size=1)
 
     def encoding(
         self, height: int, width: int, device: torch.device, dtype: torch.dtype
     ) -> torch.Tensor:
-        """(1, 4 * _NUM_FREQS, H, W) raw encoding; coordinates of pixel centres in (0, 1)."""
+        """(1, 4 * _NUM_FREQS [+ 2], H, W) raw encoding; coordinates of pixel centres in (0, 1),
+        followed by x - 0.5 and y - 0.5 themselves when ``with_xy``."""
         ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
         xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
         fx = xs[:, None] * self.freqs[None, :]  # (W, F)
         fy = ys[:, None] * self.freqs[None, :]  # (H, F)
         ex = torch.cat([fx.sin(), fx.cos()], dim=1).T[:, None, :].expand(-1, height, -1)
         ey = torch.cat([fy.sin(), fy.cos()], dim=1).T[:, :, None].expand(-1, -1, width)
-        return torch.cat([ex, ey], dim=0)[None].to(dtype)
+        parts = [ex, ey]
+        if self.with_xy:
+            parts.append((xs - 0.5)[None, None, :].expand(1, height, -1))
+            parts.append((ys - 0.5)[None, :, None].expand(1, -1, width))
+        return torch.cat(parts, dim=0)[None].to(dtype)
 
     def forward(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
         enc = self.encoding(height, width, like.device, self.proj.weight.dtype)
@@ -90,7 +96,7 @@ class Encoder(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(config.seg_channels, c_s, 1),
         )
-        self.position = SinusoidalPosition(config.pos_channels)
+        self.position = SinusoidalPosition(config.pos_channels, config.position_xy)
         self.appearance_channels = c_f + c_s
 
     def backbone_features(self, images: torch.Tensor) -> list[torch.Tensor]:
