@@ -93,7 +93,9 @@ def default_bundle_path() -> Path:
 
 
 def resolve_bundle(bundle: str | Path | None = None, allow_download: bool = True) -> Path:
-    """Path of a usable ``hand_landmarker.task``: explicit path, env var, cache, then download.
+    """Path of a usable ``hand_landmarker.task``: explicit path, env var, cache, then fetched
+    into the cache on first use as ``fetch_detector`` does (Google's storage, else assembled from
+    the mediapipe 0.10.21 wheel on PyPI), with a message saying so.
 
     An explicit path or ``$DFL_HAND_LANDMARKER`` that names a missing file is an error rather
     than a fall-through, so a typo is not silently replaced by another model.
@@ -118,11 +120,12 @@ def resolve_bundle(bundle: str | Path | None = None, allow_download: bool = True
         raise DetectorUnavailableError(
             f"no hand landmarker bundle at {cached} and downloads are disabled; {FETCH_HINT}"
         )
+    logger.info("first use: fetching MediaPipe's hand landmarker model into %s", cached)
     try:
-        return download_bundle(cached)
+        return fetch_detector(cached)
     except DetectorUnavailableError as err:
         raise DetectorUnavailableError(
-            f"no hand landmarker bundle at {cached} and the download failed ({err}); {FETCH_HINT}"
+            f"no hand landmarker bundle at {cached} and fetching it failed ({err}); {FETCH_HINT}"
         ) from err
 
 

@@ -103,6 +103,25 @@ def test_nothing_available_without_download(clean_env: Path) -> None:
     assert "dfl-infer fetch-detector" in message and ENV_BUNDLE in message
 
 
+def test_first_use_falls_back_to_the_mediapipe_wheel(
+    clean_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Google's storage unreachable, the first use assembles the bundle from the mediapipe
+    wheel (pip's download replaced by a local fake wheel) and says so, as fetch-detector does."""
+    import dfl_infer.bundle as bundle_mod
+
+    def unreachable(*args: object, **kwargs: object) -> Path:
+        raise DetectorUnavailableError("storage.googleapis.com unreachable")
+
+    monkeypatch.setattr(bundle_mod, "download_bundle", unreachable)
+    wheel = _fake_wheel(tmp_path / "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl")
+    monkeypatch.setattr(bundle_mod, "_pip_download_wheel", lambda folder: wheel)
+    monkeypatch.setattr(bundle_mod, "validate_bundle", lambda path: None)
+    path = resolve_bundle()
+    assert path == clean_env / BUNDLE_FILENAME and zipfile.is_zipfile(path)
+    assert resolve_bundle(allow_download=False) == path  # cached from now on
+
+
 def test_construction_is_lazy(clean_env: Path) -> None:
     detector = HandDetector(allow_download=False)  # nothing to find, yet construction works
     with pytest.raises(DetectorUnavailableError, match="fetch-detector"):
