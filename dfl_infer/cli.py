@@ -2,7 +2,7 @@
 
     dfl-infer [predict] IMAGE_OR_DIR... [--out joints.json] [--vis DIR] [--weights DIR_OR_HUB_ID]
               [--box x0,y0,x1,y1] [--focal F] [--device D] [--batch-size N] [--workers N]
-              [--compile] [--backend torch|onnxruntime] [--threshold P] [-q]
+              [--compile] [--backend torch|onnxruntime] [--threshold P] [--force] [-q]
     dfl-infer fetch-detector [--dest PATH] [--source auto|google|pip] [--wheel WHEEL] [--force]
     dfl-infer export-onnx --weights DIR_OR_HUB_ID --out model.onnx [--opset N] [--batch dynamic|N]
 
@@ -159,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="minimum hand-presence probability (default 0.5)",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="let --vis replace existing files that are not dfl-infer overlays (input images "
+        "are never replaced)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
     p.set_defaults(func=predict)
     p = sub.add_parser(
@@ -209,7 +215,13 @@ def predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dfl_infer._atomic import write_json
-    from dfl_infer.files import collect_images, model_info, predict_files
+    from dfl_infer.files import (
+        OutputConflictError,
+        check_outputs,
+        collect_images,
+        model_info,
+        predict_files,
+    )
     from dfl_infer.predictor import DFLPredictor
     from dfl_infer.results import results_document
     from dfl_infer.vis import OverlayFolder
@@ -224,6 +236,10 @@ def predict(args: argparse.Namespace) -> int:
     paths = collect_images(args.inputs)
     if not paths:
         raise UsageError("no images to process")
+    try:  # before any work: an output must never replace an input or a file not ours
+        check_outputs(paths, out_path, overlays.plan(paths) if overlays else None, args.force)
+    except OutputConflictError as exc:
+        raise UsageError(str(exc)) from None
     try:
         predictor = DFLPredictor(
             weights=args.weights,

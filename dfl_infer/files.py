@@ -6,6 +6,8 @@ this one), predicts them in batches and yields one :class:`FileResult` per path,
 missing, corrupt or non-image file, or an image whose prediction fails, becomes a result with an
 ``error`` while the others go on; only a missing detector model stops the run
 (``DetectorUnavailableError``). :func:`results_document` is the JSON the command writes.
+:func:`check_outputs` refuses, before any work, outputs that would replace an input image or a
+file that is not ours.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dfl_infer.bundle import DetectorUnavailableError
 from dfl_infer.image import IMAGE_SUFFIXES, ImageError, load_image
 from dfl_infer.predictor import DFLPredictor
 from dfl_infer.results import Prediction, results_document
+from dfl_infer.vis import is_overlay
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,49 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
         else:
             paths.append(path)
     return paths
+
+
+class OutputConflictError(ValueError):
+    """An output would replace an input image, or a file that dfl-infer did not write."""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def check_outputs(
+    inputs: Sequence[Path],
+    out: Path | None = None,
+    overlays: dict[Path, Path] | None = None,
+    force: bool = False,
+) -> None:
+    """Raise :class:`OutputConflictError` when the JSON ``out`` or an overlay (``overlays``: image
+    -> overlay path, ``OverlayFolder.plan``) would replace one of the ``inputs``, when ``out`` is
+    also an overlay, or, unless ``force``, when an overlay would replace an existing file that is
+    not a dfl-infer overlay. An input is never replaced, ``force`` or not."""
+    targets = list((overlays or {}).values())
+    if out is not None:
+        for p in inputs:
+            if _same_file(out, p):
+                raise OutputConflictError(f"--out {out} is one of the input images")
+        for t in targets:
+            if _same_file(out, t):
+                raise OutputConflictError(f"--out {out} is also where an overlay would go")
+    for image, target in (overlays or {}).items():
+        for p in inputs:
+            if _same_file(target, p):
+                raise OutputConflictError(
+                    f"--vis: the overlay of {image} would replace the input image {p}; "
+                    "choose another --vis folder"
+                )
+        if not force and target.exists() and not is_overlay(target):
+            raise OutputConflictError(
+                f"--vis: {target} exists and is not a dfl-infer overlay; "
+                "choose another --vis folder, or pass --force to replace it"
+            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,6 +265,8 @@ def model_info(predictor: DFLPredictor, weights: str | Path | None) -> dict[str,
 
 __all__ = [
     "FileResult",
+    "OutputConflictError",
+    "check_outputs",
     "collect_images",
     "model_info",
     "predict_files",

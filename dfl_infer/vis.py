@@ -1,8 +1,10 @@
 """Overlays: the 2D skeleton of every predicted hand drawn on the image (right hands orange,
-left hands blue), plus the crop boxes the network saw; ``OverlayFolder`` writes them as JPEGs."""
+left hands blue), plus the crop boxes the network saw; ``OverlayFolder`` writes them as JPEGs,
+marked as ours (a JPEG comment) so that a later run knows which files it may replace."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,19 @@ from dfl_infer.results import Prediction
 # RGB colours, chosen to stay distinct for colour-blind viewers (orange / blue).
 HAND_COLOURS = {"right": (255, 140, 0), "left": (30, 120, 255)}
 BOX_COLOUR = (200, 200, 200)
+# Written into every overlay's JPEG comment: a file without it is not ours to overwrite.
+OVERLAY_COMMENT = b"dfl-infer overlay"
+
+
+def is_overlay(path: str | Path) -> bool:
+    """Whether ``path`` is an overlay that dfl-infer wrote (its JPEG comment says so)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return bool(im.info.get("comment") == OVERLAY_COMMENT)
+    except Exception:  # noqa: BLE001 - unreadable, not an image: not ours
+        return False
 
 
 def draw_prediction(rgb: np.ndarray, prediction: Prediction, draw_boxes: bool = True) -> np.ndarray:
@@ -58,26 +73,40 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, draw_boxes: bool = 
 
 
 class OverlayFolder:
-    """Writes one overlay JPEG per image into ``folder`` (created), named after the image's stem;
-    a later image with the same stem gets ``_2``, ``_3``, ... rather than overwriting it."""
+    """Writes one overlay JPEG per image into ``folder`` (created on the first write), named
+    after the image's stem; a later image with the same stem gets ``_2``, ``_3``, ... rather than
+    overwriting it. :meth:`plan` fixes every image's overlay name before any work, so that the
+    caller can check them (``files.check_outputs``)."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise NotADirectoryError(f"{self.folder} exists and is not a folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
         self._used: set[str] = set()
+        self._planned: dict[Path, Path] = {}
 
-    def write(self, image_path: str | Path, rgb: np.ndarray, prediction: Prediction) -> Path:
-        from PIL import Image
-
+    def _next_name(self, image_path: str | Path) -> Path:
         stem = Path(image_path).stem
         name, k = f"{stem}.jpg", 1
         while name in self._used:
             k += 1
             name = f"{stem}_{k}.jpg"
         self._used.add(name)
-        out = self.folder / name
+        return self.folder / name
+
+    def plan(self, image_paths: Sequence[str | Path]) -> dict[Path, Path]:
+        """The overlay each image will get, in input order (an image given twice, one overlay)."""
+        for p in image_paths:
+            if Path(p) not in self._planned:
+                self._planned[Path(p)] = self._next_name(p)
+        return dict(self._planned)
+
+    def write(self, image_path: str | Path, rgb: np.ndarray, prediction: Prediction) -> Path:
+        from PIL import Image
+
+        out = self._planned.get(Path(image_path)) or self._next_name(image_path)
         with atomic_path(out) as tmp:
-            Image.fromarray(draw_prediction(rgb, prediction)).save(tmp, format="JPEG", quality=92)
+            Image.fromarray(draw_prediction(rgb, prediction)).save(
+                tmp, format="JPEG", quality=92, comment=OVERLAY_COMMENT
+            )
         return out
