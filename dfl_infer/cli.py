@@ -11,7 +11,9 @@
 file maps arguments onto them and outcomes onto messages and exit statuses: bad images get an
 ``"error"`` entry and a warning while the others still run; the exit status is 2 for invalid
 arguments (one line, no traceback), 1 when no image succeeded or the detector's model is
-missing, else 0. The JSON is written atomically (temporary file + rename).
+missing or an unexpected error occurred (one line; ``--debug`` shows the traceback), 130 on
+Ctrl-C, 141 when standard output is closed early, else 0. The JSON is written atomically
+(temporary file + rename).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -41,6 +44,8 @@ def _box(text: str) -> tuple[float, float, float, float]:
         vals = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"box must be x0,y0,x1,y1 numbers, got {text!r}") from None
+    if len(vals) == 4 and not all(math.isfinite(v) for v in vals):
+        raise argparse.ArgumentTypeError(f"box must be finite numbers, got {text!r}")
     if len(vals) != 4 or not (vals[2] > vals[0] and vals[3] > vals[1]):
         raise argparse.ArgumentTypeError(
             f"box must be x0,y0,x1,y1 with x1 > x0 and y1 > y0, got {text!r}"
@@ -53,8 +58,28 @@ def _positive_float(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return v
+
+
+def _probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
     return v
 
 
@@ -93,9 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         "`dfl-infer predict IMAGE_OR_DIR...`; `dfl-infer COMMAND --help` shows a command's "
         "options.",
     )
+    # --debug on every subcommand: show the traceback of an unexpected error.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="show the traceback of an unexpected error"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
         "predict",
+        parents=[common],
         help="3D joints of the hands in photos (the default command)",
         description="3D joints of the hands in photos (DFL).",
         epilog="Output units: joints_2d in image pixels, joints_3d (camera frame, x right, y down, "
@@ -134,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=_non_negative_int,
         default=_default_workers(),
         metavar="N",
         help="processes decoding images and running the hand detector on them while the "
@@ -154,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threshold",
-        type=float,
+        type=_probability,
         default=0.5,
         metavar="P",
         help="minimum hand-presence probability (default 0.5)",
@@ -169,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=predict)
     p = sub.add_parser(
         "fetch-detector",
+        parents=[common],
         help="download or assemble MediaPipe's hand model",
         description="Download MediaPipe's hand_landmarker.task bundle, or assemble it from the "
         "mediapipe==0.10.21 wheel on PyPI when Google's model storage is unreachable.",
@@ -189,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=fetch)
     p = sub.add_parser(
         "export-onnx",
+        parents=[common],
         help="export the network to ONNX",
         description="Export the DFL network to ONNX: normalized (B, 3, S, S) crops in; joints_25d, "
         "hand_presence, rel_root_depth, segmentation out (see dfl_infer/export.py).",
@@ -321,6 +354,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except DetectorUnavailableError as exc:  # no hand model: nothing can run; not a usage error
         print(f"dfl-infer: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dfl-infer: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
+    except BrokenPipeError:
+        # The reader went away (`dfl-infer ... | head -c1`): nothing more can be said on stdout,
+        # and Python's own flush at exit must not fail again on it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"dfl-infer: error: {type(exc).__name__}: {exc} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -10,12 +10,27 @@ import torch
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` or None: CUDA when torch sees a GPU, else the CPU; otherwise
-    ``torch.device(device)``. Asking for CUDA where there is none is a ValueError naming it."""
+    ``torch.device(device)``. An unknown device name, or one this machine lacks (CUDA, a GPU
+    index beyond those present, MPS), is a ValueError naming it."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(device)!r} was asked for but torch sees "
+                f"{torch.cuda.device_count()} GPU(s)"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {str(device)!r} was asked for but MPS is not available")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {str(device)!r} is not supported: use auto, cpu, cuda or cuda:N")
     return dev
 
 

@@ -91,6 +91,8 @@ def load_image(image: ImageInput) -> np.ndarray:
             raise ImageError(f"{path}: no such file")
         if path.is_dir():
             raise ImageError(f"{path}: is a directory, not an image")
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise ImageError(f"{path}: not a regular file")
         try:
             with Image.open(path) as img:
                 img.load()

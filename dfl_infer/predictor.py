@@ -115,6 +115,10 @@ class DFLPredictor:
         compile: bool = False,
         backend: str = "torch",
     ) -> None:
+        if not 0.0 <= float(presence_threshold) <= 1.0:  # also rejects NaN
+            raise ValueError(
+                f"presence_threshold must be a probability in [0, 1], got {presence_threshold!r}"
+            )
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         # onnxruntime runs on the CPU here: "auto" means the CPU for it.

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +45,12 @@ def photos(tmp_path) -> Path:
 
 
 def _run(capsys, *args: str) -> tuple[int, str]:
-    code = main(list(args))
-    err = capsys.readouterr().err
-    return code, err
+    """main(args) in this process: (exit status, stderr), argparse's exits included."""
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
 
 
 # (name, arguments with {photos} and {tmp} filled in, extra setup, expected message)
@@ -93,3 +99,115 @@ def test_force_replaces_foreign_file_and_reruns_replace_own_overlays(
     assert _run(capsys, *common, "--out", str(out))[0] == 0
     assert _snapshot(photos) == before
     _strict_json(out.read_text())
+
+
+# (name, arguments, expected exit status, expected message); {photos} and {weights} filled in.
+ARGUMENT_CASES = [
+    ("device bogus", ["--device", "bogus"], 2, "unknown device 'bogus'"),
+    ("device mps absent", ["--device", "mps"], 2, "MPS is not available"),
+    ("device cuda:99", ["--device", "cuda:99"], 2, "cuda:99"),
+    ("threshold 2", ["--threshold", "2"], 2, "probability in [0, 1]"),
+    ("threshold nan", ["--threshold", "nan"], 2, "probability in [0, 1]"),
+    ("threshold text", ["--threshold", "high"], 2, "expected a number"),
+    ("batch size 0", ["--batch-size", "0"], 2, "positive integer"),
+    ("workers -1", ["--workers", "-1"], 2, "0 or a positive integer"),
+    ("box of 3", ["--box", "1,2,3"], 2, "box must be"),
+    ("box of words", ["--box", "a,b,c,d"], 2, "box must be"),
+    ("box infinite", ["--box", "0,0,inf,5"], 2, "finite"),
+    ("box reversed", ["--box", "5,5,1,1"], 2, "x1 > x0"),
+    ("focal infinite", ["--focal", "inf"], 2, "positive finite"),
+    ("focal zero", ["--focal", "0"], 2, "positive finite"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [c[1:] for c in ARGUMENT_CASES],
+    ids=[c[0] for c in ARGUMENT_CASES],
+)
+def test_bad_arguments_one_line(capsys, tmp_path, photos, tiny_weights, args, status, message):
+    before = _snapshot(tmp_path)
+    code, err = _run(capsys, str(photos / "a.jpg"), "--weights", str(tiny_weights), *args)
+    assert code == status and message in err, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        ("dfl-infer: error:", "dfl-infer predict: error:")
+    )
+    assert _snapshot(tmp_path) == before
+
+
+def test_special_files_do_not_hang(tmp_path, photos, tiny_weights) -> None:
+    """A FIFO given as an image: an error entry, the rest runs (no hang). A folder named like an
+    image is a folder (its images are taken); the API calls it an error."""
+    from dfl_infer.image import ImageError, load_image
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "dir.jpg").mkdir()
+    out = tmp_path / "j.json"
+    args = [str(tmp_path / "pipe.jpg"), str(tmp_path / "dir.jpg"), str(photos / "a.jpg")]
+    args += ["--weights", str(tiny_weights), "--box", "0,0,40,40", "--device", "cpu"]
+    res = subprocess.run(
+        [sys.executable, "-m", "dfl_infer.cli", *args, "--out", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    errors = [r["error"] for r in _strict_json(out.read_text())["images"]]  # type: ignore[index]
+    assert "not a regular file" in errors[0] and errors[1:] == [None]
+    with pytest.raises(ImageError, match="directory"):
+        load_image(tmp_path / "dir.jpg")
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(tmp_path / "pipe.jpg")
+
+
+def test_closed_stdout_exits_141_without_traceback(photos, tiny_weights) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "dfl_infer.cli", str(photos / "a.jpg"), "--weights"]
+            + [str(tiny_weights), "--box", "0,0,40,40", "--device", "cpu", "-q"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+    assert res.returncode == 141, res.stderr
+    assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "message"),
+    [
+        (KeyboardInterrupt(), 130, "interrupted"),
+        (RuntimeError("boom"), 1, "RuntimeError: boom (--debug shows the traceback)"),
+    ],
+)
+def test_interrupt_and_unexpected_errors_one_line(
+    capsys, monkeypatch, photos, tiny_weights, raised, status, message
+) -> None:
+    import dfl_infer.files
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(dfl_infer.files, "predict_files", fail)
+    args = [str(photos), "--weights", str(tiny_weights), "--device", "cpu", "-q"]
+    code, err = _run(capsys, *args)
+    assert code == status and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    if status == 1:
+        with pytest.raises(RuntimeError):
+            main([*args, "--debug"])
+
+
+def test_api_rejects_bad_threshold_and_device(tiny_weights) -> None:
+    from dfl_infer import DFLPredictor
+
+    for bad in (2.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="presence_threshold"):
+            DFLPredictor(weights=tiny_weights, device="cpu", presence_threshold=bad)
+    with pytest.raises(ValueError, match="unknown device"):
+        DFLPredictor(weights=tiny_weights, device="bogus")
