@@ -31,9 +31,11 @@ def atomic_path(dest: str | Path, suffix: str = ".tmp", mode: int = 0o644) -> It
 
 
 def write_json(dest: str | Path, data: Any, indent: int = 1) -> None:
-    """``data`` as JSON at ``dest``, atomically and flushed to disk before the rename."""
+    """``data`` as strict JSON (a NaN or an infinity is a ValueError, never written) at
+    ``dest``, atomically and flushed to disk before the rename."""
+    text = json.dumps(data, indent=indent, allow_nan=False)
     with atomic_path(dest) as tmp, tmp.open("w") as f:
-        json.dump(data, f, indent=indent)
+        f.write(text)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())

@@ -300,7 +300,7 @@ def predict(args: argparse.Namespace) -> int:
         bar.close()
         document = results_document(model_info(predictor, args.weights), records)
     if out_path is None:
-        json.dump(document, sys.stdout, indent=1)
+        json.dump(document, sys.stdout, indent=1, allow_nan=False)
         sys.stdout.write("\n")
     else:
         write_json(out_path, document)

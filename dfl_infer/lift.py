@@ -14,6 +14,7 @@ bones instead of one reference bone for robustness).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,27 @@ class Intrinsics:
             [(p[..., 0] - self.cx) / self.fx * z, (p[..., 1] - self.cy) / self.fy * z, z], axis=-1
         )
 
+    def check(self, width: int, height: int) -> Intrinsics:
+        """``self`` if usable for a ``width`` x ``height`` image, else a ValueError saying why:
+        the focal lengths must be finite and positive, and the principal point finite and no
+        more than one image size outside the image (beyond that the intrinsics surely belong to
+        another image or another unit)."""
+        if not all(math.isfinite(f) and f > 0 for f in (self.fx, self.fy)):
+            raise ValueError(
+                f"invalid intrinsics: focal lengths must be finite and positive, got fx={self.fx}, "
+                f"fy={self.fy}"
+            )
+        if not (math.isfinite(self.cx) and math.isfinite(self.cy)):
+            raise ValueError(
+                f"invalid intrinsics: principal point must be finite, got {self.cx, self.cy}"
+            )
+        if not (-width <= self.cx <= 2 * width and -height <= self.cy <= 2 * height):
+            raise ValueError(
+                f"invalid intrinsics: principal point ({self.cx}, {self.cy}) lies far outside the "
+                f"{width}x{height} image"
+            )
+        return self
+
     @classmethod
     def from_array(cls, values: Sequence[float] | np.ndarray) -> Intrinsics:
         """(fx, fy, cx, cy) as stored by the datasets -> Intrinsics (not assumed)."""
@@ -79,36 +101,36 @@ class Intrinsics:
         """Principal point at the image centre; focal ``focal`` px if given, else the longer
         side times DEFAULT_FOCAL_FACTOR (then ``assumed`` is True)."""
         f = float(focal) if focal is not None else DEFAULT_FOCAL_FACTOR * max(width, height)
-        if not f > 0:
-            raise ValueError(f"focal length must be positive, got {focal}")
+        if not (f > 0 and math.isfinite(f)):
+            raise ValueError(f"focal length must be finite and positive, got {focal}")
         return cls(f, f, (width - 1) / 2, (height - 1) / 2, assumed=focal is None)
 
     @classmethod
     def resolve(cls, value: Any, width: int, height: int, focal: float | None = None) -> Intrinsics:
         """Intrinsics from None (assumed), an Intrinsics, (fx, fy, cx, cy), a dict with those keys,
-        or a 3x3 matrix."""
+        or a 3x3 matrix; checked against the image (:meth:`check`), a ValueError if unusable."""
         if value is None:
             return cls.default(width, height, focal)
         if isinstance(value, Intrinsics):
-            return value
-        if isinstance(value, dict):
-            try:
+            return value.check(width, height)
+        try:
+            if isinstance(value, dict):
                 fx, fy, cx, cy = (float(value[k]) for k in ("fx", "fy", "cx", "cy"))
-                return cls(fx, fy, cx, cy)
-            except KeyError as exc:
-                raise ValueError(f"intrinsics dict needs fx, fy, cx, cy; missing {exc}") from None
-        arr = np.asarray(value, dtype=np.float64)
+                return cls(fx, fy, cx, cy).check(width, height)
+            arr = np.asarray(value, dtype=np.float64)
+        except KeyError as exc:
+            raise ValueError(f"intrinsics dict needs fx, fy, cx, cy; missing {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"intrinsics must be numbers: {exc}") from None
         if arr.shape == (3, 3):
-            k = cls(arr[0, 0], arr[1, 1], arr[0, 2], arr[1, 2])
+            k = cls(float(arr[0, 0]), float(arr[1, 1]), float(arr[0, 2]), float(arr[1, 2]))
         elif arr.shape == (4,):
             k = cls(float(arr[0]), float(arr[1]), float(arr[2]), float(arr[3]))
         else:
             raise ValueError(
                 f"intrinsics must be (fx, fy, cx, cy) or a 3x3 matrix, got shape {arr.shape}"
             )
-        if not (k.fx > 0 and k.fy > 0 and np.isfinite([k.cx, k.cy]).all()):
-            raise ValueError(f"invalid intrinsics {k}")
-        return k
+        return k.check(width, height)
 
 
 def _bone_pairs(hands: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -46,13 +46,26 @@ class Hand:
     joints_3d_rel: np.ndarray
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON-ready and strict: a value that is not finite is never written as NaN or
+        Infinity; the joints become null and ``joints_3d_error`` says why."""
+        record: dict[str, Any] = {
             "handedness": self.handedness,
-            "score": round(float(self.score), 4),
-            "joints_2d": _round(self.joints_2d, 2),
-            "joints_3d": _round(self.joints_3d, 2),
-            "joints_3d_rel": _round(self.joints_3d_rel, 2),
+            "score": round(float(self.score), 4) if np.isfinite(self.score) else None,
+            "joints_2d": None,
+            "joints_3d": None,
+            "joints_3d_rel": None,
+            "joints_3d_error": None,
         }
+        if not np.isfinite(self.joints_2d).all():
+            record["joints_3d_error"] = "the network's 2D joints are not finite numbers"
+            return record
+        record["joints_2d"] = _round(self.joints_2d, 2)
+        if not (np.isfinite(self.joints_3d).all() and np.isfinite(self.joints_3d_rel).all()):
+            record["joints_3d_error"] = "3D could not be lifted (not finite numbers)"
+            return record
+        record["joints_3d"] = _round(self.joints_3d, 2)
+        record["joints_3d_rel"] = _round(self.joints_3d_rel, 2)
+        return record
 
 
 @dataclass(frozen=True)

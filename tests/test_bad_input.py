@@ -7,12 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from dfl_infer.cli import main
@@ -211,3 +214,65 @@ def test_api_rejects_bad_threshold_and_device(tiny_weights) -> None:
             DFLPredictor(weights=tiny_weights, device="cpu", presence_threshold=bad)
     with pytest.raises(ValueError, match="unknown device"):
         DFLPredictor(weights=tiny_weights, device="bogus")
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model):
+    from dfl_infer import DFLPredictor
+
+    return DFLPredictor(tiny_model, device="cpu", presence_threshold=0.0)
+
+
+BAD_INTRINSICS = [
+    ("focal 0", (0.0, 0.0, 40.0, 32.0), "focal lengths must be finite and positive"),
+    ("focal negative", (-500.0, 500.0, 40.0, 32.0), "focal lengths"),
+    ("focal NaN", {"fx": float("nan"), "fy": 500, "cx": 40, "cy": 32}, "focal lengths"),
+    ("focal infinite", (float("inf"), 500.0, 40.0, 32.0), "focal lengths"),
+    ("principal point NaN", (500.0, 500.0, float("nan"), 32.0), "principal point"),
+    ("principal point far outside", (500.0, 500.0, 4000.0, 32.0), "far outside"),
+    ("matrix with zero focal", np.diag([0.0, 0.0, 1.0]), "focal lengths"),
+    ("dict missing cy", {"fx": 500, "fy": 500, "cx": 40}, "missing 'cy'"),
+    ("text", ("a", "b", "c", "d"), "must be numbers"),
+    ("wrong shape", (500.0, 500.0, 40.0), "got shape (3,)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("intrinsics", "message"),
+    [c[1:] for c in BAD_INTRINSICS],
+    ids=[c[0] for c in BAD_INTRINSICS],
+)
+def test_bad_intrinsics_rejected(predictor, photos, intrinsics, message) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        predictor.predict(photos / "a.jpg", box=(0, 0, 40, 40), intrinsics=intrinsics)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    k=st.tuples(*[st.floats(allow_nan=True, allow_infinity=True, width=64)] * 4),
+    box=st.tuples(*[st.floats(-100, 200)] * 4),
+)
+def test_any_intrinsics_and_box_give_strict_json_or_a_clear_error(predictor, k, box) -> None:
+    image = np.full((64, 80, 3), 128, np.uint8)
+    x0, y0, x1, y1 = box
+    box = (min(x0, x1), min(y0, y1), max(x0, x1) + 1, max(y0, y1) + 1)
+    try:
+        pred = predictor.predict(image, box=box, intrinsics=k)
+    except ValueError as exc:
+        assert "intrinsics" in str(exc), exc
+        return
+    _strict_json(json.dumps(pred.to_dict(), allow_nan=False))
+
+
+def test_hand_with_non_finite_joints_says_why() -> None:
+    from dfl_infer.results import Hand
+
+    nan = np.full((21, 3), np.nan)
+    hand = Hand("right", 0.9, np.zeros((21, 2)), nan, nan).to_dict()
+    assert hand["joints_3d"] is None and "could not be lifted" in hand["joints_3d_error"]
+    _strict_json(json.dumps(hand, allow_nan=False))
+    hand = Hand("left", float("nan"), np.full((21, 2), np.inf), nan, nan).to_dict()
+    assert hand["score"] is None and hand["joints_2d"] is None
+    _strict_json(json.dumps(hand, allow_nan=False))
