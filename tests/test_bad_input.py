@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -276,3 +277,80 @@ def test_hand_with_non_finite_joints_says_why() -> None:
     hand = Hand("left", float("nan"), np.full((21, 2), np.inf), nan, nan).to_dict()
     assert hand["score"] is None and hand["joints_2d"] is None
     _strict_json(json.dumps(hand, allow_nan=False))
+
+
+# (name, change to config.json, expected message)
+BAD_CONFIGS = [
+    ("num_heads 0", {"num_heads": 0}, "num_heads: must be >= 1"),
+    ("channels as text", {"fpn_channels": "128"}, "fpn_channels: expected an integer"),
+    ("unknown key", {"hidden_size": 12}, "unknown config keys ['hidden_size']"),
+    ("missing key", {"attn_dim": None}, "config keys missing: ['attn_dim']"),
+    ("dropout 1", {"dropout": 1}, "dropout: must be < 1"),
+    ("std zero", {"std": [0, 1, 1]}, "std: must be positive"),
+    ("mean of 2", {"mean": [0.5, 0.5]}, "mean: expected 3 finite numbers"),
+    ("box_scale negative", {"box_scale": -1}, "box_scale: must be > 0"),
+    ("position_xy as 1", {"position_xy": 1}, "position_xy: expected true or false"),
+]
+
+
+def _copy_weights(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("change", "message"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
+)
+def test_bad_config_named_clearly(capsys, tmp_path, photos, tiny_weights, change, message):
+    from dfl_infer import DFLPredictor
+
+    weights = _copy_weights(tiny_weights, tmp_path / "w")
+    data = json.loads((weights / "config.json").read_text())
+    for key, value in change.items():
+        if value is None:
+            del data[key]
+        else:
+            data[key] = value
+    (weights / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DFLPredictor(weights=weights, device="cpu")
+    code, err = _run(capsys, str(photos), "--weights", str(weights), "--device", "cpu", "-q")
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def _corrupt_tensor(weights: Path, how: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = weights / "model.safetensors"
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+        return
+    state = load_file(str(path))
+    key = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    if how == "nan":
+        state[key] = state[key].clone()
+        state[key].view(-1)[0] = float("nan")
+    elif how == "int dtype":
+        state[key] = state[key].to(torch.int32)
+    elif how == "renamed":
+        state[key + "_old"] = state.pop(key)
+    save_file(state, str(path))
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("truncated", "probably truncated or corrupt"),
+        ("nan", "NaN or infinite values in"),
+        ("int dtype", "dtype mismatches"),
+        ("renamed", "unexpected keys"),
+    ],
+)
+def test_bad_tensors_named_clearly(capsys, tmp_path, photos, tiny_weights, how, message):
+    weights = _copy_weights(tiny_weights, tmp_path / "w")
+    _corrupt_tensor(weights, how)
+    code, err = _run(capsys, str(photos), "--weights", str(weights), "--device", "cpu", "-q")
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert "model.safetensors" in err

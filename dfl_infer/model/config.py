@@ -8,12 +8,67 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 # Bumped when the meaning of a saved config changes; loading a newer format is refused.
 CONFIG_FORMAT = 1
+# Keys a saved config may lack: added after format 1 began, with defaults that reproduce what
+# older files meant. Any other missing key is an error (a hand-edited file lost it).
+OPTIONAL_KEYS = frozenset({"metadata", "position_xy"})
+# Lower bounds of the numeric fields: (minimum, whether the minimum itself is allowed).
+_BOUNDS: dict[str, tuple[float, bool]] = {
+    "fpn_channels": (1, True),
+    "seg_channels": (1, True),
+    "pos_channels": (1, True),
+    "attn_dim": (1, True),
+    "num_heads": (1, True),
+    "ffn_ratio": (0.0, False),
+    "gcn_layers": (0, True),
+    "dropout": (0.0, True),
+    "num_hand_joints": (1, True),
+    "input_size": (32, True),
+    "box_scale": (0.0, False),
+    "depth_range_mm": (0.0, False),
+    "root_depth_range_mm": (0.0, False),
+}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_fields(cfg: DFLConfig) -> None:
+    """Types and ranges of every field: a ValueError naming the field, before any module sees it
+    (a string "128" or a 0 would otherwise fail deep inside the network)."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if kind == "str" and not (isinstance(v, str) and v):
+            raise ValueError(f"config {f.name}: expected a non-empty string, got {v!r}")
+        if kind == "bool" and not isinstance(v, bool):
+            raise ValueError(f"config {f.name}: expected true or false, got {v!r}")
+        if kind == "int" and not (isinstance(v, int) and not isinstance(v, bool)):
+            raise ValueError(f"config {f.name}: expected an integer, got {v!r}")
+        if kind == "float" and not _is_number(v):
+            raise ValueError(f"config {f.name}: expected a finite number, got {v!r}")
+        if kind.startswith("tuple") and not (
+            isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_number(x) for x in v)
+        ):
+            raise ValueError(f"config {f.name}: expected 3 finite numbers (R, G, B), got {v!r}")
+        if kind.startswith("dict") and not isinstance(v, dict):
+            raise ValueError(f"config {f.name}: expected a JSON object, got {v!r}")
+        if f.name in _BOUNDS:
+            low, inclusive = _BOUNDS[f.name]
+            if v < low or (v == low and not inclusive):
+                sign = ">=" if inclusive else ">"
+                raise ValueError(f"config {f.name}: must be {sign} {low}, got {v!r}")
+    if not cfg.dropout < 1:
+        raise ValueError(f"config dropout: must be < 1, got {cfg.dropout!r}")
+    if not all(x > 0 for x in cfg.std):
+        raise ValueError(f"config std: must be positive, got {list(cfg.std)!r}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +107,7 @@ class DFLConfig:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         if self.attn_dim % self.num_heads != 0:
             raise ValueError(
                 f"attn_dim {self.attn_dim} is not divisible by num_heads {self.num_heads}"
@@ -152,10 +208,13 @@ class DFLConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{source}: unknown config keys {unknown}")
+        missing = sorted(known - OPTIONAL_KEYS - set(data))
+        if missing:
+            raise ValueError(f"{source}: config keys missing: {missing}")
         try:
             return cls(**data)
-        except TypeError as exc:
-            raise ValueError(f"{source}: invalid config: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: invalid config: {exc}") from None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

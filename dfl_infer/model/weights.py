@@ -134,7 +134,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def check_state_dict(
     expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str
 ) -> None:
-    """Raise WeightsError naming missing, unexpected and mis-shaped keys."""
+    """Raise WeightsError naming missing, unexpected, mis-shaped and mis-typed keys (a float
+    parameter stored as integers or booleans, or the reverse) and keys holding NaN or
+    infinite values."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     shapes = sorted(
@@ -142,11 +144,23 @@ def check_state_dict(
         for k in set(expected) & set(found)
         if tuple(found[k].shape) != tuple(expected[k].shape)
     )
+    common = sorted(set(expected) & set(found))
+    dtypes = [
+        f"{k}: file {found[k].dtype} vs model {expected[k].dtype}"
+        for k in common
+        if found[k].is_floating_point() != expected[k].is_floating_point()
+        or found[k].dtype == torch.bool
+    ]
+    not_finite = [
+        k for k in common if found[k].is_floating_point() and not torch.isfinite(found[k]).all()
+    ]
     problems = []
     for label, items in (
         ("missing keys", missing),
         ("unexpected keys", unexpected),
         ("shape mismatches", shapes),
+        ("dtype mismatches", dtypes),
+        ("NaN or infinite values in", not_finite),
     ):
         if items:
             shown = ", ".join(items[:8]) + (
