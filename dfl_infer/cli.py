@@ -250,13 +250,16 @@ def predict(args: argparse.Namespace) -> int:
     from dfl_infer._atomic import write_json
     from dfl_infer.files import (
         OutputConflictError,
+        OutputNotWritableError,
         check_outputs,
+        check_writable,
         collect_images,
         model_info,
         predict_files,
+        recover,
     )
     from dfl_infer.predictor import DFLPredictor
-    from dfl_infer.results import results_document
+    from dfl_infer.results import JsonLinesWriter, document_header
     from dfl_infer.vis import OverlayFolder
 
     out_path = Path(args.out) if args.out else None
@@ -273,6 +276,13 @@ def predict(args: argparse.Namespace) -> int:
         check_outputs(paths, out_path, overlays.plan(paths) if overlays else None, args.force)
     except OutputConflictError as exc:
         raise UsageError(str(exc)) from None
+    try:  # before the first image: a place that cannot be written fails now, not at the end
+        if out_path is not None:
+            check_writable(out_path.parent, "--out")
+        if overlays is not None:
+            check_writable(overlays.folder, "--vis")
+    except OutputNotWritableError as exc:
+        raise UsageError(str(exc)) from None
     try:
         predictor = DFLPredictor(
             weights=args.weights,
@@ -284,29 +294,57 @@ def predict(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ImportError) as exc:
         raise UsageError(str(exc)) from None
     records: list[dict[str, Any]] = []
-    n_ok = 0
+    n_ok = n_vis_failed = 0
+    header = document_header(model_info(predictor, args.weights))
+    stream = None
+    if out_path is not None and out_path.suffix == ".jsonl":
+        try:
+            stream = JsonLinesWriter(out_path, header)
+        except OSError as exc:
+            raise UsageError(f"--out: cannot write {out_path}: {exc.strerror or exc}") from None
     bar = tqdm(total=len(paths), unit="img", disable=True if args.quiet else None, file=sys.stderr)
-    with predictor:
-        results = predict_files(
-            predictor, paths, args.box, args.focal, args.batch_size, args.workers
-        )
-        for result in results:
-            if result.prediction is not None:
-                n_ok += 1
-                if overlays is not None and result.image is not None:
-                    overlays.write(result.path, result.image, result.prediction)
-            records.append(result.to_dict())
-            bar.update(1)
+    try:
+        with predictor:
+            results = predict_files(
+                predictor, paths, args.box, args.focal, args.batch_size, args.workers
+            )
+            for result in results:
+                if result.prediction is not None:
+                    n_ok += 1
+                    if overlays is not None and result.image is not None:
+                        try:
+                            overlays.write(result.path, result.image, result.prediction)
+                        except OSError as exc:  # the results matter more than the pictures
+                            n_vis_failed += 1
+                            logger.warning("cannot write the overlay of %s: %s", result.path, exc)
+                records.append(result.to_dict())
+                if stream is not None:
+                    stream.write(records[-1])
+                bar.update(1)
         bar.close()
-        document = results_document(model_info(predictor, args.weights), records)
+        if stream is not None:
+            stream.close({"images": len(paths), "succeeded": n_ok})
+        elif out_path is not None:
+            write_json(out_path, {**header, "images": records})
+    except OSError as exc:
+        if stream is not None:
+            stream.close()
+        if out_path is None:
+            raise
+        saved = recover({**header, "images": records})
+        where = f"the {len(records)} results so far are in {saved}" if saved else "results lost"
+        logger.error("cannot write %s (%s); %s", out_path, exc.strerror or exc, where)
+        return 1
     if out_path is None:
-        json.dump(document, sys.stdout, indent=1, allow_nan=False)
+        json.dump({**header, "images": records}, sys.stdout, indent=1, allow_nan=False)
         sys.stdout.write("\n")
     else:
-        write_json(out_path, document)
         logger.info("wrote %s (%d of %d images succeeded)", out_path, n_ok, len(paths))
     if n_ok == 0:
         logger.error("no image succeeded")
+        return 1
+    if n_vis_failed:  # asked for and not delivered: not a success, though the JSON is whole
+        logger.error("%d overlays could not be written", n_vis_failed)
         return 1
     return 0
 

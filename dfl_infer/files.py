@@ -12,7 +12,9 @@ file that is not ours.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,41 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
 
 class OutputConflictError(ValueError):
     """An output would replace an input image, or a file that dfl-infer did not write."""
+
+
+class OutputNotWritableError(ValueError):
+    """An output folder cannot be created or written to."""
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Create ``folder`` (with its parents) and write and remove a probe file in it, so that a
+    read-only or missing place fails before the first image (``option`` names it for the user:
+    "--out", "--vis"). Raises :class:`OutputNotWritableError`."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".dfl-infer-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputNotWritableError(
+            f"{option}: cannot write into {folder}: {exc.strerror or exc}"
+        ) from None
+
+
+def recover(document: dict[str, Any]) -> Path | None:
+    """Save ``document`` under a new name in the temporary folder (when the real output could not
+    be written) and return its path, or None when that fails too."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix="dfl-infer-recovered-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(document, f, indent=1, allow_nan=False)
+        return Path(name)
+    except (OSError, ValueError):
+        return None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -266,7 +303,10 @@ def model_info(predictor: DFLPredictor, weights: str | Path | None) -> dict[str,
 __all__ = [
     "FileResult",
     "OutputConflictError",
+    "OutputNotWritableError",
     "check_outputs",
+    "check_writable",
+    "recover",
     "collect_images",
     "model_info",
     "predict_files",

@@ -4,8 +4,12 @@ JSON"). A change of the schema's meaning bumps ``SCHEMA_VERSION``."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,14 +100,54 @@ class Prediction:
         }
 
 
-def results_document(model: dict[str, Any], images: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The whole output JSON: ``model`` says what ran (``files.model_info``), ``images`` holds one
-    entry per input file (``files.FileResult.to_dict``: path, size, intrinsics, box, hands and
-    error)."""
+def document_header(model: dict[str, Any]) -> dict[str, Any]:
+    """Everything of the output JSON but its ``images``: what ran, the joint order, the units."""
     return {
         "schema_version": SCHEMA_VERSION,
         "model": model,
         "joint_names": list(HAND_JOINT_NAMES),
         "units": dict(UNITS),
-        "images": list(images),
     }
+
+
+def results_document(model: dict[str, Any], images: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The whole output JSON: ``model`` says what ran (``files.model_info``), ``images`` holds one
+    entry per input file (``files.FileResult.to_dict``: path, size, intrinsics, box, hands and
+    error)."""
+    return {**document_header(model), "images": list(images)}
+
+
+class JsonLinesWriter:
+    """The output as JSON Lines, written while images finish (``dfl-infer --out x.jsonl``): the
+    first line is :func:`document_header`, then one line per image (as in ``images``), and a
+    last line ``{"summary": {"images": N, "succeeded": K}}`` once the run is complete, so a
+    reader can tell a finished file from one a failure or Ctrl-C cut short. Every line is
+    written whole and flushed; when a write fails, the file is cut back to its last whole line
+    and the OSError propagates. Strict JSON: NaN or infinity is a ValueError."""
+
+    def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self._file = self.path.open("w")
+        self._good = 0  # bytes of whole lines on disk
+        self.write(header)
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, allow_nan=False) + "\n"
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._file.truncate(self._good)
+            raise
+        self._good += len(line.encode())
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        """Write ``summary`` (when the run completed) and close."""
+        try:
+            if summary is not None:
+                self.write({"summary": summary})
+                os.fsync(self._file.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                self._file.close()

@@ -354,3 +354,93 @@ def test_bad_tensors_named_clearly(capsys, tmp_path, photos, tiny_weights, how, 
     code, err = _run(capsys, str(photos), "--weights", str(weights), "--device", "cpu", "-q")
     assert code == 2 and message in err and "Traceback" not in err, err
     assert "model.safetensors" in err
+
+
+@pytest.mark.parametrize("option", ["--out", "--vis"])
+def test_unwritable_output_fails_before_the_first_image(capsys, tmp_path, photos, option):
+    """An output under a regular file cannot be created: refused (exit 2) before the weights are
+    even looked for."""
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" / ("j.json" if option == "--out" else "vis")
+    before = _snapshot(tmp_path)
+    code, err = _run(capsys, str(photos), option, str(target), "--weights", "/no/w", "-q")
+    assert code == 2 and f"{option}: cannot write into" in err, err
+    assert _snapshot(tmp_path) == before
+
+
+def _predict_args(photos: Path, weights: Path) -> list[str]:
+    return [str(photos), "--weights", str(weights), "--box", "0,0,40,40", "--device", "cpu", "-q"]
+
+
+def test_late_write_failure_keeps_the_results(
+    capsys, caplog, monkeypatch, tmp_path, photos, tiny_weights
+):
+    import tempfile
+
+    import dfl_infer._atomic
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dfl_infer._atomic, "write_json", disk_full)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    out = tmp_path / "out" / "j.json"
+    code, err = _run(capsys, *_predict_args(photos, tiny_weights), "--out", str(out))
+    err += caplog.text  # the message is logged (in a process of its own: one line on stderr)
+    assert code == 1 and "No space left on device" in err and "Traceback" not in err
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    (saved,) = tmp_path.glob("dfl-infer-recovered-*.json")
+    assert str(saved) in err
+    images = _strict_json(saved.read_text())["images"]  # type: ignore[index]
+    assert [Path(r["path"]).name for r in images] == ["a.jpg", "b.png"]
+
+
+def test_json_lines_streamed(capsys, tmp_path, photos, tiny_weights) -> None:
+    out = tmp_path / "j.jsonl"
+    code, _ = _run(capsys, *_predict_args(photos, tiny_weights), "--out", str(out))
+    assert code == 0
+    lines = [_strict_json(ln) for ln in out.read_text().splitlines()]
+    assert lines[0]["schema_version"] == 1 and len(lines) == 4  # type: ignore[index]
+    assert [Path(r["path"]).name for r in lines[1:3]] == ["a.jpg", "b.png"]  # type: ignore[index]
+    assert lines[3] == {"summary": {"images": 2, "succeeded": 2}}
+
+
+def test_json_lines_failed_write_leaves_whole_lines(tmp_path) -> None:
+    from dfl_infer.results import JsonLinesWriter
+
+    out = tmp_path / "j.jsonl"
+    writer = JsonLinesWriter(out, {"schema_version": 1})
+    writer.write({"path": "a.jpg"})
+    real = writer._file
+
+    class HalfThenFull:
+        def write(self, text: str) -> None:
+            real.write(text[:5])
+            real.flush()
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    writer._file = HalfThenFull()  # type: ignore[assignment]
+    with pytest.raises(OSError):
+        writer.write({"path": "b.jpg"})
+    writer.close()
+    assert out.read_text().splitlines() == ['{"schema_version": 1}', '{"path": "a.jpg"}']
+
+
+def test_overlay_write_failure_keeps_the_json(
+    capsys, caplog, monkeypatch, tmp_path, photos, tiny_weights
+):
+    from dfl_infer.vis import OverlayFolder
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(OverlayFolder, "write", disk_full)
+    out = tmp_path / "j.json"
+    args = [*_predict_args(photos, tiny_weights), "--out", str(out), "--vis", str(tmp_path / "v")]
+    code, err = _run(capsys, *args)
+    assert code == 1 and "2 overlays could not be written" in err + caplog.text
+    assert len(_strict_json(out.read_text())["images"]) == 2  # type: ignore[index]
+    assert list((tmp_path / "v").iterdir()) == []
