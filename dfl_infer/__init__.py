@@ -5,7 +5,7 @@ from dfl_infer.joints import JOINT_NAMES
 from dfl_infer.lift import Intrinsics
 from dfl_infer.model import DFLConfig, DFLModel
 from dfl_infer.predictor import DFLPredictor
-from dfl_infer.results import Hand, Prediction
+from dfl_infer.results import Hand, Prediction, PredictionError
 
 __all__ = [
     "DFLConfig",
@@ -15,5 +15,6 @@ __all__ = [
     "Intrinsics",
     "JOINT_NAMES",
     "Prediction",
+    "PredictionError",
     "__version__",
 ]

@@ -14,6 +14,8 @@ ImageInput = str | Path | np.ndarray | Any  # Any: a PIL.Image.Image
 
 # File name endings taken as images when a folder is given (tools that scan folders share this).
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# How far outside [0, 1] a float image may stray (resampling overshoot) before it is refused.
+FLOAT_SLACK = 1.0 / 255.0
 
 
 class ImageError(ValueError):
@@ -28,9 +30,12 @@ def _from_pil(img: Any) -> np.ndarray:
     except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image itself
         pass
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img)
-        return _from_array(arr)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit files (PIL reads some PNGs as 32-bit "I"): scaled from 0..65535, whatever the
+        # largest value, so a dark 16-bit photo is not taken for an 8-bit one.
+        return _from_array(np.clip(np.asarray(img), 0, 65535).astype(np.uint16))
+    if mode == "F":
+        return _from_array(np.asarray(img))
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         # Transparent pixels become white, as image viewers show them.
         rgba = img.convert("RGBA")
@@ -62,13 +67,24 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     elif a.dtype.kind == "f":
         if not np.isfinite(a).all():
             raise ImageError("float image contains NaN or infinite values")
-        # Floats are taken as [0, 1] intensities (the usual convention), clipped.
-        out = np.clip(a, 0.0, 1.0) * 255.0
-        out = out.round()
+        # Floats are [0, 1] intensities (the usual convention). Values outside, beyond a rounding
+        # slack, are refused: an image in 0..255 clipped to [0, 1] would be silently white.
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < -FLOAT_SLACK or hi > 1.0 + FLOAT_SLACK:
+            raise ImageError(
+                f"float image values must lie in [0, 1], got {lo:g}..{hi:g}; for values in "
+                "0..255 pass a uint8 array (or divide by 255)"
+            )
+        out = (np.clip(a, 0.0, 1.0) * 255.0).round()
     elif a.dtype.kind in "iu":
-        hi = float(a.max()) if a.size else 0.0
-        out = a.astype(np.float64) * (255.0 / 65535.0 if hi > 255 else 1.0)
-        out = np.clip(out, 0, 255).round()
+        # Other integers: 0..255 as 8-bit; up to 65535 as 16-bit (scaled, never clipped).
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < 0 or hi > 65535:
+            raise ImageError(
+                f"integer image values must lie in 0..255 (8-bit) or 0..65535 (16-bit), got "
+                f"{lo:g}..{hi:g}"
+            )
+        out = (a.astype(np.float64) * (255.0 / 65535.0 if hi > 255 else 1.0)).round()
     elif a.dtype == bool:
         out = a.astype(np.float64) * 255
     else:
@@ -80,8 +96,9 @@ def load_image(image: ImageInput) -> np.ndarray:
     """(H, W, 3) uint8 RGB from a path, a PIL image or a numpy array.
 
     Numpy arrays are taken as RGB(A) or grayscale: uint8 as is, uint16 scaled by 1/257, floats as
-    [0, 1]. Paths and PIL images get their EXIF orientation applied; 16-bit, grayscale, palette and
-    RGBA images are converted (transparency composited over white).
+    [0, 1] (values outside are an ImageError, not clipped), other integers as 0..255, or 0..65535
+    when larger values occur. Paths and PIL images get their EXIF orientation applied; 16-bit,
+    grayscale, palette and RGBA images are converted (transparency composited over white).
     """
     from PIL import Image, UnidentifiedImageError
 

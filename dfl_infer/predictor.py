@@ -19,12 +19,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
 
 from dfl_infer.backends import BACKENDS, OnnxRuntimeRunner, TorchRunner
+from dfl_infer.bundle import DetectorUnavailableError
 from dfl_infer.crop import Crop, group_hands, make_crop, points_box, union_box
 from dfl_infer.decode import decode
 from dfl_infer.device import resolve_device
@@ -33,7 +34,7 @@ from dfl_infer.joints import HANDS, NUM_HAND_JOINTS
 from dfl_infer.lift import Intrinsics, relative_to_wrist
 from dfl_infer.model import DFLModel
 from dfl_infer.preprocess import crop_batch
-from dfl_infer.results import Hand, Prediction
+from dfl_infer.results import Hand, Prediction, PredictionError
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,29 @@ class DFLPredictor:
         pixels if given."""
         return self.predict_batch([image], boxes=[box], intrinsics=[intrinsics], focal=focal)[0]
 
+    @overload
+    def predict_batch(
+        self,
+        images: Sequence[ImageInput],
+        boxes: Sequence[Sequence[float] | None] | None = ...,
+        intrinsics: Sequence[Any] | None = ...,
+        focal: float | None = ...,
+        detections: Sequence[Sequence[Any] | None] | None = ...,
+        return_errors: Literal[False] = ...,
+    ) -> list[Prediction]: ...
+
+    @overload
+    def predict_batch(
+        self,
+        images: Sequence[ImageInput],
+        boxes: Sequence[Sequence[float] | None] | None = ...,
+        intrinsics: Sequence[Any] | None = ...,
+        focal: float | None = ...,
+        detections: Sequence[Sequence[Any] | None] | None = ...,
+        *,
+        return_errors: Literal[True],
+    ) -> list[Prediction | PredictionError]: ...
+
     def predict_batch(
         self,
         images: Sequence[ImageInput],
@@ -208,10 +232,48 @@ class DFLPredictor:
         intrinsics: Sequence[Any] | None = None,
         focal: float | None = None,
         detections: Sequence[Sequence[Any] | None] | None = None,
-    ) -> list[Prediction]:
+        return_errors: bool = False,
+    ) -> list[Prediction] | list[Prediction | PredictionError]:
         """Hands in several images; the network runs on all their crops in batches.
         ``detections``: per image, the detector's hands if already found (e.g. by
-        ``HandDetector.detect`` in another process), or None to run the detector here."""
+        ``HandDetector.detect`` in another process), or None to run the detector here.
+        ``return_errors``: False (default): the first bad image (unreadable, bad intrinsics,
+        ...) raises and nothing is returned; True: a bad image gets a
+        :class:`~dfl_infer.results.PredictionError` in its place and the others their
+        predictions (a missing detector model still raises: it concerns every image)."""
+        if not return_errors:
+            return self._predict_batch(images, boxes, intrinsics, focal, detections)
+        n = len(images)
+        per_image = [
+            list(v) if v is not None else [None] * n for v in (boxes, intrinsics, detections)
+        ]
+        if any(len(v) != n for v in per_image):
+            raise ValueError("boxes, intrinsics and detections must have one entry per image")
+        try:
+            return list(self._predict_batch(images, boxes, intrinsics, focal, detections))
+        except DetectorUnavailableError:
+            raise
+        except Exception:  # noqa: BLE001 - find the image(s) that broke the batch
+            pass
+        out: list[Prediction | PredictionError] = []
+        for i, image in enumerate(images):
+            b, k, d = (v[i] for v in per_image)
+            try:
+                out.append(self._predict_batch([image], [b], [k], focal, [d])[0])
+            except DetectorUnavailableError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad image must not lose the others
+                out.append(PredictionError(str(exc), exc))
+        return out
+
+    def _predict_batch(
+        self,
+        images: Sequence[ImageInput],
+        boxes: Sequence[Sequence[float] | None] | None,
+        intrinsics: Sequence[Any] | None,
+        focal: float | None,
+        detections: Sequence[Sequence[Any] | None] | None,
+    ) -> list[Prediction]:
         n = len(images)
         boxes = list(boxes) if boxes is not None else [None] * n
         intr_in = list(intrinsics) if intrinsics is not None else [None] * n

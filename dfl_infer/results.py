@@ -100,6 +100,16 @@ class Prediction:
         }
 
 
+@dataclass(frozen=True)
+class PredictionError:
+    """What ``DFLPredictor.predict_batch(..., return_errors=True)`` returns in place of the
+    :class:`Prediction` of an image that failed: ``message`` says why (one line, for the user);
+    ``exception`` is what was raised."""
+
+    message: str
+    exception: Exception
+
+
 def document_header(model: dict[str, Any]) -> dict[str, Any]:
     """Everything of the output JSON but its ``images``: what ran, the joint order, the units."""
     return {

@@ -444,3 +444,59 @@ def test_overlay_write_failure_keeps_the_json(
     assert code == 1 and "2 overlays could not be written" in err + caplog.text
     assert len(_strict_json(out.read_text())["images"]) == 2  # type: ignore[index]
     assert list((tmp_path / "v").iterdir()) == []
+
+
+def test_predict_batch_returns_per_item_errors(predictor, photos) -> None:
+    from dfl_infer import PredictionError
+    from dfl_infer.results import Prediction
+
+    good = np.zeros((64, 80, 3), np.uint8)
+    images = [good, photos / "missing.jpg", good, np.zeros((4,), np.uint8)]
+    boxes = [(0, 0, 40, 40)] * 4
+    with pytest.raises(ValueError):
+        predictor.predict_batch(images, boxes=boxes)
+    out = predictor.predict_batch(images, boxes=boxes, return_errors=True)
+    assert [type(r) for r in out] == [Prediction, PredictionError, Prediction, PredictionError]
+    assert "no such file" in out[1].message  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.full((8, 8, 3), 200.0), "float image values must lie in [0, 1]"),
+        (np.full((8, 8, 3), -0.5, np.float32), "float image values must lie in [0, 1]"),
+        (np.full((8, 8, 3), -3, np.int32), "integer image values must lie in"),
+        (np.full((8, 8, 3), 70000, np.int64), "integer image values must lie in"),
+    ],
+)
+def test_out_of_range_arrays_refused(array, message) -> None:
+    from dfl_infer.image import ImageError, load_image
+
+    with pytest.raises(ImageError, match=re.escape(message)):
+        load_image(array)
+
+
+def test_dark_16_bit_png_is_scaled_not_taken_for_8_bit(tmp_path) -> None:
+    from dfl_infer.image import load_image
+
+    path = tmp_path / "dark16.png"
+    Image.fromarray(np.full((8, 8), 200, np.uint16)).save(path)  # 200 of 65535: nearly black
+    assert load_image(path).max() <= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dtype=st.sampled_from([np.uint8, np.uint16, np.int32, np.float32, np.float64, np.bool_]),
+    shape=st.sampled_from([(5, 7), (5, 7, 1), (5, 7, 3), (5, 7, 4), (0, 7, 3), (5, 7, 2), (3,)]),
+    scale=st.sampled_from([1.0, 255.0, 65535.0, -1.0]),
+)
+def test_any_array_loads_to_uint8_or_fails_clearly(dtype, shape, scale) -> None:
+    from dfl_infer.image import ImageError, load_image
+
+    a = (np.linspace(0, 1, int(np.prod(shape))).reshape(shape) * scale).astype(dtype)
+    try:
+        rgb = load_image(a)
+    except ImageError as exc:
+        assert str(exc)
+        return
+    assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
