@@ -12,9 +12,12 @@ file that is not ours.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,6 +263,22 @@ class _DecodeDataset:
             return rgb, None, None
 
 
+def _die_with_parent(parent: int, worker_id: int) -> None:
+    """In each decoding worker: have Linux kill it when the parent process dies, even by SIGKILL
+    (torch's own check runs only between items, and a worker busy in MediaPipe would otherwise
+    outlive the parent and keep its pipes open, so a caller waiting for EOF hangs)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _decoded_chunks(
     paths: Sequence[Path], batch_size: int, workers: int, bundle: Path | None = None
 ) -> Iterator[tuple[int, list[_Decoded]]]:
@@ -280,6 +299,7 @@ def _decoded_chunks(
         num_workers=workers,
         collate_fn=list,  # keep the chunk a list of items: no tensor stacking
         prefetch_factor=2,
+        worker_init_fn=functools.partial(_die_with_parent, os.getpid()),
     )
     for n, chunk in enumerate(loader):
         yield n * batch_size, chunk

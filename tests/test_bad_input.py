@@ -500,3 +500,59 @@ def test_any_array_loads_to_uint8_or_fails_clearly(dtype, shape, scale) -> None:
         assert str(exc)
         return
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+
+
+def _children(pid: int) -> set[int]:
+    """Live child processes of ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_a_killed_parent(tmp_path, tiny_weights) -> None:
+    import signal
+    import time
+
+    d = tmp_path / "many"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(60):
+        Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(d / f"{k}.png")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dfl_infer.cli", str(d), "--weights", str(tiny_weights)]
+        + ["--box", "0,0,40,40", "--device", "cpu", "--workers", "2", "--batch-size", "2", "-q"]
+        + ["--out", str(tmp_path / "j.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        workers: set[int] = set()
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            workers = _children(proc.pid)
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the workers never started"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], "workers outlived their parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)  # EOF on the pipes: nobody holds them any more
