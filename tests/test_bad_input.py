@@ -556,3 +556,43 @@ def test_workers_die_with_a_killed_parent(tmp_path, tiny_weights) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=30)  # EOF on the pipes: nobody holds them any more
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_with_workers_exits_130_quietly(tmp_path, tiny_weights) -> None:
+    """Ctrl-C reaches the whole process group, workers included: exit 130, one line."""
+    import signal
+    import time
+
+    d = tmp_path / "many"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(60):
+        Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(d / f"{k}.png")
+    out = tmp_path / "j.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dfl_infer.cli", str(d), "--weights", str(tiny_weights)]
+        + ["--box", "0,0,40,40", "--device", "cpu", "--workers", "2", "--batch-size", "2", "-q"]
+        + ["--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        workers: set[int] = set()
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            workers = _children(proc.pid)
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the workers never started"
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines() == ["dfl-infer: interrupted"]
+    assert not [w for w in workers if _alive(w)]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["many"]
