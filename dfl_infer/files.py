@@ -69,6 +69,13 @@ def check_writable(folder: Path, option: str) -> None:
     "--out", "--vis"). Raises :class:`OutputNotWritableError`."""
     import tempfile
 
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise OutputNotWritableError(
+                    f"{option}: cannot write into {folder}: {above} is a file"
+                )
+            break
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".dfl-infer-probe-")
