@@ -596,3 +596,44 @@ def test_ctrl_c_with_workers_exits_130_quietly(tmp_path, tiny_weights) -> None:
     assert "Traceback" not in err and err.strip().splitlines() == ["dfl-infer: interrupted"]
     assert not [w for w in workers if _alive(w)]
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["many"]
+
+
+def test_unreachable_hub_fails_within_seconds(tmp_path) -> None:
+    """No network: a Hub id not in the cache fails in seconds, saying what was looked for."""
+    code = (
+        "import time\n"
+        "from dfl_infer.model import DFLModel\n"
+        "t = time.monotonic()\n"
+        "try:\n"
+        "    DFLModel.from_pretrained('dfl-test/not-cached')\n"
+        "except FileNotFoundError as exc:\n"
+        "    print(round(time.monotonic() - t, 1)); print(exc)\n"
+    )
+    import socket
+
+    # A host that never answers: a listening socket whose accept queue is full drops new
+    # connection attempts, so they hang as they do offline behind a firewall.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    fillers = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(server.getsockname())
+        fillers.append(c)
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_ENDPOINT": endpoint}
+    env.pop("HF_HUB_OFFLINE", None)
+    try:
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+        )
+    finally:
+        for c in fillers:
+            c.close()
+        server.close()
+    seconds, message = res.stdout.split("\n", 1)
+    assert float(seconds) < 8, res.stdout
+    assert "unreachable" in message and "local weights folder" in message
+    assert "not in the local Hub cache" in message

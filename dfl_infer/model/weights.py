@@ -80,8 +80,38 @@ def resolve_files(name_or_path: str | Path, revision: str | None = None) -> tupl
     return _download(name, revision)
 
 
+# Seconds to wait for the Hub to accept a connection before taking it for unreachable: without
+# this, huggingface_hub's own timeouts and retries took about 40 s to give up offline.
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to ``endpoint``'s host opens within ``timeout`` seconds (name
+    resolution included: it runs in a thread, so a resolver that hangs cannot stall us)."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
 def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -90,10 +120,15 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
         RevisionNotFoundError,
     )
 
+    offline = bool(constants.HF_HUB_OFFLINE) or not hub_reachable(constants.ENDPOINT)
     paths = []
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:
-            paths.append(Path(hf_hub_download(repo_id, filename, revision=revision)))
+            paths.append(
+                Path(
+                    hf_hub_download(repo_id, filename, revision=revision, local_files_only=offline)
+                )
+            )
         except RepositoryNotFoundError:
             raise FileNotFoundError(
                 f"{repo_id!r} is neither a local folder nor a Hugging Face Hub model repo "
@@ -104,9 +139,11 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
         # LocalEntryNotFoundError subclasses EntryNotFoundError: test it first.
         except LocalEntryNotFoundError:
             raise FileNotFoundError(
-                f"cannot fetch {filename} of {repo_id!r}: the Hugging Face Hub is unreachable (or "
-                "HF_HUB_OFFLINE=1) and the file is not in the local Hub cache; pass a local "
-                "weights folder instead"
+                f"weights {repo_id!r}: no local folder ./{repo_id}, {filename} not in the local "
+                f"Hub cache ({constants.HF_HUB_CACHE}), and the Hugging Face Hub "
+                f"({constants.ENDPOINT}) is unreachable (or HF_HUB_OFFLINE=1). To work offline, "
+                "pass a local weights folder (config.json + model.safetensors), or fetch the "
+                "model once while online; HF_HUB_OFFLINE=1 then skips the network"
             ) from None
         except EntryNotFoundError:
             raise FileNotFoundError(f"Hub repo {repo_id!r} has no {filename}") from None
