@@ -218,10 +218,12 @@ def test_api_rejects_bad_threshold_and_device(tiny_weights) -> None:
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_model):
+def predictor(tiny_weights):
     from dfl_infer import DFLPredictor
 
-    return DFLPredictor(tiny_model, device="cpu", presence_threshold=0.0)
+    # Its own model, loaded from disk: the predictor converts the model it is given to
+    # channels_last, which would change the session's shared tiny_model for other tests.
+    return DFLPredictor(weights=tiny_weights, device="cpu", presence_threshold=0.0)
 
 
 BAD_INTRINSICS = [
