@@ -1,0 +1,49 @@
+"""The shipped default model's outputs on stored inputs do not change silently.
+
+``tests/data/reference_outputs.json`` is written by ``tools/make_reference.py`` from the
+committed ``weights/``; when the weights are retrained on purpose, that tool is run again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE = REPO / "tests" / "data" / "reference_outputs.json"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location(
+        "make_reference", REPO / "tools" / "make_reference.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_default_model_reproduces_the_stored_reference() -> None:
+    weights = REPO / "weights"
+    if not (weights / "model.safetensors").is_file():
+        pytest.fail("weights/model.safetensors is missing: the default model must ship")
+    tool = _tool()
+    stored = json.loads(REFERENCE.read_text())
+    assert stored["weights_sha256"] == tool.weights_sha256(weights), (
+        "weights/ changed since the reference was written: if on purpose, run "
+        "`python tools/make_reference.py` and commit tests/data/reference_outputs.json"
+    )
+    now = tool.predict_all(weights)
+    assert now.keys() == stored["outputs"].keys()
+    for name, ref in stored["outputs"].items():
+        got = now[name]
+        assert [h["handedness"] for h in got["hands"]] == [h["handedness"] for h in ref["hands"]]
+        assert ref["hands"], f"{name}: the reference holds no hand"
+        for g, r in zip(got["hands"], ref["hands"]):
+            assert g["score"] == pytest.approx(r["score"], abs=1e-3)
+            np.testing.assert_allclose(g["joints_2d"], r["joints_2d"], atol=0.05)  # pixels
+            np.testing.assert_allclose(g["joints_3d"], r["joints_3d"], atol=0.5)  # mm
