@@ -8,7 +8,7 @@ and the mean 2D error in % of it), plus the wall time of each run. Both runs tra
 network (no frozen layers), so the comparison is only about the starting point.
 
     python benchmarks/backbone_init.py --data interhand:SYNTH@1,folder:REAL@1 \\
-        --synth-test SYNTH_TEST --real-holdout REAL_HO [--steps 300] [--batch-size 8] \\
+        --synth-test SYNTH_TEST --real-holdout REAL_HO [--steps 1500] [--lr 5e-4] \\
         [--out runs/backbone_init] [--inits mediapipe,random]
 
 ``SYNTH_TEST`` is ``dfl-train synth --split test`` output (split ``test``); ``REAL_HO`` is
@@ -33,6 +33,7 @@ def run(init: str, args: argparse.Namespace) -> dict[str, object]:
     cmd = [sys.executable, "-m", "dfl_infer.training.cli", "fit", "--config", "mphand"]
     cmd += ["--data", args.data, "--mix-batches", "--steps", str(args.steps)]
     cmd += ["--batch-size", str(args.batch_size), "--save-every", str(args.steps)]
+    cmd += ["--lr", str(args.lr)]
     cmd += ["--seed", str(args.seed), "--num-workers", "1", "--no-progress", "--out", str(out)]
     cmd += ["--val", f"{args.real_holdout}:test", "--val", f"{args.synth_test}:test"]
     if init != "random":
@@ -51,15 +52,16 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="fit's --data (mixed in every batch)")
     parser.add_argument("--synth-test", required=True)
     parser.add_argument("--real-holdout", required=True)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-4, help="as the default weights' run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--inits", default="mediapipe,random")
     parser.add_argument("--out", default="runs/backbone_init")
     args = parser.parse_args()
     rows = [run(init, args) for init in args.inits.split(",")]
     print(
-        f"\nmphand, {args.steps} steps x batch {args.batch_size}, seed {args.seed}; "
+        f"\nmphand, {args.steps} steps x batch {args.batch_size}, lr {args.lr}, seed {args.seed}; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}\n"
     )

@@ -46,6 +46,7 @@ import torch
 from _memory import peak_rss_mib  # the sibling module (scripts run from benchmarks/)
 
 from dfl_infer.model import DFLConfig, DFLModel
+from dfl_infer.model.config import PRESET_NAMES
 
 logger = logging.getLogger("model_speed")
 
@@ -161,8 +162,8 @@ def make_config(spec: str) -> DFLConfig:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    if name not in ("r18", "r50", "tiny"):
-        raise SystemExit(f"model_speed: unknown preset {name!r} (r18, r50, tiny)")
+    if name not in PRESET_NAMES:
+        raise SystemExit(f"model_speed: unknown preset {name!r} {PRESET_NAMES}")
     try:
         return getattr(DFLConfig, name)(**overrides)
     except (TypeError, ValueError) as exc:

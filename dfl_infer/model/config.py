@@ -15,6 +15,8 @@ from typing import Any
 
 # Bumped when the meaning of a saved config changes; loading a newer format is refused.
 CONFIG_FORMAT = 1
+# Names of the preset builders (``DFLConfig.<name>()``), for command-line choices.
+PRESET_NAMES = ("r50", "r18", "mphand", "tiny")
 # Keys a saved config may lack: added after format 1 began, with defaults that reproduce what
 # older files meant. Any other missing key is an error (a hand-edited file lost it).
 OPTIONAL_KEYS = frozenset({"metadata", "position_xy"})
@@ -152,7 +154,7 @@ class DFLConfig:
 
     @classmethod
     def mphand(cls, **overrides: Any) -> DFLConfig:
-        """The default model: MediaPipe's hand-landmark trunk (2.0 M parameters, trained by
+        """The default model: MediaPipe's hand-landmark trunk (2.33 M parameters, trained by
         Google on real hands; the starting point of ``dfl-train fit --init-backbone mediapipe``)
         with a 64-channel FPN and the same DFL decoder at 64 channels. Its input is RGB in
         [0, 1] unnormalised, as MediaPipe's."""

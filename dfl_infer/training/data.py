@@ -22,6 +22,7 @@ loss and evaluation: ``depth_weight`` (42,), ``presence_valid`` (2,), ``root_val
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -334,7 +335,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         self.start_step = start_step
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        steps = self.steps if self.steps is not None else _count(self.start_step)
+        steps = self.steps if self.steps is not None else itertools.count(self.start_step)
         for step in steps:
             rng = np.random.default_rng([self.seed, self.rank, step])
             idx = rng.integers(0, self.n, self.batch_size)
@@ -342,10 +343,3 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def __len__(self) -> int:
         return 2**31 - 1  # endless; DataLoader only needs a number
-
-
-def _count(start: int) -> Iterator[int]:
-    k = start
-    while True:
-        yield k
-        k += 1

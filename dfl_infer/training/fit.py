@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from torch import nn
 from dfl_infer._atomic import atomic_path
 from dfl_infer.device import autocast
 from dfl_infer.model import DFLConfig, DFLModel
+from dfl_infer.model.config import PRESET_NAMES
 from dfl_infer.preprocess import normalize
 from dfl_infer.training import distributed
 from dfl_infer.training.losses import DFLLoss, LossConfig
@@ -43,12 +45,6 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_DIR = "best"  # the weights that scored best on the first --val folder
 METRICS_NAME = "metrics.jsonl"
-PRESETS = {
-    "r50": DFLConfig.r50,
-    "r18": DFLConfig.r18,
-    "mphand": DFLConfig.mphand,
-    "tiny": DFLConfig.tiny,
-}
 # Parts of the MediaPipe trunk that --freeze-trunk early keeps fixed: everything up to stride 8,
 # whose high-resolution depthwise convolutions cost most of the backward pass on a CPU.
 EARLY_TRUNK = ("stem.", "block0.", "stage1.", "stage2.")
@@ -120,7 +116,7 @@ class FitConfig:
 
     out: str  # output folder
     data: str = "synth"  # see parse_data
-    config: str = "tiny"  # a PRESETS name (ignored with init: the init folder's config wins)
+    config: str = "tiny"  # a PRESET_NAMES name (ignored with init: the init folder's config wins)
     steps: int = 1000  # optimizer steps in total (the schedule is scaled to this)
     batch_size: int = 8  # per process
     lr: float = 1e-4  # Adam, as in the paper
@@ -271,7 +267,9 @@ def build_sources(
     sizes = split_batch(cfg.batch_size, weights) if cfg.mix_batches else None
     iters = []
     for j, src in enumerate(specs):
-        steps = _count_from(start_step) if sizes else _steps_of(j, cfg.seed, start_step, weights)
+        steps = (
+            itertools.count(start_step) if sizes else _steps_of(j, cfg.seed, start_step, weights)
+        )
         n = sizes[j] if sizes else cfg.batch_size
         if src.kind == "synth":
             iters.append(_synth_iter(cfg, model_cfg.input_size, info, steps, n))
@@ -281,13 +279,6 @@ def build_sources(
             seed = cfg.seed + 7919 * (j + 1) if sizes else cfg.seed
             iters.append(_dataset_iter(cfg, src, size, box_scale, info, steps, n, seed))
     return specs, iters
-
-
-def _count_from(start: int) -> Iterator[int]:
-    step = start
-    while True:
-        yield step
-        step += 1
 
 
 def loss_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -366,10 +357,10 @@ def build_model(cfg: FitConfig) -> DFLModel:
         model = DFLModel.from_pretrained(cfg.init, map_location="cpu")
         logger.info("initialised from %s (%s)", cfg.init, model.config.backbone)
     else:
-        if cfg.config not in PRESETS:
-            raise ValueError(f"unknown --config {cfg.config!r}; expected one of {sorted(PRESETS)}")
+        if cfg.config not in PRESET_NAMES:
+            raise ValueError(f"unknown --config {cfg.config!r}; expected one of {PRESET_NAMES}")
         overrides = {"input_size": cfg.input_size} if cfg.input_size else {}
-        model = DFLModel(PRESETS[cfg.config](**overrides))
+        model = DFLModel(getattr(DFLConfig, cfg.config)(**overrides))
     if cfg.init_backbone:
         from dfl_infer.training.init_backbone import init_backbone
 
@@ -404,7 +395,7 @@ def freeze_trunk(model: DFLModel, which: str) -> None:
 
 def keep_freed_memory() -> None:
     """Stop glibc from returning freed memory to the OS after every step: on CPU, mapping and
-    faulting in the same buffers again made training steps up to twice as slow. No-op where
+    faulting in the same buffers again slowed training steps down. No-op where
     the C library is not glibc."""
     import ctypes
     import ctypes.util
@@ -683,7 +674,6 @@ class Validator:
             self.datasets[f"{name}:{split}"] = InterHandDataset(
                 root, split, model_cfg.input_size, model_cfg.box_scale, augment=None
             )
-        self.out = Path(cfg.out)
 
     def __call__(self, model: DFLModel, step: int, out: Path) -> dict[str, dict[str, float]]:
         from dfl_infer.training.evaluate import evaluate_predictions, predict_dataset
@@ -723,7 +713,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="train a DFL model",
         description="Train a DFL model on synthetic and/or InterHand-layout data.",
     )
-    p.add_argument("--config", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--config", default="tiny", choices=PRESET_NAMES)
     p.add_argument(
         "--data",
         default="synth",
