@@ -404,6 +404,34 @@ def test_fit_mixed_batches_frozen_trunk_and_best_on_val(fixture_root, tmp_path):
     assert state["best"] is not None
 
 
+def test_best_guard_keeps_best_only_within_the_limit(fixture_root, tmp_path):
+    """--best-guard N:METRIC:MAX: a save that improves the first folder's metric is kept as
+    OUT/best only while folder N stays within MAX; malformed guards are one clear ValueError."""
+    from dfl_infer.model import DFLModel
+    from dfl_infer.training.fit import Validator, parse_guard
+
+    assert parse_guard("2:mean_2d_box_pct:4", 2) == (1, "mean_2d_box_pct", 4.0)
+    for bad in ("2:mean_2d_box_pct", "x:m:1", "3:m:1", "0:m:1", "1:m:nan", "1::1"):
+        with pytest.raises(ValueError, match="--best-guard"):
+            parse_guard(bad, 2)
+    model = DFLModel(DFLConfig.tiny(input_size=64))
+    other = make_fixture(tmp_path / "other", "test", n=2, seed=3)
+    val = (f"{fixture_root}:test", f"{other}:test")
+    with pytest.raises(ValueError, match="already a --val folder"):
+        Validator(_fit_cfg(fixture_root, tmp_path, val=(val[0], val[0])), model.config)
+    for limit, kept in ((1e9, True), (0.0, False)):
+        out = tmp_path / f"guard{kept}"
+        out.mkdir()
+        cfg = _fit_cfg(fixture_root, out, val=val, best_guard=(f"2:mean_2d_box_pct:{limit}",))
+        validator = Validator(cfg, model.config)
+        validator(model, 1, out)
+        assert (out / "best").is_dir() == kept
+        assert json.loads((out / "metrics.jsonl").read_text())["best"] == kept
+    cfg = _fit_cfg(fixture_root, tmp_path, val=val, best_guard=("2:no_such_metric:1",))
+    with pytest.raises(ValueError, match="no_such_metric"):
+        Validator(cfg, model.config)(model, 1, tmp_path)
+
+
 @pytest.mark.slow
 def test_tiny_overfits(tmp_path):
     """tiny memorizes one sample: the loss falls more than 5x in 80 steps at lr 1e-3 (about 15 s

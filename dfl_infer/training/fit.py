@@ -143,6 +143,8 @@ class FitConfig:
     mix_batches: bool = False  # every batch takes from every source by weight (not one per step)
     val: tuple[str, ...] = ()  # InterHand-layout folders (ROOT or ROOT:SPLIT) scored at each save
     best_metric: str = "mean_2d_box_pct"  # of the first --val folder, lower is better: OUT/best
+    # N:METRIC:MAX: a save becomes OUT/best only while --val folder N (1-based) keeps METRIC <= MAX
+    best_guard: tuple[str, ...] = ()
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -667,11 +669,14 @@ class Validator:
 
         self.metric = cfg.best_metric
         self.best: float | None = None
-        self.datasets = {}
+        self.guards = [parse_guard(g, len(cfg.val)) for g in cfg.best_guard]
+        self.datasets: dict[str, InterHandDataset] = {}
         for spec in cfg.val:
             root, split = parse_val(spec)
-            name = Path(root).name or root
-            self.datasets[f"{name}:{split}"] = InterHandDataset(
+            name = f"{Path(root).name or root}:{split}"
+            if name in self.datasets:
+                raise ValueError(f"--val {spec!r}: {name} is already a --val folder")
+            self.datasets[name] = InterHandDataset(
                 root, split, model_cfg.input_size, model_cfg.box_scale, augment=None
             )
 
@@ -690,6 +695,15 @@ class Validator:
         if value is None:
             raise ValueError(f"--best-metric {self.metric!r} is not one of {sorted(first)}")
         improved = math.isfinite(value) and (self.best is None or value < self.best)
+        scores = list(results.values())
+        for index, metric, limit in self.guards:
+            guarded = scores[index].get(metric)
+            if guarded is None:
+                raise ValueError(f"--best-guard: {metric!r} is not one of {sorted(scores[index])}")
+            if not (math.isfinite(guarded) and guarded <= limit):
+                if improved:
+                    logger.info("step %d: %s = %.4g > %g, not kept", step, metric, guarded, limit)
+                improved = False
         with (out / METRICS_NAME).open("a") as f:
             f.write(json.dumps({"step": step, "val": results, "best": improved}) + "\n")
         logger.info("step %d: %s = %.4g%s", step, self.metric, value, " (best)" if improved else "")
@@ -697,6 +711,21 @@ class Validator:
             self.best = float(value)
             model.save_pretrained(out / BEST_DIR)
         return results
+
+
+def parse_guard(spec: str, n_val: int) -> tuple[int, str, float]:
+    """``N:METRIC:MAX`` -> (0-based --val index, metric, limit); ValueError names what is wrong."""
+    malformed = ValueError(f"--best-guard {spec!r}: not N:METRIC:MAX (e.g. 2:mean_2d_box_pct:4)")
+    parts = spec.split(":")
+    try:
+        index, metric, limit = int(parts[0]) - 1, parts[1], float(parts[2])
+    except (ValueError, IndexError):
+        raise malformed from None
+    if len(parts) != 3 or not metric or not math.isfinite(limit):
+        raise malformed
+    if not 0 <= index < n_val:
+        raise ValueError(f"--best-guard {spec!r}: there are {n_val} --val folders")
+    return index, metric, limit
 
 
 def parse_val(spec: str) -> tuple[str, str]:
@@ -777,6 +806,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="mean_2d_box_pct",
         help="metric of the first --val folder that picks OUT/best (lower is better)",
     )
+    p.add_argument(
+        "--best-guard",
+        action="append",
+        default=[],
+        metavar="N:METRIC:MAX",
+        help="a save becomes OUT/best only while --val folder N (1-based) has METRIC <= MAX "
+        "(repeatable), e.g. 2:mean_2d_box_pct:4 keeps the real-photo error in bounds",
+    )
     p.set_defaults(func=_run)
 
 
@@ -810,7 +847,10 @@ def _run(args: argparse.Namespace) -> int:
         mix_batches=args.mix_batches,
         val=tuple(args.val),
         best_metric=args.best_metric,
+        best_guard=tuple(args.best_guard),
     )
+    for guard in cfg.best_guard:
+        parse_guard(guard, len(cfg.val))  # fail on a bad --best-guard before training
     parse_data(cfg.data)  # fail on a bad --data before any process group starts
     fit(cfg)
     return 0
