@@ -10,8 +10,8 @@
 
 Both take the crops as uint8 RGB (B, S, S, 3) (``preprocess.crop_batch``), normalize them with
 ``preprocess.normalize`` and return the same :class:`~dfl_infer.decode.CropOutputs` (numpy
-``joints_25d``, ``hand_presence`` logits, ``rel_root_depth``), which ``decode.py`` maps to pixels
-and millimetres whichever backend ran.
+``joints_25d``, ``hand_presence`` logits, ``rel_root_depth``, ``joints_2d_iter``), which
+``decode.py`` maps to pixels, millimetres and per-joint confidences whichever backend ran.
 """
 
 from __future__ import annotations
@@ -101,9 +101,15 @@ class OnnxRuntimeRunner:
 def model_fingerprint(model: DFLModel) -> str:
     """sha256 of the config, every weight and the versions that shape the exported graph."""
     from dfl_infer._version import __version__
+    from dfl_infer.export import GRAPH_VERSION
 
     h = hashlib.sha256()
-    meta = {"config": model.config.to_dict(), "torch": torch.__version__, "dfl": __version__}
+    meta = {
+        "config": model.config.to_dict(),
+        "torch": torch.__version__,
+        "dfl": __version__,
+        "graph": GRAPH_VERSION,
+    }
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().to("cpu", torch.float32).contiguous()

@@ -3,8 +3,9 @@
 Exported: the network alone, as ``DFLModel`` defines it: input ``images`` (B, 3, S, S) float32,
 normalized with the config's mean/std (RGB, [0, 1] then (x - mean) / std), S = ``input_size``;
 outputs ``joints_25d`` (B, 42, 3), ``hand_presence`` (B, 2) logits, ``rel_root_depth`` (B,) mm and
-``segmentation`` (B, 33, S/4, S/4) logits, with the meanings documented on ``DFLModel``. The
-per-iteration 2D predictions (``joints_2d_iter``, a training signal) are dropped. Detection,
+``segmentation`` (B, 33, S/4, S/4) logits, with the meanings documented on ``DFLModel``, and
+``joints_2d_iter`` (B, T, 42, 2), the crop-pixel 2D joints after each of the decoder's T
+iterations, stacked (they give the per-joint confidence, ``decode.joint_confidence``). Detection,
 cropping and lifting stay in Python (``DFLPredictor``); the preprocessing contract (input size,
 mean, std, box scale) and the full config are stored in the model's metadata properties.
 
@@ -27,7 +28,10 @@ from dfl_infer.model import DFLModel, DFLOutput
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_NAMES = ("joints_25d", "hand_presence", "rel_root_depth", "segmentation")
+OUTPUT_NAMES = ("joints_25d", "hand_presence", "rel_root_depth", "segmentation", "joints_2d_iter")
+# Changes whenever the exported graph's outputs change, so that graphs cached by an older
+# version (backends.exported_model) are exported again. 2: joints_2d_iter added.
+GRAPH_VERSION = 2
 DEFAULT_OPSET = 17
 
 
@@ -40,7 +44,8 @@ class _ExportWrapper(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out: DFLOutput = self.model(images)
-        return tuple(getattr(out, name) for name in OUTPUT_NAMES)
+        iters = torch.stack(out.joints_2d_iter, dim=1)
+        return (*(getattr(out, name) for name in OUTPUT_NAMES[:-1]), iters)
 
 
 def export_onnx(

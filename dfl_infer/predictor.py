@@ -83,6 +83,7 @@ class _Task:
     # The network's outputs for this crop, set by DFLPredictor._run (see decode.CropOutputs).
     joints_25d: np.ndarray | None = None  # (42, 3) crop pixels, mm relative to each wrist
     presence: np.ndarray | None = None  # (2,) probabilities, right / left
+    confidence: np.ndarray | None = None  # (42,) per-joint confidence (decode.joint_confidence)
     rel_root_depth: float = 0.0  # mm, left wrist minus right wrist
 
     def present(self, threshold: float) -> np.ndarray:
@@ -374,10 +375,11 @@ class DFLPredictor:
         for start in range(0, len(tasks), self.batch_size):
             chunk = tasks[start : start + self.batch_size]
             out = self._net(crop_batch([rgbs[t.image] for t in chunk], [t.crop for t in chunk]))
-            presence = out.presence()
+            presence, confidence = out.presence(), out.confidence(self.config.input_size)
             for k, task in enumerate(chunk):
                 task.joints_25d = out.joints_25d[k]
                 task.presence = presence[k]
+                task.confidence = confidence[k]
                 task.rel_root_depth = float(out.rel_root_depth[k])
 
     def _collect(
@@ -400,6 +402,7 @@ class DFLPredictor:
                     joints_2d=uv[sl],
                     joints_3d=joints_3d[sl],
                     joints_3d_rel=relative_to_wrist(joints_3d[sl]),
+                    joint_confidence=None if task.confidence is None else task.confidence[sl],
                 )
                 candidates.append((number, hand))
         hands = _deduplicate(candidates)

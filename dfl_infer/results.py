@@ -22,6 +22,7 @@ UNITS: dict[str, str] = {
     "joints_2d": "pixels",
     "joints_3d": "millimetres, camera frame",
     "joints_3d_rel": "millimetres, relative to the wrist",
+    "joint_confidence": "0 to 1, agreement of the decoder's iterations on the 2D joint",
 }
 
 
@@ -41,6 +42,8 @@ class Hand:
     - ``joints_3d`` (21, 3): camera frame (x right, y down, z forward), millimetres. The absolute
       depth rests on the intrinsics and on a canonical hand size unless given (see ``lift``).
     - ``joints_3d_rel`` (21, 3): ``joints_3d`` minus the wrist, millimetres.
+    - ``joint_confidence`` (21,): per joint, in (0, 1]: how well the decoder's iterations agree
+      on its 2D position (``decode.joint_confidence``); None when not known.
     """
 
     handedness: str
@@ -48,6 +51,7 @@ class Hand:
     joints_2d: np.ndarray
     joints_3d: np.ndarray
     joints_3d_rel: np.ndarray
+    joint_confidence: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready and strict: a value that is not finite is never written as NaN or
@@ -59,7 +63,11 @@ class Hand:
             "joints_3d": None,
             "joints_3d_rel": None,
             "joints_3d_error": None,
+            "joint_confidence": None,
         }
+        conf = self.joint_confidence
+        if conf is not None and np.isfinite(conf).all():
+            record["joint_confidence"] = _round(conf, 3)
         if not np.isfinite(self.joints_2d).all():
             record["joints_3d_error"] = "the network's 2D joints are not finite numbers"
             return record

@@ -37,7 +37,9 @@ def test_export_matches_pytorch_with_dynamic_batch(tiny_model, tmp_path) -> None
         got = _run_ort(path, x.numpy())
         assert list(got) == list(OUTPUT_NAMES)
         for name in OUTPUT_NAMES:
-            expected = getattr(ref, name).numpy()
+            value = getattr(ref, name)
+            # The graph stacks the per-iteration 2D joints into one (B, T, 42, 2) output.
+            expected = (torch.stack(value, 1) if isinstance(value, list) else value).numpy()
             assert got[name].shape == expected.shape, name
             # Crop pixels and millimetres: agreement to a few thousandths is float32 rounding.
             np.testing.assert_allclose(got[name], expected, rtol=1e-3, atol=2e-3, err_msg=name)
@@ -77,6 +79,8 @@ def test_predictor_onnxruntime_backend(tiny_model, tmp_path, monkeypatch, caplog
             np.testing.assert_allclose(b.joints_2d, a.joints_2d, atol=2e-3)  # pixels
             np.testing.assert_allclose(b.joints_3d, a.joints_3d, atol=0.05)  # millimetres
             assert b.score == pytest.approx(a.score, abs=1e-4)
+            assert a.joint_confidence is not None and b.joint_confidence is not None
+            np.testing.assert_allclose(b.joint_confidence, a.joint_confidence, atol=1e-3)
     # A second predictor reuses the cached graph; a damaged one is exported again.
     mtime = cached[0].stat().st_mtime_ns
     DFLPredictor(tiny_model, backend="onnxruntime")

@@ -62,7 +62,8 @@ def test_decode_round_trip() -> None:
 
 
 def test_crop_outputs_and_presence() -> None:
-    out = CropOutputs(np.zeros((1, 42, 3)), np.array([[0.0, 800.0]]), np.zeros(1))
+    iters = np.zeros((1, 3, 42, 2))
+    out = CropOutputs(np.zeros((1, 42, 3)), np.array([[0.0, 800.0]]), np.zeros(1), iters)
     both = CropOutputs.concatenate([out, out])
     assert len(both) == 2 and both.joints_25d.shape == (2, 42, 3)
     np.testing.assert_allclose(both.presence(), [[0.5, 1.0], [0.5, 1.0]])

@@ -40,9 +40,11 @@ class DFLOutput(NamedTuple):
     - ``rel_root_depth`` (B,): depth of the left wrist minus that of the right wrist, mm.
     - ``segmentation`` (B, 33, S/4, S/4): part-segmentation logits (``SEG_CLASS_NAMES``).
     - ``joints_2d_iter``: T tensors (B, 42, 2), the crop-pixel prediction after each decoder
-      iteration (a training signal; not exported to ONNX).
+      iteration (a training signal; at inference, their agreement is the per-joint confidence,
+      ``decode.joint_confidence``).
 
-    The first four are, in this order, the outputs of the exported ONNX graph (``export.py``).
+    All five, in this order, are the outputs of the exported ONNX graph (``export.py``), which
+    stacks ``joints_2d_iter`` into one (B, T, 42, 2) tensor.
     """
 
     joints_25d: torch.Tensor
