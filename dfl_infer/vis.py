@@ -1,5 +1,6 @@
 """Overlays: the 2D skeleton of every predicted hand drawn on the image (right hands orange,
-left hands blue), plus the crop boxes the network saw; ``OverlayFolder`` writes them as JPEGs,
+left hands blue, joint dots filled by their confidence), the crop boxes the network saw, and a
+side view of the 3D joints in a corner (depth); ``OverlayFolder`` writes them as JPEGs,
 marked as ours (a JPEG comment) so that a later run knows which files it may replace."""
 
 from __future__ import annotations
@@ -11,13 +12,23 @@ import numpy as np
 
 from dfl_infer._atomic import atomic_path
 from dfl_infer.joints import HAND_BONES
-from dfl_infer.results import Prediction
+from dfl_infer.results import Hand, Prediction
 
 # RGB colours, chosen to stay distinct for colour-blind viewers (orange / blue).
 HAND_COLOURS = {"right": (255, 140, 0), "left": (30, 120, 255)}
 BOX_COLOUR = (200, 200, 200)
 # Written into every overlay's JPEG comment: a file without it is not ours to overwrite.
 OVERLAY_COMMENT = b"dfl-infer overlay"
+# Joint dots are filled by confidence along this ramp: red (0), yellow (0.5), white (1).
+CONFIDENCE_RAMP = ((220, 30, 30), (255, 215, 0), (255, 255, 255))
+# The side-view inset (depth): its side as a share of the image's shorter side; none below this
+# many pixels; the least it spans (mm); its padding (share of its side); colours.
+INSET_FRACTION = 0.3
+INSET_MIN_SIDE = 60
+INSET_MIN_EXTENT_MM = 150.0
+INSET_PAD = 0.12
+INSET_BACKGROUND = (25, 25, 25)
+INSET_TEXT = (220, 220, 220)
 
 
 def is_overlay(path: str | Path) -> bool:
@@ -31,7 +42,9 @@ def is_overlay(path: str | Path) -> bool:
         return False
 
 
-def draw_prediction(rgb: np.ndarray, prediction: Prediction, draw_boxes: bool = True) -> np.ndarray:
+def draw_prediction(
+    rgb: np.ndarray, prediction: Prediction, draw_boxes: bool = True, depth_inset: bool = True
+) -> np.ndarray:
     """Copy of ``rgb`` (H, W, 3) uint8 with the skeletons (and crop boxes) drawn on it."""
     import cv2
 
@@ -43,6 +56,7 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, draw_boxes: bool = 
         for box in prediction.crops:
             x0, y0, x1, y1 = (int(round(v)) for v in box)
             cv2.rectangle(out, (x0, y0), (x1, y1), BOX_COLOUR, max(1, thick // 2), cv2.LINE_AA)
+    drawn: list[np.ndarray] = []  # each hand's joints as drawn, kept clear of the inset
     for hand in prediction.hands:
         colour = HAND_COLOURS[hand.handedness]
         pts = np.round(hand.joints_2d).astype(np.int64)
@@ -55,8 +69,9 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, draw_boxes: bool = 
                 thick,
                 cv2.LINE_AA,
             )
-        for p in pts:
-            cv2.circle(out, (int(p[0]), int(p[1])), radius, (255, 255, 255), -1, cv2.LINE_AA)
+        drawn.append(pts)
+        for p, fill in zip(pts, confidence_colours(hand.joint_confidence, len(pts))):
+            cv2.circle(out, (int(p[0]), int(p[1])), radius, fill, -1, cv2.LINE_AA)
             cv2.circle(out, (int(p[0]), int(p[1])), radius, colour, max(1, thick // 2), cv2.LINE_AA)
         wrist = pts[-1]
         cv2.putText(
@@ -69,7 +84,105 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, draw_boxes: bool = 
             thick,
             cv2.LINE_AA,
         )
+    if depth_inset:
+        draw_depth_inset(out, prediction.hands, drawn)
     return out
+
+
+def confidence_colours(confidence: np.ndarray | None, n: int) -> list[tuple[int, int, int]]:
+    """RGB fill of each of ``n`` joint dots: red at confidence 0, yellow at 0.5, white at 1
+    (brighter is surer, readable without telling red from green); all white when unknown."""
+    if confidence is None:
+        return [CONFIDENCE_RAMP[-1]] * n
+    c = np.nan_to_num(np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0), nan=0.0)
+    ramp = np.asarray(CONFIDENCE_RAMP, dtype=np.float64)
+    stops = np.linspace(0.0, 1.0, len(ramp))
+    rgb = np.stack([np.interp(c, stops, ramp[:, k]) for k in range(3)], axis=-1)
+    return [(int(r), int(g), int(b)) for r, g, b in np.round(rgb)]
+
+
+def depth_inset_view(
+    hands: Sequence[Hand], side: int
+) -> tuple[list[tuple[Hand, np.ndarray]], float]:
+    """The side view of the hands with finite 3D joints, fitted into a ``side`` x ``side``
+    square: each such hand with its joints in the square's pixels (21, 2), camera depth z left
+    (near) to right (far) and camera y down, and the view's scale (pixels per millimetre, one for
+    all hands; the view spans at least ``INSET_MIN_EXTENT_MM``, so that one hand is not blown up
+    to fill it)."""
+    finite = [h for h in hands if np.isfinite(h.joints_3d).all()]
+    if not finite:
+        return [], 0.0
+    zy = np.concatenate([h.joints_3d[:, [2, 1]] for h in finite])
+    lo, hi = zy.min(0), zy.max(0)
+    extent = max(float((hi - lo).max()), INSET_MIN_EXTENT_MM)
+    px_per_mm = side * (1 - 2 * INSET_PAD) / extent
+    centre = (lo + hi) / 2
+    return [
+        (h, (h.joints_3d[:, [2, 1]] - centre) * px_per_mm + side / 2) for h in finite
+    ], px_per_mm
+
+
+def inset_corner(
+    width: int, height: int, side: int, margin: int, avoid: Sequence[np.ndarray]
+) -> tuple[int, int]:
+    """Top-left pixel of the ``side`` square in the image corner that hides least of the boxes
+    around the point sets ``avoid`` (each (N, 2) pixels); bottom-right first on a tie."""
+    corners = [
+        (width - side - margin, height - side - margin),
+        (margin, height - side - margin),
+        (width - side - margin, margin),
+        (margin, margin),
+    ]
+
+    def hidden(corner: tuple[int, int]) -> float:
+        x0, y0 = corner
+        total = 0.0
+        for pts in avoid:
+            lo, hi = np.min(pts, axis=0), np.max(pts, axis=0)
+            dx = min(hi[0], x0 + side) - max(lo[0], x0)
+            dy = min(hi[1], y0 + side) - max(lo[1], y0)
+            total += max(0.0, float(dx)) * max(0.0, float(dy))
+        return total
+
+    return min(corners, key=hidden)
+
+
+def draw_depth_inset(
+    out: np.ndarray, hands: Sequence[Hand], avoid: Sequence[np.ndarray] = ()
+) -> None:
+    """Draw, in place, the hands' 3D joints seen from the side (:func:`depth_inset_view`) in a
+    dark square in a corner of ``out`` (the one that hides least of the 2D hands ``avoid``, each
+    (21, 2) pixels), with a 5 cm scale bar, so that a picture alone shows which hand is nearer.
+    Nothing is drawn for an image too small for it or without a hand whose 3D joints are known."""
+    import cv2
+
+    h, w = out.shape[:2]
+    side = int(INSET_FRACTION * min(h, w))
+    view, px_per_mm = depth_inset_view(hands, side)
+    if side < INSET_MIN_SIDE or not view:
+        return
+    margin = max(2, side // 20)
+    x0, y0 = inset_corner(w, h, side, margin, [a for a in avoid if np.isfinite(a).all()])
+    panel = out[y0 : y0 + side, x0 : x0 + side]
+    panel[:] = (0.3 * panel + 0.7 * np.array(INSET_BACKGROUND)).astype(np.uint8)
+    thick = max(1, side // 100)
+    font = side / 500
+    for hand, pts in view:
+        colour = HAND_COLOURS[hand.handedness]
+        p = np.round(pts).astype(np.int64) + (x0, y0)
+        for child, parent in HAND_BONES:
+            a, b = tuple(int(v) for v in p[child]), tuple(int(v) for v in p[parent])
+            cv2.line(out, a, b, colour, thick, cv2.LINE_AA)
+        for q in p:  # in the hand's colour: here, which hand is where matters most
+            cv2.circle(out, (int(q[0]), int(q[1])), thick + 1, colour, -1, cv2.LINE_AA)
+    bx, by = x0 + margin, y0 + side - margin
+    cv2.line(out, (bx, by), (bx + int(round(50 * px_per_mm)), by), INSET_TEXT, thick, cv2.LINE_AA)
+    for text, (tx, ty) in (
+        ("5 cm", (bx, by - 3 * thick)),
+        ("side view: near -> far", (x0 + margin, y0 + margin + int(20 * font))),
+    ):
+        cv2.putText(out, text, (tx, ty), cv2.FONT_HERSHEY_SIMPLEX, font, INSET_TEXT, 1, cv2.LINE_AA)
+    cv2.rectangle(out, (x0, y0), (x0 + side - 1, y0 + side - 1), INSET_TEXT, 1, cv2.LINE_AA)
 
 
 class OverlayFolder:
