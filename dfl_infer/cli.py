@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="JSON", help="output JSON file (default: standard output)")
     p.add_argument("--vis", metavar="DIR", help="write overlays of the 2D skeletons into DIR")
     p.add_argument(
+        "--vis3d",
+        metavar="HTML",
+        help="write the 3D joints as one self-contained, rotatable HTML page (one frame per image)",
+    )
+    p.add_argument(
         "--weights",
         metavar="DIR_OR_HUB_ID",
         help="weights folder (config.json + model.safetensors) or Hugging Face Hub id; "
@@ -261,6 +266,7 @@ def predict(args: argparse.Namespace) -> int:
     from dfl_infer.predictor import DFLPredictor
     from dfl_infer.results import JsonLinesWriter, document_header
     from dfl_infer.vis import OverlayFolder
+    from dfl_infer.vis3d import View3D
 
     out_path = Path(args.out) if args.out else None
     if out_path is not None and out_path.is_dir():
@@ -269,11 +275,17 @@ def predict(args: argparse.Namespace) -> int:
         overlays = OverlayFolder(args.vis) if args.vis else None
     except NotADirectoryError:
         raise UsageError(f"--vis {args.vis} exists and is not a folder") from None
+    view3d_path = Path(args.vis3d) if args.vis3d else None
+    if view3d_path is not None and (
+        view3d_path.is_dir() or view3d_path.suffix.lower() not in (".html", ".htm")
+    ):
+        raise UsageError(f"--vis3d {view3d_path}: give an HTML file name such as view.html")
     paths = collect_images(args.inputs)
     if not paths:
         raise UsageError("no images to process")
     try:  # before any work: an output must never replace an input or a file not ours
-        check_outputs(paths, out_path, overlays.plan(paths) if overlays else None, args.force)
+        plan = overlays.plan(paths) if overlays else None
+        check_outputs(paths, out_path, plan, args.force, view3d=view3d_path)
     except OutputConflictError as exc:
         raise UsageError(str(exc)) from None
     try:  # before the first image: a place that cannot be written fails now, not at the end
@@ -281,6 +293,8 @@ def predict(args: argparse.Namespace) -> int:
             check_writable(out_path.parent, "--out")
         if overlays is not None:
             check_writable(overlays.folder, "--vis")
+        if view3d_path is not None:
+            check_writable(view3d_path.parent, "--vis3d")
     except OutputNotWritableError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -295,6 +309,7 @@ def predict(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     records: list[dict[str, Any]] = []
     n_ok = n_vis_failed = 0
+    view3d = View3D() if view3d_path is not None else None
     header = document_header(model_info(predictor, args.weights))
     stream = None
     if out_path is not None and out_path.suffix == ".jsonl":
@@ -318,6 +333,8 @@ def predict(args: argparse.Namespace) -> int:
                             n_vis_failed += 1
                             logger.warning("cannot write the overlay of %s: %s", result.path, exc)
                 records.append(result.to_dict())
+                if view3d is not None:
+                    view3d.add(result.prediction, str(result.path))
                 if stream is not None:
                     stream.write(records[-1])
                 bar.update(1)
@@ -340,6 +357,12 @@ def predict(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         logger.info("wrote %s (%d of %d images succeeded)", out_path, n_ok, len(paths))
+    if view3d is not None and view3d_path is not None:
+        try:
+            view3d.write(view3d_path)
+        except OSError as exc:  # the JSON is whole: say so, but do not call it a success
+            logger.error("cannot write the 3D view %s: %s", view3d_path, exc.strerror or exc)
+            return 1
     if n_ok == 0:
         logger.error("no image succeeded")
         return 1

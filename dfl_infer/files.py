@@ -30,6 +30,7 @@ from dfl_infer.image import IMAGE_SUFFIXES, ImageError, load_image
 from dfl_infer.predictor import DFLPredictor
 from dfl_infer.results import Prediction, results_document
 from dfl_infer.vis import is_overlay
+from dfl_infer.vis3d import is_view3d
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +114,14 @@ def check_outputs(
     out: Path | None = None,
     overlays: dict[Path, Path] | None = None,
     force: bool = False,
+    view3d: Path | None = None,
 ) -> None:
     """Raise :class:`OutputConflictError` when the JSON ``out`` or an overlay (``overlays``: image
     -> overlay path, ``OverlayFolder.plan``) would replace one of the ``inputs``, when ``out`` is
     also an overlay, or, unless ``force``, when an overlay would replace an existing file that is
-    not a dfl-infer overlay. An input is never replaced, ``force`` or not."""
+    not a dfl-infer overlay. An input is never replaced, ``force`` or not. ``view3d``, the
+    ``--vis3d`` page, may be none of the inputs, ``out`` or the overlays, nor, unless ``force``,
+    an existing file that is not a dfl-infer 3D view."""
     targets = list((overlays or {}).values())
     if out is not None:
         for p in inputs:
@@ -137,6 +141,18 @@ def check_outputs(
             raise OutputConflictError(
                 f"--vis: {target} exists and is not a dfl-infer overlay; "
                 "choose another --vis folder, or pass --force to replace it"
+            )
+    if view3d is not None:
+        for p in inputs:
+            if _same_file(view3d, p):
+                raise OutputConflictError(f"--vis3d {view3d} is one of the input images")
+        for other in (out, *targets):
+            if other is not None and _same_file(view3d, other):
+                raise OutputConflictError(f"--vis3d {view3d} is also where --out or --vis write")
+        if not force and view3d.exists() and not is_view3d(view3d):
+            raise OutputConflictError(
+                f"--vis3d: {view3d} exists and is not a dfl-infer 3D view; "
+                "choose another name, or pass --force to replace it"
             )
 
 

@@ -54,6 +54,7 @@ LAYERS = (
     "dfl_infer.detect",
     "dfl_infer.export",
     "dfl_infer.vis",
+    "dfl_infer.vis3d",
     "dfl_infer.backends",
     "dfl_infer.predictor",
     "dfl_infer.files",
