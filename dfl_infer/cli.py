@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="export the network to ONNX",
         description="Export the DFL network to ONNX: normalized (B, 3, S, S) crops in; joints_25d, "
-        "hand_presence, rel_root_depth, segmentation out (see dfl_infer/export.py).",
+        "hand_presence, rel_root_depth, segmentation, joints_2d_iter out (see "
+        "dfl_infer/export.py).",
     )
     p.add_argument(
         "--weights", required=True, metavar="DIR_OR_HUB_ID", help="weights folder or Hub id"
