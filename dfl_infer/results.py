@@ -118,6 +118,27 @@ class PredictionError:
     exception: Exception
 
 
+def image_entry(
+    shape: Sequence[int] | None, prediction: Prediction | None, error: str | None
+) -> dict[str, Any]:
+    """One image's (or video frame's) fields of the output JSON: ``width`` and ``height`` (from
+    ``shape``, (H, W, ...), when the image could be read), then the prediction's ``intrinsics``,
+    ``box`` and ``hands``, and ``error``; null or empty where there is nothing."""
+    record: dict[str, Any] = {
+        "width": None,
+        "height": None,
+        "intrinsics": None,
+        "box": None,
+        "hands": [],
+        "error": error,
+    }
+    if shape is not None:
+        record["width"], record["height"] = int(shape[1]), int(shape[0])
+    if prediction is not None:
+        record.update(prediction.to_dict())
+    return record
+
+
 def document_header(model: dict[str, Any]) -> dict[str, Any]:
     """Everything of the output JSON but its ``images``: what ran, the joint order, the units."""
     return {

@@ -5,12 +5,13 @@ marked as ours (a JPEG comment) so that a later run knows which files it may rep
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from dfl_infer._atomic import atomic_path
+from dfl_infer.image import LargeImage
 from dfl_infer.joints import HAND_BONES
 from dfl_infer.results import Hand, Prediction
 
@@ -43,23 +44,33 @@ def is_overlay(path: str | Path) -> bool:
 
 
 def draw_prediction(
-    rgb: np.ndarray, prediction: Prediction, draw_boxes: bool = True, depth_inset: bool = True
+    rgb: np.ndarray | LargeImage,
+    prediction: Prediction,
+    draw_boxes: bool = True,
+    depth_inset: bool = True,
 ) -> np.ndarray:
-    """Copy of ``rgb`` (H, W, 3) uint8 with the skeletons (and crop boxes) drawn on it."""
+    """Copy of ``rgb`` (H, W, 3) uint8 with the skeletons (and crop boxes) drawn on it. A
+    LargeImage is drawn on its preview (a full-size copy of a 100 MP photo would take 300 MB),
+    so that overlay has the preview's size (at most ``image.PREVIEW_PIXELS`` pixels)."""
     import cv2
 
-    out = np.ascontiguousarray(rgb.copy())
+    to_px: Callable[[np.ndarray], np.ndarray] = lambda p: np.asarray(p, dtype=np.float64)
+    if isinstance(rgb, LargeImage):
+        out: np.ndarray = rgb.preview.copy()
+        to_px = rgb.to_preview
+    else:
+        out = np.ascontiguousarray(rgb.copy())
     scale = max(out.shape[:2]) / 640.0
     thick = max(1, int(round(2 * scale)))
     radius = max(2, int(round(3 * scale)))
     if draw_boxes:
         for box in prediction.crops:
-            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            x0, y0, x1, y1 = (int(round(v)) for v in to_px(np.reshape(box, (2, 2))).reshape(4))
             cv2.rectangle(out, (x0, y0), (x1, y1), BOX_COLOUR, max(1, thick // 2), cv2.LINE_AA)
     drawn: list[np.ndarray] = []  # each hand's joints as drawn, kept clear of the inset
     for hand in prediction.hands:
         colour = HAND_COLOURS[hand.handedness]
-        pts = np.round(hand.joints_2d).astype(np.int64)
+        pts = np.round(to_px(hand.joints_2d)).astype(np.int64)
         for child, parent in HAND_BONES:
             cv2.line(
                 out,
@@ -214,7 +225,9 @@ class OverlayFolder:
                 self._planned[Path(p)] = self._next_name(p)
         return dict(self._planned)
 
-    def write(self, image_path: str | Path, rgb: np.ndarray, prediction: Prediction) -> Path:
+    def write(
+        self, image_path: str | Path, rgb: np.ndarray | LargeImage, prediction: Prediction
+    ) -> Path:
         from PIL import Image
 
         out = self._planned.get(Path(image_path)) or self._next_name(image_path)

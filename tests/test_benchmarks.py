@@ -53,3 +53,11 @@ def test_cli_throughput(tmp_path) -> None:
     data = _run("cli_throughput.py", *args.split(), tmp_path=tmp_path)
     (row,) = data["results"]
     assert row["errors"] == 0 and row["images"] == 2 and row["images_per_s"] > 0
+
+
+def test_memory_large(tmp_path, tiny_weights) -> None:
+    args = f"--n 1 --megapixels 17 --modes box --weights {tiny_weights}"
+    data = _run("memory_large.py", *args.split(), tmp_path=tmp_path)
+    (row,) = data["rows"]
+    assert row["lazy"]["wall_s"] > 0 and row["reference"]["wall_s"] > 0
+    assert row["difference"]["images_with_other_hands"] == 0

@@ -12,13 +12,14 @@ import sys
 
 from dfl_infer.training import evaluate, fit, holdout, pseudolabel
 from dfl_infer.training.synth import cli as synth_cli
+from dfl_infer.training.synth import clip as synth_clip
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfl-train", description="Train and evaluate DFL models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for tool in (synth_cli, fit, evaluate, pseudolabel, holdout):
+    for tool in (synth_cli, synth_clip, fit, evaluate, pseudolabel, holdout):
         tool.add_parser(sub)
     return parser
 

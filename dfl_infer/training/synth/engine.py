@@ -41,7 +41,7 @@ from dfl_infer.joints import NUM_HAND_JOINTS, WRIST, seg_class
 
 from . import appearance as look
 from .render import interpolate, rasterize, splat
-from .scene import SceneConfig, sample_scene
+from .scene import Scene, SceneConfig, sample_scene
 from .skeleton import JOINT_RADII_MM, NUM_FRAMES
 from .surface import Surface, load_surfaces
 
@@ -136,10 +136,16 @@ class SynthEngine:
     # ------------------------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Render ``n`` samples with ``generator`` (on the engine's device); keys: module doc."""
+        scene = sample_scene(generator, n, self.templates, self.device, self.config.scene)
+        return self.render(scene, generator)
+
+    def render(self, scene: Scene, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Render the given scenes (appearance drawn from ``generator``); keys: module doc. The
+        clip maker (``clip.py``) poses its own scenes and renders them here."""
         g, dev = generator, self.device
         cfg = self.config
         size = cfg.scene.image_size
-        scene = sample_scene(g, n, self.templates, dev, cfg.scene)
+        n = scene.joints.shape[0]
         # Linear blend skinning: blend the 44 affine frames per vertex, then apply.
         frames = scene.frames.reshape(n, 2 * NUM_FRAMES, 12)
         blend = (self.weights @ frames).view(n, -1, 3, 4)

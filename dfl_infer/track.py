@@ -1,0 +1,243 @@
+"""Hand tracking across video frames: each hand's box is carried from frame to frame, so a hand
+the detector misses for a few frames (the usual case when two hands interlace) keeps its crop,
+and the right and left hands keep their identities.
+
+One track per side (right, left), as the pipeline handles one person's two hands. Per frame:
+
+1. :meth:`HandTracker.plan` turns the detector's hands into the hands the predictor crops: where
+   the detector labels two hands with the same side, the labels are settled by the tracks'
+   positions; a track that no detection covers is added as a detection of its own (its box moved
+   on by its recent motion, ``score`` 0), so the network still looks there.
+2. After the network, :meth:`HandTracker.update` gives each track one of the network's hands:
+   the cheapest assignment by distance from the track, the network's right/left label counting
+   as a prior (so a pair the network labelled the wrong way round is put back), never the same
+   hand twice. A followed hand takes its track's side; another hand on the same place (the
+   network's two slots collapsed onto one hand) is dropped. Each track takes its hand's joints'
+   box; a track whose hand is not found (presence below the predictor's threshold, or too far)
+   coasts on its last motion, and is dropped after ``max_missed`` such frames in a row. Hands
+   of other people (a second right hand elsewhere) pass through unfollowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dfl_infer.crop import points_box
+from dfl_infer.detect import HandDetection
+from dfl_infer.joints import HANDS
+from dfl_infer.results import Hand, Prediction
+
+# A detection covers a track when their boxes overlap by at least this IoU.
+COVER_IOU = 0.2
+# Hand-to-track costs (HandTracker._assign): the farthest a track's hand may be from where it
+# was expected, in track box sizes; the price of following a hand the network labelled the other
+# side; the price of leaving a side unfollowed.
+GATE = 1.0
+LABEL_COST = 0.3
+MISS_COST = 1.0
+# Two hands closer than this (mean joint distance / hand size, as predictor.DUPLICATE_DISTANCE)
+# are one hand predicted twice (the network's two slots collapsed onto one hand).
+DUPLICATE_DISTANCE = 0.25
+# A new joints' box smaller than this share of the track's box (a collapsed prediction) keeps the
+# track's size, centred on the new box.
+MIN_SIZE_RATIO = 0.5
+# How much of the box's last motion carries on per frame while the hand is not found.
+COAST_DAMPING = 0.7
+
+
+def hand_order(hand: Hand) -> tuple[int, float]:
+    """Sort key of a frame's hands, as the predictor orders them: right first, then left to
+    right in the image."""
+    return HANDS.index(hand.handedness), float(hand.joints_2d[:, 0].mean())
+
+
+def _same_place(a: Hand, b: Hand) -> bool:
+    size = float(np.ptp(a.joints_2d, axis=0).max()) + 1e-6
+    return (
+        float(np.linalg.norm(a.joints_2d - b.joints_2d, axis=1).mean()) / size < DUPLICATE_DISTANCE
+    )
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two xyxy boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union)
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+
+def _side(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1], 1.0))
+
+
+@dataclass
+class Track:
+    """One hand followed through the frames: ``box`` (xyxy pixels) where it is expected next,
+    ``velocity`` (2,) its centre's motion per frame, ``joints`` (21, 2) its last 2D joints,
+    ``missed`` frames in a row without it."""
+
+    handedness: str
+    box: np.ndarray
+    joints: np.ndarray
+    velocity: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))
+    missed: int = 0
+
+    def distance(self, joints_2d: np.ndarray) -> float:
+        """Distance from this track's box centre to the centre of ``joints_2d``'s box, in the
+        track's box sizes."""
+        return float(
+            np.linalg.norm(_centre(points_box(joints_2d)) - _centre(self.box)) / _side(self.box)
+        )
+
+
+class HandTracker:
+    """Follows one right and one left hand through a video (module docstring); ``max_missed``:
+    frames in a row a hand may go unfound before its track is dropped."""
+
+    def __init__(self, max_missed: int = 5) -> None:
+        if max_missed < 0:
+            raise ValueError(f"max_missed must be >= 0, got {max_missed}")
+        self.max_missed = max_missed
+        self.tracks: dict[str, Track] = {}
+
+    def plan(self, detections: Sequence[Any]) -> list[Any]:
+        """The hands for the predictor to crop this frame: the detector's ``detections``
+        (``HandDetection``-like: ``box``, ``handedness``), relabelled where two share a side, plus
+        the tracks they do not cover."""
+        dets = list(detections)
+        sides = [d.handedness for d in dets]
+        if len(dets) >= 2 and len(set(sides)) < len(sides) and len(self.tracks) == 2:
+            # Same-side labels from the detector (it often guesses when hands cross): the tracks
+            # decide, for the two detections that overlap them best.
+            right, left = self.tracks["right"], self.tracks["left"]
+            pairs = [
+                (box_iou(d.box, right.box) + box_iou(e.box, left.box), i, j)
+                for i, d in enumerate(dets)
+                for j, e in enumerate(dets)
+                if i != j
+            ]
+            score, i, j = max(pairs)
+            if score > 0:
+                dets[i] = dataclasses.replace(dets[i], handedness="right")
+                dets[j] = dataclasses.replace(dets[j], handedness="left")
+        for side in HANDS:
+            track = self.tracks.get(side)
+            if track is None or any(box_iou(d.box, track.box) >= COVER_IOU for d in dets):
+                continue
+            dets.append(
+                HandDetection(
+                    box=track.box.copy(),
+                    handedness=side,
+                    score=0.0,
+                    landmarks=track.joints.copy(),
+                    landmarks_3d=None,
+                )
+            )
+        return dets
+
+    def update(self, prediction: Prediction) -> Prediction:
+        """Follow this frame's hands (see the module docstring); returns ``prediction`` with the
+        followed hands labelled by their tracks and the copies of a followed hand dropped."""
+        hands = list(prediction.hands)
+        chosen = self._assign(hands)
+        for side, i in chosen.items():
+            if hands[i].handedness != side:
+                hands[i] = dataclasses.replace(hands[i], handedness=side)
+        kept = [
+            hand
+            for i, hand in enumerate(hands)
+            if i in chosen.values() or not any(_same_place(hand, hands[j]) for j in chosen.values())
+        ]
+        for side in HANDS:
+            if side in chosen:
+                self._follow(side, hands[chosen[side]])
+            else:
+                self._coast(side)
+        if len(kept) == len(prediction.hands) and all(
+            a is b for a, b in zip(kept, prediction.hands)
+        ):
+            return prediction
+        return dataclasses.replace(prediction, hands=tuple(sorted(kept, key=hand_order)))
+
+    def _assign(self, hands: list[Hand]) -> dict[str, int]:
+        """Side -> index of the hand that side's track follows this frame: the cheapest choice
+        over every (right, left) pair of hands (or none), where a hand costs its distance from the
+        track (in track box sizes; beyond ``GATE`` it cannot be that track's) plus
+        ``LABEL_COST`` when the network labelled it the other side; a side without a track takes
+        a hand of its own label (cost 1 - score); an unfollowed side costs ``MISS_COST``; the
+        two hands must not be one hand predicted twice (the same place)."""
+        usable = [i for i, h in enumerate(hands) if np.isfinite(h.joints_2d).all()]
+        options: list[int | None] = [None, *usable]
+        best: dict[str, int] = {}
+        best_cost = math.inf
+        for r in options:
+            for lf in options:
+                if (
+                    r is not None
+                    and lf is not None
+                    and (r == lf or _same_place(hands[r], hands[lf]))
+                ):
+                    continue
+                pick = {"right": r, "left": lf}
+                cost = sum(
+                    self._cost(side, None if i is None else hands[i]) for side, i in pick.items()
+                )
+                if cost < best_cost:
+                    best_cost = cost
+                    best = {side: i for side, i in pick.items() if i is not None}
+        return best
+
+    def _cost(self, side: str, hand: Hand | None) -> float:
+        if hand is None:
+            return MISS_COST
+        track = self.tracks.get(side)
+        if track is None:
+            return 1.0 - hand.score if hand.handedness == side else math.inf
+        d = track.distance(hand.joints_2d)
+        if d > GATE:
+            return math.inf
+        return d + (0.0 if hand.handedness == side else LABEL_COST)
+
+    def _follow(self, side: str, hand: Hand) -> None:
+        box = points_box(hand.joints_2d)
+        track = self.tracks.get(side)
+        if track is None:
+            self.tracks[side] = Track(side, box, hand.joints_2d.copy())
+            return
+        if _side(box) < MIN_SIZE_RATIO * _side(track.box):
+            half = _side(track.box) / 2
+            c = _centre(box)
+            box = np.array([c[0] - half, c[1] - half, c[0] + half, c[1] + half])
+        motion = _centre(box) - (_centre(track.box) - track.velocity)
+        track.velocity = 0.5 * track.velocity + 0.5 * motion
+        track.box = box + np.tile(track.velocity, 2)
+        track.joints = hand.joints_2d.copy()
+        track.missed = 0
+
+    def _coast(self, side: str) -> None:
+        track = self.tracks.get(side)
+        if track is None:
+            return
+        track.missed += 1
+        if track.missed > self.max_missed:
+            del self.tracks[side]
+            return
+        track.velocity = track.velocity * COAST_DAMPING
+        track.box = track.box + np.tile(track.velocity, 2)
+        track.joints = track.joints + track.velocity
+
+
+__all__ = ["COVER_IOU", "HandTracker", "Track", "box_iou", "hand_order"]
