@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
+import dataclasses
 import functools
 import logging
 import os
@@ -51,6 +53,7 @@ import numpy as np
 
 from dfl_infer.bundle import FETCH_HINT, DetectorUnavailableError, resolve_bundle, validate_bundle
 from dfl_infer.crop import points_box
+from dfl_infer.image import LargeImage
 from dfl_infer.joints import MEDIAPIPE_TO_INTERHAND, NUM_HAND_JOINTS
 
 logger = logging.getLogger(__name__)
@@ -271,8 +274,31 @@ class HandDetector:
         self.close()
 
 
+def detect_hands(detector: Any, image: np.ndarray | LargeImage) -> list[Any]:
+    """``detector.detect`` (a :class:`HandDetector` or an object like it) on a decoded image, or
+    on a LargeImage's preview: its hands' ``box`` and ``landmarks`` (pixels) are then mapped
+    back to full-image pixels (``landmarks_3d``, metres, stay as they are)."""
+    if not isinstance(image, LargeImage):
+        return list(detector.detect(image))
+    hands = []
+    for hand in detector.detect(image.preview):
+        corners = image.to_full(np.asarray(hand.box, dtype=np.float64).reshape(2, 2))
+        moved: dict[str, Any] = {"box": corners.reshape(4)}
+        if getattr(hand, "landmarks", None) is not None:
+            moved["landmarks"] = image.to_full(hand.landmarks)
+        if dataclasses.is_dataclass(hand) and not isinstance(hand, type):
+            hand = dataclasses.replace(hand, **moved)
+        else:
+            hand = copy.copy(hand)
+            for name, value in moved.items():
+                setattr(hand, name, value)
+        hands.append(hand)
+    return hands
+
+
 __all__ = [
     "DetectorUnavailableError",
     "HandDetection",
     "HandDetector",
+    "detect_hands",
 ]

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from dfl_infer.bundle import DetectorUnavailableError
-from dfl_infer.image import IMAGE_SUFFIXES, ImageError, load_image
+from dfl_infer.detect import HandDetector, detect_hands
+from dfl_infer.image import IMAGE_SUFFIXES, ImageError, LargeImage, open_image
 from dfl_infer.predictor import DFLPredictor
 from dfl_infer.results import Prediction, image_entry, results_document
 from dfl_infer.vis import is_overlay
@@ -35,7 +36,7 @@ from dfl_infer.vis3d import is_view3d
 logger = logging.getLogger(__name__)
 
 # One decoded item: (image or None, the detector's hands or None, error message or None).
-_Decoded = tuple[np.ndarray | None, list[Any] | None, str | None]
+_Decoded = tuple[np.ndarray | LargeImage | None, list[Any] | None, str | None]
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -158,11 +159,12 @@ def check_outputs(
 
 @dataclass(frozen=True, eq=False)
 class FileResult:
-    """What one input file gave: ``image`` (H, W, 3) uint8 RGB when it could be read,
+    """What one input file gave: ``image`` (H, W, 3) uint8 RGB when it could be read (a
+    ``LargeImage``, its size and a preview, for a file over ``LARGE_IMAGE_PIXELS``),
     ``prediction`` when it succeeded, else ``error`` (one line, for the user)."""
 
     path: Path
-    image: np.ndarray | None
+    image: np.ndarray | LargeImage | None
     prediction: Prediction | None
     error: str | None
 
@@ -208,7 +210,7 @@ def predict_files(
 
 def _predict_chunk(
     predictor: DFLPredictor,
-    loaded: list[tuple[Path, np.ndarray, list[Any] | None]],
+    loaded: list[tuple[Path, np.ndarray | LargeImage, list[Any] | None]],
     box: Sequence[float] | None,
     focal: float | None,
 ) -> list[tuple[Prediction | None, str | None]]:
@@ -255,7 +257,7 @@ class _DecodeDataset:
 
     def __getitem__(self, i: int) -> _Decoded:
         try:
-            rgb = load_image(self.paths[i])
+            rgb = open_image(self.paths[i])
         except ImageError as exc:
             return None, None, str(exc)
         except Exception as exc:  # noqa: BLE001 - e.g. a decoder bug: this image only
@@ -263,11 +265,9 @@ class _DecodeDataset:
         if self.bundle is None:
             return rgb, None, None
         if self._detector is None:  # created in the worker process, after the fork
-            from dfl_infer.detect import HandDetector
-
             self._detector = HandDetector(self.bundle, allow_download=False)
         try:
-            return rgb, self._detector.detect(rgb), None
+            return rgb, detect_hands(self._detector, rgb), None
         except Exception as exc:  # noqa: BLE001 - one image's failure must not stop the others
             # The main process detects this image again (and reports its error if it fails).
             logger.debug("%s: detection in a worker failed (%s)", self.paths[i], exc)

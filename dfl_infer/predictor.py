@@ -28,9 +28,9 @@ from dfl_infer.backends import BACKENDS, OnnxRuntimeRunner, TorchRunner
 from dfl_infer.bundle import DetectorUnavailableError
 from dfl_infer.crop import Crop, group_hands, make_crop, points_box, union_box
 from dfl_infer.decode import decode
-from dfl_infer.detect import HandDetector
+from dfl_infer.detect import HandDetector, detect_hands
 from dfl_infer.device import resolve_device
-from dfl_infer.image import ImageInput, load_image
+from dfl_infer.image import ImageInput, LargeImage, open_image
 from dfl_infer.joints import HANDS, NUM_HAND_JOINTS
 from dfl_infer.lift import Intrinsics, relative_to_wrist
 from dfl_infer.model import DFLModel
@@ -321,7 +321,9 @@ class DFLPredictor:
         dets_in = list(detections) if detections is not None else [None] * n
         if len(boxes) != n or len(intr_in) != n or len(dets_in) != n:
             raise ValueError("boxes, intrinsics and detections must have one entry per image")
-        rgbs = [load_image(img) for img in images]
+        # Files over LARGE_IMAGE_PIXELS stay LargeImages: preview for the detector, crops decoded
+        # around their boxes only (preprocess.crop_batch).
+        rgbs = [open_image(img) for img in images]
         intr = [
             Intrinsics.resolve(k, rgb.shape[1], rgb.shape[0], focal)
             for k, rgb in zip(intr_in, rgbs)
@@ -342,7 +344,7 @@ class DFLPredictor:
     def _plan(
         self,
         index: int,
-        rgb: np.ndarray,
+        rgb: np.ndarray | LargeImage,
         box: Sequence[float] | None,
         detections: Sequence[Any] | None = None,
     ) -> list[_Task]:
@@ -355,7 +357,7 @@ class DFLPredictor:
                 )
             return [_Task(index, self._crop(b), "box")]
         if detections is None:
-            detections = self.detector.detect(rgb)
+            detections = detect_hands(self.detector, rgb)
         if not detections:
             if not self.full_image_fallback:
                 return []
@@ -375,7 +377,7 @@ class DFLPredictor:
                 tasks.append(_Task(index, self._crop(gbox), "single"))
         return tasks
 
-    def _refine(self, tasks: list[_Task], rgbs: list[np.ndarray]) -> list[_Task]:
+    def _refine(self, tasks: list[_Task], rgbs: list[np.ndarray | LargeImage]) -> list[_Task]:
         """Second pass for widened and whole-image crops: re-crop on the hands the network found."""
         final, second = [], []
         for task in tasks:
@@ -410,7 +412,7 @@ class DFLPredictor:
         self._run(second, rgbs)
         return final + second
 
-    def _run(self, tasks: list[_Task], rgbs: list[np.ndarray]) -> None:
+    def _run(self, tasks: list[_Task], rgbs: list[np.ndarray | LargeImage]) -> None:
         """Run the network on every task's crop, in batches; fills the tasks' outputs."""
         for start in range(0, len(tasks), self.batch_size):
             chunk = tasks[start : start + self.batch_size]
@@ -423,7 +425,7 @@ class DFLPredictor:
                 task.rel_root_depth = float(out.rel_root_depth[k])
 
     def _collect(
-        self, index: int, rgb: np.ndarray, intr: Intrinsics, tasks: list[_Task]
+        self, index: int, rgb: np.ndarray | LargeImage, intr: Intrinsics, tasks: list[_Task]
     ) -> Prediction:
         candidates: list[tuple[int, Hand]] = []  # (task number, hand)
         for number, task in enumerate(tasks):
