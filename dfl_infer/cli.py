@@ -303,6 +303,16 @@ def _predictor(args: argparse.Namespace) -> DFLPredictor:
         raise UsageError(str(exc)) from None
 
 
+def _view3d_path(args: argparse.Namespace) -> Path | None:
+    """``--vis3d`` as a path, or None; anything but an HTML file name is a UsageError."""
+    view3d_path = Path(args.vis3d) if args.vis3d else None
+    if view3d_path is not None and (
+        view3d_path.is_dir() or view3d_path.suffix.lower() not in (".html", ".htm")
+    ):
+        raise UsageError(f"--vis3d {view3d_path}: give an HTML file name such as view.html")
+    return view3d_path
+
+
 def predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -333,11 +343,7 @@ def predict(args: argparse.Namespace) -> int:
         overlays = OverlayFolder(args.vis) if args.vis else None
     except NotADirectoryError:
         raise UsageError(f"--vis {args.vis} exists and is not a folder") from None
-    view3d_path = Path(args.vis3d) if args.vis3d else None
-    if view3d_path is not None and (
-        view3d_path.is_dir() or view3d_path.suffix.lower() not in (".html", ".htm")
-    ):
-        raise UsageError(f"--vis3d {view3d_path}: give an HTML file name such as view.html")
+    view3d_path = _view3d_path(args)
     paths = collect_images(args.inputs)
     if not paths:
         raise UsageError("no images to process")
@@ -435,6 +441,7 @@ def predict_video(args: argparse.Namespace) -> int:
     from dfl_infer.results import JsonLinesWriter, document_header
     from dfl_infer.smooth import SmoothParams
     from dfl_infer.video import FrameSource, OverlayVideo, VideoError, is_video_overlay
+    from dfl_infer.vis3d import View3D
 
     if len(args.inputs) != 1:
         raise UsageError("give one video file or one folder of frames")
@@ -450,16 +457,17 @@ def predict_video(args: argparse.Namespace) -> int:
         source = FrameSource(args.inputs[0], args.fps)
     except VideoError as exc:
         raise UsageError(str(exc)) from None
+    view3d_path = _view3d_path(args)
     try:  # before any work: an output must never replace an input or a file not ours
-        overlays = {source.path: vis_path} if vis_path is not None else None
-        check_outputs(source.inputs, out_path, overlays, force=True)
-        if vis_path is not None and vis_path.exists() and not args.force:
-            if not is_video_overlay(vis_path):
+        check_outputs(source.inputs, out_path, None, args.force, view3d=view3d_path)
+        if vis_path is not None:  # never an input; a foreign mp4 only with --force
+            check_outputs(source.inputs, None, {source.path: vis_path}, force=True)
+            if vis_path.exists() and not args.force and not is_video_overlay(vis_path):
                 raise OutputConflictError(
                     f"--vis: {vis_path} exists and is not a dfl-infer overlay; choose another "
                     "name, or pass --force to replace it"
                 )
-        for path, option in ((out_path, "--out"), (vis_path, "--vis")):
+        for path, option in ((out_path, "--out"), (vis_path, "--vis"), (view3d_path, "--vis3d")):
             if path is not None:
                 check_writable(path.parent, option)
     except (OutputConflictError, OutputNotWritableError) as exc:
@@ -485,6 +493,7 @@ def predict_video(args: argparse.Namespace) -> int:
         stream = None
         print(json.dumps(header, allow_nan=False), flush=True)
     overlay = OverlayVideo(vis_path, source.fps) if vis_path is not None else None
+    view3d = View3D(fps=source.fps) if view3d_path is not None else None
     bar = tqdm(
         total=source.count, unit="frame", disable=True if args.quiet else None, file=sys.stderr
     )
@@ -510,9 +519,13 @@ def predict_video(args: argparse.Namespace) -> int:
                     print(json.dumps(record, allow_nan=False), flush=True)
                 if overlay is not None and result.image is not None:
                     overlay.write(result.image, result.prediction)
+                if view3d is not None:
+                    view3d.add(result.prediction, f"frame {result.index}, {result.time:.2f} s")
         bar.close()
         if overlay is not None:
             overlay.close()
+        if view3d is not None and view3d_path is not None:
+            view3d.write(view3d_path)
         complete = True
         summary = {"frames": n, "succeeded": n_ok}
         if stream is not None:
@@ -535,8 +548,9 @@ def predict_video(args: argparse.Namespace) -> int:
                 overlay.close(complete=False)
     if out_path is not None:
         logger.info("wrote %s (%d of %d frames succeeded)", out_path, n_ok, n)
-    if vis_path is not None:
-        logger.info("wrote %s", vis_path)
+    for written in (vis_path, view3d_path):
+        if written is not None:
+            logger.info("wrote %s", written)
     if n_ok == 0:
         logger.error("no frame succeeded")
         return 1

@@ -33,7 +33,7 @@ from dfl_infer.detect import HandDetection
 from dfl_infer.joints import HANDS
 from dfl_infer.results import Hand, Prediction
 
-# A detection covers a track when their boxes overlap by at least this IoU.
+# A detection may cover a track (stand for it) when their boxes overlap by at least this IoU.
 COVER_IOU = 0.2
 # Hand-to-track costs (HandTracker._assign): the farthest a track's hand may be from where it
 # was expected, in track box sizes; the price of following a hand the network labelled the other
@@ -116,7 +116,7 @@ class HandTracker:
     def plan(self, detections: Sequence[Any]) -> list[Any]:
         """The hands for the predictor to crop this frame: the detector's ``detections``
         (``HandDetection``-like: ``box``, ``handedness``), relabelled where two share a side, plus
-        the tracks they do not cover."""
+        the tracks they do not cover (a detection covers at most one track)."""
         dets = list(detections)
         sides = [d.handedness for d in dets]
         if len(dets) >= 2 and len(set(sides)) < len(sides) and len(self.tracks) == 2:
@@ -133,9 +133,27 @@ class HandTracker:
             if score > 0:
                 dets[i] = dataclasses.replace(dets[i], handedness="right")
                 dets[j] = dataclasses.replace(dets[j], handedness="left")
+        # Which detection covers which track: one to one, the best overlap first (a detection of
+        # the track's side preferred), so that one box around two crossing hands covers one of
+        # them and the other still gets its crop.
+        ranked = sorted(
+            (
+                (iou + (LABEL_COST if d.handedness == side else 0.0), iou, i, side)
+                for i, d in enumerate(dets)
+                for side, track in self.tracks.items()
+                if (iou := box_iou(d.box, track.box)) >= COVER_IOU
+            ),
+            reverse=True,
+        )
+        used: set[int] = set()
+        covered: set[str] = set()
+        for _, _, i, side in ranked:
+            if i not in used and side not in covered:
+                used.add(i)
+                covered.add(side)
         for side in HANDS:
             track = self.tracks.get(side)
-            if track is None or any(box_iou(d.box, track.box) >= COVER_IOU for d in dets):
+            if track is None or side in covered:
                 continue
             dets.append(
                 HandDetection(

@@ -18,6 +18,7 @@ from dfl_infer.results import Hand, Prediction
 from dfl_infer.smooth import CausalSmoother, SmoothParams, savgol, smooth_offline
 from dfl_infer.track import HandTracker
 from dfl_infer.video import FrameSource, OverlayVideo, VideoError, is_video_overlay
+from dfl_infer.vis3d import is_view3d
 
 SIZE = 96
 
@@ -202,6 +203,11 @@ def test_tracker_fixes_swapped_labels_and_collapsed_copies() -> None:
     collapsed = tracker.update(_pred(_hand("right", (72, 48), 0.6), _hand("left", (72, 48), 0.7)))
     assert [h.handedness for h in collapsed.hands] == ["left"]
     assert tracker.tracks["right"].missed == 1
+    # One detector box around both crossing hands stands for one of them: the other keeps its crop.
+    crossing = HandTracker()
+    crossing.update(_pred(_hand("right", (50, 48)), _hand("left", (60, 48))))
+    planned = crossing.plan([_det("right", (25, 28, 85, 68))])
+    assert [d.handedness for d in planned] == ["right", "left"] and planned[1].score == 0.0
     # Same-side labels from the detector are settled by the tracks.
     planned = tracker.plan([_det("right", (52, 28, 92, 68)), _det("right", (10, 28, 50, 68))])
     assert [d.handedness for d in planned] == ["left", "right"]
@@ -245,7 +251,10 @@ def test_cli_video_end_to_end(tiny_weights, tmp_path) -> None:
     clip = _write_clip(tmp_path / "c.mp4", frames=4)
     out, vis = tmp_path / "res" / "joints.jsonl", tmp_path / "res" / "overlay.mp4"
     args = [str(clip), "--weights", str(tiny_weights), "--device", "cpu", "-q"]
-    code = main([*args, "--out", str(out), "--vis", str(vis), "--smooth", "offline"])
+    view = tmp_path / "res" / "view.html"
+    code = main(
+        [*args, "--out", str(out), "--vis", str(vis), "--smooth", "offline", "--vis3d", str(view)]
+    )
     assert code == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     header, frames, summary = lines[0], lines[1:-1], lines[-1]
@@ -256,6 +265,7 @@ def test_cli_video_end_to_end(tiny_weights, tmp_path) -> None:
     assert set(frames[0]) >= {"frame", "time", "width", "intrinsics", "hands", "error"}
     assert summary == {"summary": {"frames": 4, "succeeded": 4}}
     assert is_video_overlay(vis) and len(list(FrameSource(vis))) == 4
+    assert is_view3d(view) and "frame 3, 0.12 s" in view.read_text()  # one page, a frame slider
     assert main([*args, "--out", str(out), "--vis", str(vis)]) == 0  # our overlay: replaced
 
 
