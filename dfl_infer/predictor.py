@@ -4,10 +4,16 @@ stage lives in its own module (detect, crop, model, lift).
 How crops are chosen (MediaPipe often misses one of two tightly interacting hands, so the region
 given to the network does not trust the detector alone):
 - two detected hands whose boxes touch share one crop (their union box);
-- a lone detected hand is first seen in a crop widened so that a second hand beside it fits; the
-  network's presence head says which hands are there, and a second pass re-crops on the
-  network's own 2D joints of the hands it found, united with the detector's box (so the detected
-  hand is never cropped away, and collapsed joints never shrink the crop to a speck);
+- a lone detected hand is seen in its own crop (``lone_hand_widen`` times wider, 1 by default):
+  one network pass. Only when the presence head finds a second hand there (a hand interlaced
+  with it that the detector missed overlaps that crop) does a second pass re-crop on the
+  network's own 2D joints of both hands, united with the detector's box (so the detected hand is
+  never cropped away, and collapsed joints never shrink the crop to a speck). A wider first crop
+  (``lone_hand_widen=2``) also catches a missed hand *beside* the detected one, at a cost
+  measured by benchmarks/crop_planning.py on held-out real photos: the network then saw a second
+  hand in 57% of them (1.57 passes per image instead of 1.00) and single hands at half the
+  resolution; ``recrop_lone_hands=True`` always adds the re-crop pass (the plan before
+  2026-12-01: a 2x crop, then a re-crop);
 - hands far apart, or belonging to different people, are cropped one by one;
 - when the detector finds nothing, the whole image is tried the same way (widened pass, presence
   gate, re-crop); a box given by the user is used as is.
@@ -44,9 +50,9 @@ logger = logging.getLogger(__name__)
 # Hub repo of the default model, used when no weights/ folder beside the code holds one. Until
 # trained weights are published there, loading it fails with a clear error.
 DEFAULT_HUB_ID = "dfl-infer/dfl-r18"
-# A lone hand's crop is this many times its own size (before the config's box_scale), so that a
-# second hand touching it fits in the first pass.
-WIDEN_FACTOR = 2.0
+# A lone hand's first crop is this many times its own size by default (before the config's
+# box_scale): DFLPredictor's lone_hand_widen (see the module docstring).
+LONE_HAND_WIDEN = 1.0
 # A re-crop on the network's joints smaller than this share of the first pass's crop is refused.
 MIN_RECROP_FRACTION = 0.15
 # Hands from different crops closer than this (mean joint distance / hand size) are one hand.
@@ -81,7 +87,9 @@ class _Task:
 
     image: int  # index of the image in the batch
     crop: Crop
-    kind: str  # "pair" | "single" | "box": final; "widened" | "full": need a re-crop pass
+    # "pair" | "single" | "box": final; "widened" | "full": need a re-crop pass; "lone": final
+    # unless the network finds a second hand in it (or recrop_lone_hands)
+    kind: str
     fallback_box: np.ndarray | None = None  # detector box to fall back on if nothing is found
     # The network's outputs for this crop, set by DFLPredictor._run (see decode.CropOutputs).
     joints_25d: np.ndarray | None = None  # (42, 3) crop pixels, mm relative to each wrist
@@ -107,6 +115,10 @@ class DFLPredictor:
     compiles for tens of seconds; worth it for long GPU runs, see docs/performance.md).
     ``backend``: "torch" (default) or "onnxruntime" (CPU only, 0.75-0.8x of PyTorch's time for r18
     on our CPU; needs ``pip install 'dfl-infer[onnx]'``; see ``dfl_infer.backends``).
+    ``lone_hand_widen`` (>= 1) and ``recrop_lone_hands``: how a lone detected hand is cropped
+    (module docstring): by default one pass on the hand's own crop, and a second pass only when
+    the network finds a second hand there; ``lone_hand_widen=2`` also finds a missed hand beside
+    it, ``recrop_lone_hands=True`` always adds the second pass.
     """
 
     def __init__(
@@ -119,11 +131,15 @@ class DFLPredictor:
         full_image_fallback: bool = True,
         compile: bool = False,
         backend: str = "torch",
+        lone_hand_widen: float = LONE_HAND_WIDEN,
+        recrop_lone_hands: bool = False,
     ) -> None:
         if not 0.0 <= float(presence_threshold) <= 1.0:  # also rejects NaN
             raise ValueError(
                 f"presence_threshold must be a probability in [0, 1], got {presence_threshold!r}"
             )
+        if not float(lone_hand_widen) >= 1.0:  # also rejects NaN
+            raise ValueError(f"lone_hand_widen must be >= 1, got {lone_hand_widen!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         # onnxruntime runs on the CPU here: "auto" means the CPU for it.
@@ -156,6 +172,8 @@ class DFLPredictor:
         self.presence_threshold = float(presence_threshold)
         self.batch_size = int(batch_size)
         self.full_image_fallback = full_image_fallback
+        self.lone_hand_widen = float(lone_hand_widen)
+        self.recrop_lone_hands = bool(recrop_lone_hands)
 
     @staticmethod
     def _load(weights: str | Path | None) -> DFLModel:
@@ -371,20 +389,23 @@ class DFLPredictor:
             if len(group) == 2:
                 tasks.append(_Task(index, self._crop(gbox), "pair"))
             elif len(groups) == 1:
-                wide = self._crop(gbox, scale=self.config.box_scale * WIDEN_FACTOR)
-                tasks.append(_Task(index, wide, "widened", fallback_box=gbox))
+                wide = self._crop(gbox, scale=self.config.box_scale * self.lone_hand_widen)
+                tasks.append(_Task(index, wide, "lone", fallback_box=gbox))
             else:
                 tasks.append(_Task(index, self._crop(gbox), "single"))
         return tasks
 
     def _refine(self, tasks: list[_Task], rgbs: list[np.ndarray | LargeImage]) -> list[_Task]:
-        """Second pass for widened and whole-image crops: re-crop on the hands the network found."""
+        """Second pass for whole-image crops, and for lone-hand crops in which the network found
+        two hands (or all of them with recrop_lone_hands): re-crop on the hands it found."""
         final, second = [], []
         for task in tasks:
+            present = task.present(self.presence_threshold)
+            if task.kind == "lone" and (present.all() or self.recrop_lone_hands):
+                task.kind = "widened"
             if task.kind not in ("widened", "full"):
                 final.append(task)
                 continue
-            present = task.present(self.presence_threshold)
             assert task.joints_25d is not None
             uv = task.crop.to_image(task.joints_25d[:, :2])
             if present.any():

@@ -164,12 +164,13 @@ def test_examples_with_real_detector(tiny_weights, tmp_path) -> None:
     assert code == 0
     images = json.loads(out.read_text())["images"]
     assert len(images) == 6 and all(r["error"] is None for r in images)
-    # The first pass sees every true hand, also the one MediaPipe misses in two_hands.jpg (the
-    # second pass re-crops on the network's joints, which random weights make meaningless).
+    # With lone_hand_widen=2 the first pass sees every true hand, also the one MediaPipe misses
+    # in two_hands.jpg (the second pass re-crops on the network's joints, which random weights
+    # make meaningless). The default crop (widen 1) overlaps it, for the presence head to see.
     from dfl_infer import DFLPredictor
     from dfl_infer.image import load_image
 
-    predictor = DFLPredictor(tiny_weights, device="cpu")
+    predictor = DFLPredictor(tiny_weights, device="cpu", lone_hand_widen=2.0)
     for rec in images:
         gt_path = examples / Path(rec["path"]).name.replace(".jpg", ".gt.json")
         if not gt_path.is_file():

@@ -59,7 +59,7 @@ def _check(pred: Prediction, width: int, height: int) -> None:
     ("dets", "n_crops"),
     [
         ([], 1),  # nothing found: whole-image pass
-        ([Det(np.array([100.0, 100, 200, 220]), "right")], 1),  # lone hand: widened, re-cropped
+        ([Det(np.array([100.0, 100, 200, 220]), "right")], 1),  # lone hand: its own crop
         (
             [
                 Det(np.array([100.0, 100, 200, 220]), "right"),
@@ -101,6 +101,42 @@ def test_recrop_keeps_the_detected_hand(tiny_weights, image) -> None:
     )
     (crop,) = p.predict(image).crops
     assert (crop[:2] <= det[:2]).all() and (crop[2:] >= det[2:]).all()
+
+
+@pytest.mark.parametrize(
+    ("threshold", "widen", "recrop", "passes"),
+    [
+        (1.0, 1.0, False, 1),  # the network finds no second hand: the hand's own crop is final
+        (1.0, 2.0, False, 1),  # same, on a crop twice as wide
+        (0.0, 1.0, False, 2),  # a second hand in the crop: re-cropped on both
+        (1.0, 2.0, True, 2),  # recrop_lone_hands: widened pass, then a re-crop, always
+    ],
+)
+def test_lone_hand_costs_one_pass_unless_a_second_hand_appears(
+    tiny_weights, image, threshold, widen, recrop, passes
+) -> None:
+    det = np.array([100.0, 100, 200, 220])
+    p = DFLPredictor(
+        tiny_weights,
+        device="cpu",
+        detector=FixedDetector([Det(det, "right")]),
+        presence_threshold=threshold,
+        lone_hand_widen=widen,
+        recrop_lone_hands=recrop,
+    )
+    net, calls = p._net, []
+    p._net = lambda batch: calls.append(len(batch)) or net(batch)  # type: ignore[assignment]
+    (crop,) = p.predict(image).crops
+    assert calls == [1] * passes
+    if passes == 1:  # the detector box, squared, scaled by box_scale and the widening
+        side = (det[3] - det[1]) * p.config.box_scale * widen
+        assert np.allclose(crop[3] - crop[1], side, rtol=1e-6)
+
+
+def test_lone_hand_widen_is_checked(tiny_weights) -> None:
+    for bad in (0.5, float("nan")):
+        with pytest.raises(ValueError, match="lone_hand_widen"):
+            DFLPredictor(tiny_weights, device="cpu", lone_hand_widen=bad)
 
 
 def test_presence_threshold_gates_hands(tiny_weights, image) -> None:

@@ -1,0 +1,137 @@
+"""What the crop plan for a lone detected hand costs and what it finds, plan by plan.
+
+Runs the whole ``DFLPredictor`` (MediaPipe, crops, network, lift) over the photos of an
+InterHand-layout folder (e.g. the held-out real photos pseudo-labelled by ``dfl-train
+pseudolabel --subset holdout``) once per plan: the default (``lone_hand_widen=2``: one pass on a
+crop twice as wide as the hand's, a second pass only when the network finds a second hand
+there), the same crop always followed by a re-crop pass (``recrop_lone_hands=True``, the plan
+before 2026-12-01), and one pass on the hand's own box (``lone_hand_widen=1``). Prints one
+table: network passes per image, labelled hands found (same handedness), PCK at 10% of the
+hand's box and the mean 2D error in % of it (found hands), and the median time per image (the
+plans alternate image by image, so machine load hits them alike).
+
+    python benchmarks/crop_planning.py --data REAL_HO [--split test] [--weights weights]
+        [--limit N] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dfl_infer import DFLPredictor
+from dfl_infer.joints import NUM_HAND_JOINTS
+from dfl_infer.training.data import InterHandDataset
+from dfl_infer.training.evaluate import PCK2D_THRESHOLD
+
+HANDS = ("right", "left")
+# name: (lone_hand_widen, recrop_lone_hands)
+PLANS = {
+    "2x crop, one pass (default)": (2.0, False),
+    "2x crop, then re-crop": (2.0, True),
+    "1.5x crop, one pass": (1.5, False),
+    "1x crop, one pass": (1.0, False),
+}
+
+
+def score(pred: Any, labels: list[tuple[str, np.ndarray]]) -> list[float | None]:
+    """Per labelled hand: 2D mean error / box size of the predicted hand of the same handedness
+    nearest to it, or None when the prediction has no hand of that handedness."""
+    out: list[float | None] = []
+    for side, gt in labels:
+        size = float(np.ptp(gt, axis=0).max())
+        errs = [
+            float(np.linalg.norm(h.joints_2d - gt, axis=1).mean()) / size
+            for h in pred.hands
+            if h.handedness == side
+        ]
+        out.append(min(errs) if errs else None)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="InterHand-layout folder (2D labels)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--weights", default=None, help="default: the package's default model")
+    parser.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
+    parser.add_argument("--plans", default="", help="comma-separated row numbers (1-based)")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    ds = InterHandDataset(args.data, args.split, 256, 1.25, augment=None)
+    labels: dict[Path, list[tuple[str, np.ndarray]]] = defaultdict(list)
+    for s in ds.samples:
+        for h in np.flatnonzero(s.hand_valid):
+            sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
+            labels[s.image_path].append((HANDS[h], s.joints_img[sl]))
+    paths = sorted(labels)[: args.limit or None]
+
+    names = list(PLANS)
+    if args.plans:
+        names = [names[int(i) - 1] for i in args.plans.split(",")]
+    predictors = {name: DFLPredictor(args.weights, device="cpu") for name in names}
+    passes: dict[str, list[int]] = {name: [] for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    errors: dict[str, list[float | None]] = {name: [] for name in names}
+    for name, p in predictors.items():
+        p.lone_hand_widen, p.recrop_lone_hands = PLANS[name]
+        p.detector  # noqa: B018 - load MediaPipe before timing
+        net, calls = p._net, passes[name]
+
+        def counted(batch: Any, net: Any = net, calls: list[int] = calls) -> Any:
+            calls[-1] += 1
+            return net(batch)
+
+        p._net = counted  # type: ignore[assignment]
+        calls.append(0)
+        p.predict(paths[0])  # warm-up
+        calls.clear()
+    for path in paths:
+        for name, p in predictors.items():
+            passes[name].append(0)
+            t0 = time.perf_counter()
+            pred = p.predict(path)
+            times[name].append(time.perf_counter() - t0)
+            errors[name].extend(score(pred, labels[path]))
+
+    n_hands = sum(len(labels[p]) for p in paths)
+    print(
+        f"{len(paths)} photos, {n_hands} labelled hands ({args.data}:{args.split}); "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at the end\n"
+    )
+    print("| plan | passes/image | hands found | PCK@10% box | mean 2D % box | median ms/image |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    rows = []
+    for name in names:
+        found = [e for e in errors[name] if e is not None]
+        row = {
+            "plan": name,
+            "passes_per_image": float(np.mean(passes[name])),
+            "found": len(found),
+            "labelled": n_hands,
+            "pck2d_10": float(np.mean([e <= PCK2D_THRESHOLD for e in found])),
+            "mean_2d_box_pct": 100.0 * float(np.mean(found)),
+            "median_ms": 1000.0 * statistics.median(times[name]),
+        }
+        rows.append(row)
+        print(
+            f"| {name} | {row['passes_per_image']:.2f} | {len(found)}/{n_hands} | "
+            f"{row['pck2d_10']:.3f} | {row['mean_2d_box_pct']:.2f} | {row['median_ms']:.0f} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
