@@ -318,3 +318,21 @@ def test_synthetic_clip(tmp_path) -> None:
     assert 0 < steps.max() < 25  # mm per frame (a fingertip curling is the fastest)
     side = np.sign(uv[:, 0, -1, 0] - uv[:, 1, -1, 0])  # right wrist left of the left one: -1
     assert side[0] == -1 and (side == 1).any() and side[-1] == -1  # crossed, and back
+
+
+def test_video_benchmark_runs(tmp_path) -> None:
+    """benchmarks/video.py end to end at its smallest (a 3-frame clip it makes itself)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "video.py"
+    out = tmp_path / "video.json"
+    cmd = [sys.executable, str(script), "--frames", "3", "--size", "96", "--json", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert [(r["detection"], r["smooth"]) for r in data["rows"]] == [
+        (d, s) for d in ("per frame", "tracked") for s in ("none", "causal", "offline")
+    ]
+    assert all(r["frames"] == 3 and 0 <= r["both_hands"] <= 3 for r in data["rows"])
+    assert "| tracked | offline |" in res.stdout
