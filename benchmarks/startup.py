@@ -1,0 +1,130 @@
+"""Start-up: how long a cold ``dfl-infer one.jpg --out j.json`` takes, and where the time goes.
+
+Each run is a fresh Python process (the detector bundle already cached, files in the OS page
+cache after the first run). Three rows, interleaved run by run so that machine load hits them
+alike, median (min) over ``--repeats`` runs:
+
+- ``dfl-infer CLI``: the whole command, wall time from process start to the written file;
+- ``dfl-infer, by stage`` (a child script): ``import dfl_infer``, ``DFLPredictor()`` (weights
+  loaded), the detector loaded (MediaPipe's task file), the first image predicted and its JSON
+  written;
+- ``MediaPipe alone``: ``import mediapipe``, ``HandLandmarker`` created from the same bundle, the
+  same image detected (the reference: what a user of MediaPipe alone waits for).
+
+    python benchmarks/startup.py [--image examples/real_96_pic00002.jpg] [--weights DIR]
+        [--repeats 5] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_STAGES = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import dfl_infer
+from dfl_infer import DFLPredictor
+t1 = time.perf_counter()
+p = DFLPredictor(sys.argv[3] or None, device="cpu")
+t2 = time.perf_counter()
+p.detector
+t3 = time.perf_counter()
+pred = p.predict(sys.argv[1])
+with open(sys.argv[2], "w") as f:
+    json.dump(pred.to_dict(), f)
+t4 = time.perf_counter()
+times = {"import": t1 - t0, "weights": t2 - t1, "detector": t3 - t2, "first image": t4 - t3}
+print(json.dumps(times))
+"""
+
+_MEDIAPIPE = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import mediapipe as mp
+from mediapipe.tasks.python import BaseOptions, vision
+t1 = time.perf_counter()
+options = vision.HandLandmarkerOptions(
+    base_options=BaseOptions(model_asset_path=sys.argv[2]), num_hands=2
+)
+landmarker = vision.HandLandmarker.create_from_options(options)
+t2 = time.perf_counter()
+landmarker.detect(mp.Image.create_from_file(sys.argv[1]))
+t3 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "detector": t2 - t1, "first image": t3 - t2}))
+"""
+
+
+def timed(cmd: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return time.perf_counter() - t0, done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--image", default=str(ROOT / "examples" / "real_96_pic00002.jpg"))
+    parser.add_argument("--weights", default="", help="default: the package's default model")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    from dfl_infer.bundle import resolve_bundle
+
+    bundle = str(resolve_bundle(allow_download=False))
+    cli = [sys.executable, "-m", "dfl_infer.cli"]
+    rows: dict[str, list[dict[str, float]]] = {"cli": [], "stages": [], "mediapipe": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "j.json")
+        weights = ["--weights", args.weights] if args.weights else []
+        for _ in range(args.repeats + 1):  # the first round warms the page cache, not counted
+            wall, _ = timed([*cli, args.image, "--out", out, "--force", "-q", *weights])
+            rows["cli"].append({"total": wall})
+            wall, stdout = timed([sys.executable, "-c", _STAGES, args.image, out, args.weights])
+            rows["stages"].append({**json.loads(stdout), "total": wall})
+            wall, stdout = timed([sys.executable, "-c", _MEDIAPIPE, args.image, bundle])
+            rows["mediapipe"].append({**json.loads(stdout), "total": wall})
+    runs = {name: r[1:] for name, r in rows.items()}
+
+    print(
+        f"{Path(args.image).name}, {args.repeats} cold runs each (interleaved); "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at the end"
+    )
+    print("\nSeconds, median (min); total = wall time of the whole process.\n")
+    stages = ["import", "weights", "detector", "first image", "total"]
+    print("| row | " + " | ".join(stages) + " |")
+    print("| --- |" + " ---: |" * len(stages))
+    labels = {
+        "cli": "dfl-infer CLI",
+        "stages": "dfl-infer, by stage",
+        "mediapipe": "MediaPipe alone",
+    }
+    summary: dict[str, dict[str, list[float]]] = {}
+    for name, label in labels.items():
+        cells = []
+        summary[name] = {}
+        for stage in stages:
+            values = [r[stage] for r in runs[name] if stage in r]
+            if values:
+                summary[name][stage] = [statistics.median(values), min(values)]
+                cells.append(f"{statistics.median(values):.2f} ({min(values):.2f})")
+            else:
+                cells.append("-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
