@@ -38,7 +38,7 @@ from dfl_infer import DFLPredictor
 t1 = time.perf_counter()
 p = DFLPredictor(sys.argv[3] or None, device="cpu")
 t2 = time.perf_counter()
-p.detector
+p.detector.load()
 t3 = time.perf_counter()
 pred = p.predict(sys.argv[1])
 with open(sys.argv[2], "w") as f:
