@@ -563,14 +563,18 @@ def test_workers_die_with_a_killed_parent(tmp_path, tiny_weights) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_with_workers_exits_130_quietly(tmp_path, tiny_weights) -> None:
     """Ctrl-C reaches the whole process group, workers included: exit 130, one line."""
+    import shutil
     import signal
     import time
 
     d = tmp_path / "many"
     d.mkdir()
     rng = np.random.default_rng(0)
-    for k in range(60):
-        Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(d / f"{k}.png")
+    Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(d / "0.png")
+    # Enough work that the run is still going when the signal comes (60 images were done in
+    # under a second on an idle machine).
+    for k in range(1, 400):
+        shutil.copyfile(d / "0.png", d / f"{k}.png")
     out = tmp_path / "j.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "dfl_infer.cli", str(d), "--weights", str(tiny_weights)]

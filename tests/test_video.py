@@ -4,6 +4,7 @@ synthetic clip maker."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -236,7 +237,10 @@ def test_predict_video(tiny_model, tmp_path, track, smooth) -> None:
 
     clip = _write_clip(tmp_path / "c.mp4", frames=5)
     detector = _Detector(video=track)
-    predictor = DFLPredictor(tiny_model, device="cpu", detector=detector, presence_threshold=0.0)
+    # A copy: the predictor turns its model channels_last in place, and test_weights needs the
+    # session's tiny_model as it was made.
+    model = copy.deepcopy(tiny_model)
+    predictor = DFLPredictor(model, device="cpu", detector=detector, presence_threshold=0.0)
     results = list(predictor.predict_video(clip, track=track, smooth=smooth))
     assert [r.index for r in results] == [0, 1, 2, 3, 4]
     assert all(r.prediction is not None and r.image is not None for r in results)
