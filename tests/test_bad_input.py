@@ -584,6 +584,9 @@ def test_ctrl_c_with_workers_exits_130_quietly(tmp_path, tiny_weights) -> None:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # A shell's background job (e.g. `bash .ci/run &`) starts with SIGINT ignored, which a
+        # child inherits and Python then keeps: give the CLI the default disposition back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
