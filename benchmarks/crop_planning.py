@@ -2,10 +2,11 @@
 
 Runs the whole ``DFLPredictor`` (MediaPipe, crops, network, lift) over the photos of an
 InterHand-layout folder (e.g. the held-out real photos pseudo-labelled by ``dfl-train
-pseudolabel --subset holdout``) once per plan: the default (``lone_hand_widen=2``: one pass on a
-crop twice as wide as the hand's, a second pass only when the network finds a second hand
-there), the same crop always followed by a re-crop pass (``recrop_lone_hands=True``, the plan
-before 2026-12-01), and one pass on the hand's own box (``lone_hand_widen=1``). Prints one
+pseudolabel --subset holdout``) once per plan (``PLANS``): a crop twice as wide as the hand's
+with a second pass only when the network finds a second hand there (``lone_hand_widen=2``), the
+same crop always followed by a re-crop pass (``recrop_lone_hands=True``, the plan before
+2026-12-01), a 1.5x crop, and the default since then, one pass on the hand's own box
+(``lone_hand_widen=1``). Prints one
 table: network passes per image, labelled hands found (same handedness), PCK at 10% of the
 hand's box and the mean 2D error in % of it (found hands), and the median time per image (the
 plans alternate image by image, so machine load hits them alike).
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from end_to_end import _Timer  # the sibling script (run from benchmarks/)
 
 from dfl_infer import DFLPredictor
 from dfl_infer.joints import NUM_HAND_JOINTS
@@ -36,10 +38,10 @@ from dfl_infer.training.evaluate import PCK2D_THRESHOLD
 HANDS = ("right", "left")
 # name: (lone_hand_widen, recrop_lone_hands)
 PLANS = {
-    "2x crop, one pass (default)": (2.0, False),
+    "2x crop, one pass": (2.0, False),
     "2x crop, then re-crop": (2.0, True),
     "1.5x crop, one pass": (1.5, False),
-    "1x crop, one pass": (1.0, False),
+    "1x crop, one pass (default)": (1.0, False),
 }
 
 
@@ -64,7 +66,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--weights", default=None, help="default: the package's default model")
     parser.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
-    parser.add_argument("--plans", default="", help="comma-separated row numbers (1-based)")
+    parser.add_argument("--plans", default="", help="comma-separated PLANS rows (1-based)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -79,29 +81,27 @@ def main() -> None:
     names = list(PLANS)
     if args.plans:
         names = [names[int(i) - 1] for i in args.plans.split(",")]
-    predictors = {name: DFLPredictor(args.weights, device="cpu") for name in names}
+    predictors = {}
+    for name in names:
+        widen, recrop = PLANS[name]
+        p = DFLPredictor(
+            args.weights, device="cpu", lone_hand_widen=widen, recrop_lone_hands=recrop
+        )
+        p._net = _Timer(p._net)  # type: ignore[assignment]  # counts the network passes
+        p.predict(paths[0])  # warm-up (loads MediaPipe too)
+        predictors[name] = p
     passes: dict[str, list[int]] = {name: [] for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     errors: dict[str, list[float | None]] = {name: [] for name in names}
-    for name, p in predictors.items():
-        p.lone_hand_widen, p.recrop_lone_hands = PLANS[name]
-        p.detector  # noqa: B018 - load MediaPipe before timing
-        net, calls = p._net, passes[name]
-
-        def counted(batch: Any, net: Any = net, calls: list[int] = calls) -> Any:
-            calls[-1] += 1
-            return net(batch)
-
-        p._net = counted  # type: ignore[assignment]
-        calls.append(0)
-        p.predict(paths[0])  # warm-up
-        calls.clear()
     for path in paths:
         for name, p in predictors.items():
-            passes[name].append(0)
+            net = p._net
+            assert isinstance(net, _Timer)
+            calls = net.calls
             t0 = time.perf_counter()
             pred = p.predict(path)
             times[name].append(time.perf_counter() - t0)
+            passes[name].append(net.calls - calls)
             errors[name].extend(score(pred, labels[path]))
 
     n_hands = sum(len(labels[p]) for p in paths)
