@@ -13,7 +13,9 @@ temporary folder. The predictor runs twice over the clip (``predict_video(track=
 Columns, per configuration:
 - both hands: frames where a right and a left hand are reported / where both are also on the
   right hand of the truth (mean 2D joint error under 30% of that hand's 2D size);
-- hands: reported hands matched to the truth by side (the highest-scoring hand of each side);
+- hands: reported hands matched to the truth by side (the highest-scoring hand of each side,
+  a hand the network found before a tracked one it did not); coasting: how many of them a
+  track reported while the network did not find its hand (``Hand.coasting``);
 - MPJPE: root-relative 3D joint error (``joints_3d_rel`` against the truth, mm), InterHand2.6M's
   protocol, over the reported hands; 2D: mean joint error in pixels;
 - jitter: mean joint acceleration |x[t+1] - 2 x[t] + x[t-1]| of the root-relative 3D joints
@@ -48,7 +50,8 @@ def _hand(pred: Prediction | None, side: str) -> Any:
     if pred is None:
         return None
     found = [h for h in pred.hands if h.handedness == side and np.isfinite(h.joints_3d).all()]
-    return max(found, key=lambda h: h.score) if found else None
+    rank = lambda h: (h.coasting == 0, h.score if np.isfinite(h.score) else -np.inf)  # noqa: E731
+    return max(found, key=rank) if found else None
 
 
 def _series(preds: list[Prediction | None], side: str) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +73,7 @@ def _jitter(series: np.ndarray) -> float:
 
 def evaluate(preds: list[Prediction | None], gt: dict[str, Any]) -> dict[str, Any]:
     frames = gt["frames"][: len(preds)]
-    both = both_ok = hands = 0
+    both = both_ok = hands = coasting = 0
     err3: list[float] = []
     err2: list[float] = []
     jit3: list[float] = []
@@ -81,6 +84,7 @@ def evaluate(preds: list[Prediction | None], gt: dict[str, Any]) -> dict[str, An
         j3, j2 = _series(preds, side)
         have = np.isfinite(j3).all(axis=(1, 2))
         hands += int(have.sum())
+        coasting += sum(bool(getattr(_hand(p, side), "coasting", 0)) for p in preds)
         err3.extend(np.linalg.norm(j3[have] - truth3[have], axis=-1).mean(1).tolist())
         err2.extend(np.linalg.norm(j2[have] - truth2[have], axis=-1).mean(1).tolist())
         jit3.append(_jitter(j3))
@@ -100,6 +104,7 @@ def evaluate(preds: list[Prediction | None], gt: dict[str, Any]) -> dict[str, An
         "both_hands": both,
         "both_hands_correct": both_ok,
         "hands": hands,
+        "coasting_hands": coasting,
         "mpjpe_mm": float(np.mean(err3)) if err3 else float("nan"),
         "error_2d_px": float(np.mean(err2)) if err2 else float("nan"),
         "jitter_mm": float(np.nanmean(jit3)),
@@ -168,18 +173,18 @@ def main() -> int:
 
     n = rows[0]["frames"]
     print(f"\nclip: {clip.name}, {n} frames, seed {gt.get('seed')}; params {params.to_dict()}")
-    head = "| detection | smoothing | both hands (on the truth) | hands | MPJPE mm | 2D px |"
-    print(head + " jitter mm/frame² | jitter px/frame² |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    head = "| detection | smoothing | both hands (on the truth) | hands | coasting | MPJPE mm |"
+    print(head + " 2D px | jitter mm/frame² | jitter px/frame² |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(
             f"| {r['detection']} | {r['smooth']} | {r['both_hands']} ({r['both_hands_correct']})"
-            f" of {n} | {r['hands']} of {2 * n} | {r['mpjpe_mm']:.1f} | {r['error_2d_px']:.1f} |"
-            f" {r['jitter_mm']:.2f} | {r['jitter_px']:.2f} |"
+            f" of {n} | {r['hands']} of {2 * n} | {r['coasting_hands']} | {r['mpjpe_mm']:.1f} |"
+            f" {r['error_2d_px']:.1f} | {r['jitter_mm']:.2f} | {r['jitter_px']:.2f} |"
         )
     print(
-        f"| ground truth | | {n} of {n} | {2 * n} of {2 * n} | 0 | 0 | {truth['jitter_mm']:.2f} |"
-        f" {truth['jitter_px']:.2f} |"
+        f"| ground truth | | {n} of {n} | {2 * n} of {2 * n} | | 0 | 0 |"
+        f" {truth['jitter_mm']:.2f} | {truth['jitter_px']:.2f} |"
     )
     machine = f"{platform.machine()} {platform.processor()}, python {platform.python_version()}"
     if args.json:

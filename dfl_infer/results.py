@@ -44,6 +44,11 @@ class Hand:
     - ``joints_3d_rel`` (21, 3): ``joints_3d`` minus the wrist, millimetres.
     - ``joint_confidence`` (21,): per joint, in (0, 1]: how well the decoder's iterations agree
       on its 2D position (``decode.joint_confidence``); None when not known.
+    - ``coasting``: 0 for a hand the network found. In a video with tracking, n in 1..max_missed
+      for a tracked hand the network has not found for n frames in a row (presence below the
+      threshold) and that is still reported (``track.HandTracker``): its joints are the track's
+      last ones moved on by the track's motion, ``score`` is the network's presence for its side
+      in the crop it was given (NaN when not known), ``joint_confidence`` is None.
     """
 
     handedness: str
@@ -52,10 +57,12 @@ class Hand:
     joints_3d: np.ndarray
     joints_3d_rel: np.ndarray
     joint_confidence: np.ndarray | None = None
+    coasting: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready and strict: a value that is not finite is never written as NaN or
-        Infinity; the joints become null and ``joints_3d_error`` says why."""
+        Infinity; the joints become null and ``joints_3d_error`` says why. ``coasting`` is
+        written only when it is not 0."""
         record: dict[str, Any] = {
             "handedness": self.handedness,
             "score": round(float(self.score), 4) if np.isfinite(self.score) else None,
@@ -65,6 +72,8 @@ class Hand:
             "joints_3d_error": None,
             "joint_confidence": None,
         }
+        if self.coasting:
+            record["coasting"] = int(self.coasting)
         conf = self.joint_confidence
         if conf is not None and np.isfinite(conf).all():
             record["joint_confidence"] = _round(conf, 3)
@@ -89,6 +98,8 @@ class Prediction:
     - ``intrinsics``: the camera used for lifting; ``intrinsics.assumed`` says it was guessed.
     - ``box``: (4,) xyxy pixels, the union of the square regions the network saw (None if none).
     - ``crops``: every square region (xyxy) the network's final pass saw.
+    - ``presence``: per crop in ``crops``, (2,) the network's presence probabilities (right,
+      left) in it, found or not; empty when not known.
     """
 
     hands: tuple[Hand, ...]
@@ -97,6 +108,7 @@ class Prediction:
     intrinsics: Intrinsics
     box: np.ndarray | None
     crops: tuple[np.ndarray, ...] = ()
+    presence: tuple[np.ndarray, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -11,7 +11,8 @@ one follows with little lag. Here the speed is each joint's 2D speed in hand siz
 is applied to that joint's 2D and 3D coordinates (depth noise does not open the filter).
 
 When there are several hands of one side in a frame (two people), only the highest-scoring
-one is smoothed; the others pass through unchanged.
+one is smoothed (a hand the network found before a tracked hand it did not: ``Hand.coasting``);
+the others pass through unchanged. A coasting hand is otherwise smoothed like any other.
 """
 
 from __future__ import annotations
@@ -87,14 +88,20 @@ def _with_joints(hand: Hand, joints_2d: np.ndarray, joints_3d: np.ndarray) -> Ha
     )
 
 
+def _rank(hand: Hand) -> tuple[bool, float]:
+    """Which of two hands of one side to follow: one the network found, then the higher score
+    (a coasting hand's score may be NaN)."""
+    return hand.coasting == 0, hand.score if math.isfinite(hand.score) else -math.inf
+
+
 def _main_hands(prediction: Prediction) -> dict[str, int]:
-    """Handedness -> index in ``prediction.hands`` of the highest-scoring usable hand."""
+    """Handedness -> index in ``prediction.hands`` of the usable hand to follow (``_rank``)."""
     best: dict[str, int] = {}
     for i, hand in enumerate(prediction.hands):
         if not _usable(hand):
             continue
         j = best.get(hand.handedness)
-        if j is None or hand.score > prediction.hands[j].score:
+        if j is None or _rank(hand) > _rank(prediction.hands[j]):
             best[hand.handedness] = i
     return best
 
@@ -228,7 +235,7 @@ def smooth_offline(
             else:
                 assert last is not None  # a gap always follows a frame with the hand
                 hand = _with_joints(last, values[t, :, :2], values[t, :, 2:])
-                hands.append(dataclasses.replace(hand, score=float(scores[t])))
+                hands.append(dataclasses.replace(hand, score=float(scores[t]), coasting=0))
                 hands.sort(key=hand_order)
                 filled[t].add(side)
             out[t] = dataclasses.replace(pr, hands=tuple(hands))

@@ -16,6 +16,13 @@ One track per side (right, left), as the pipeline handles one person's two hands
    box; a track whose hand is not found (presence below the predictor's threshold, or too far)
    coasts on its last motion, and is dropped after ``max_missed`` such frames in a row. Hands
    of other people (a second right hand elsewhere) pass through unfollowed.
+3. While a track coasts, its hand is still reported, marked ``Hand.coasting`` (frames in a row
+   unfound, 1..max_missed): the track's last joints moved on by its motion (2D; the 3D joints
+   shifted to match at the wrist's depth, the pose kept), with the network's presence for that
+   side in the crop the track was given as its score (``Prediction.presence``; NaN when the
+   prediction does not carry it). The network's own joints for that side, below the threshold,
+   were the other choice: on the benchmark clips (docs/video.md) they were mostly absent near the
+   track (collapsed onto the other hand) and, where present, no closer to the truth.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import numpy as np
 from dfl_infer.crop import points_box
 from dfl_infer.detect import HandDetection
 from dfl_infer.joints import HANDS
+from dfl_infer.lift import relative_to_wrist
 from dfl_infer.results import Hand, Prediction
 
 # A detection may cover a track (stand for it) when their boxes overlap by at least this IoU.
@@ -86,14 +94,16 @@ def _side(box: np.ndarray) -> float:
 @dataclass
 class Track:
     """One hand followed through the frames: ``box`` (xyxy pixels) where it is expected next,
-    ``velocity`` (2,) its centre's motion per frame, ``joints`` (21, 2) its last 2D joints,
-    ``missed`` frames in a row without it."""
+    ``velocity`` (2,) its centre's motion per frame, ``joints`` (21, 2) its last 2D joints
+    (moved on by its motion while it coasts), ``missed`` frames in a row without it, ``hand``
+    the last hand the network found for it (None for a track made by hand)."""
 
     handedness: str
     box: np.ndarray
     joints: np.ndarray
     velocity: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))
     missed: int = 0
+    hand: Hand | None = None
 
     def distance(self, joints_2d: np.ndarray) -> float:
         """Distance from this track's box centre to the centre of ``joints_2d``'s box, in the
@@ -168,7 +178,8 @@ class HandTracker:
 
     def update(self, prediction: Prediction) -> Prediction:
         """Follow this frame's hands (see the module docstring); returns ``prediction`` with the
-        followed hands labelled by their tracks and the copies of a followed hand dropped."""
+        followed hands labelled by their tracks, the copies of a followed hand dropped, and the
+        hand of each coasting track added (``Hand.coasting`` > 0)."""
         hands = list(prediction.hands)
         chosen = self._assign(hands)
         for side, i in chosen.items():
@@ -182,8 +193,8 @@ class HandTracker:
         for side in HANDS:
             if side in chosen:
                 self._follow(side, hands[chosen[side]])
-            else:
-                self._coast(side)
+            elif (coasting := self._coast(side, prediction)) is not None:
+                kept.append(coasting)
         if len(kept) == len(prediction.hands) and all(
             a is b for a, b in zip(kept, prediction.hands)
         ):
@@ -233,7 +244,7 @@ class HandTracker:
         box = points_box(hand.joints_2d)
         track = self.tracks.get(side)
         if track is None:
-            self.tracks[side] = Track(side, box, hand.joints_2d.copy())
+            self.tracks[side] = Track(side, box, hand.joints_2d.copy(), hand=hand)
             return
         if _side(box) < MIN_SIZE_RATIO * _side(track.box):
             half = _side(track.box) / 2
@@ -244,18 +255,58 @@ class HandTracker:
         track.box = box + np.tile(track.velocity, 2)
         track.joints = hand.joints_2d.copy()
         track.missed = 0
+        track.hand = hand
 
-    def _coast(self, side: str) -> None:
+    def _coast(self, side: str, prediction: Prediction) -> Hand | None:
+        """Move an unfound track on; its hand for this frame (None once it is dropped)."""
         track = self.tracks.get(side)
         if track is None:
-            return
+            return None
         track.missed += 1
         if track.missed > self.max_missed:
             del self.tracks[side]
-            return
+            return None
+        score = _crop_presence(prediction, track.box, side)  # the box it was given this frame
         track.velocity = track.velocity * COAST_DAMPING
         track.box = track.box + np.tile(track.velocity, 2)
         track.joints = track.joints + track.velocity
+        return _coasting_hand(track, prediction, score)
+
+
+def _crop_presence(prediction: Prediction, box: np.ndarray, side: str) -> float:
+    """The network's presence for ``side`` in the crop that holds most of ``box`` (NaN when
+    ``prediction`` has no presences or no crop overlaps it)."""
+    best, score = 0.0, math.nan
+    for crop, presence in zip(prediction.crops, prediction.presence):
+        w = min(box[2], crop[2]) - max(box[0], crop[0])
+        h = min(box[3], crop[3]) - max(box[1], crop[1])
+        inside = max(w, 0.0) * max(h, 0.0)
+        if inside > best:
+            best, score = inside, float(presence[HANDS.index(side)])
+    return score
+
+
+def _coasting_hand(track: Track, prediction: Prediction, score: float) -> Hand:
+    """The hand a coasting track reports: its last found hand with the 2D joints moved where
+    the track is, the 3D joints shifted by the same amount at the wrist's depth."""
+    last = track.hand
+    joints_2d = track.joints.copy()
+    if last is None:
+        joints_3d = np.full((len(joints_2d), 3), np.nan)
+    else:
+        shift = joints_2d[-1] - last.joints_2d[-1]  # every joint moved alike
+        z = last.joints_3d[-1, 2]
+        k = prediction.intrinsics
+        joints_3d = last.joints_3d + np.array([shift[0] * z / k.fx, shift[1] * z / k.fy, 0.0])
+    return Hand(
+        handedness=track.handedness,
+        score=score,
+        joints_2d=joints_2d,
+        joints_3d=joints_3d,
+        joints_3d_rel=relative_to_wrist(joints_3d),
+        joint_confidence=None,
+        coasting=track.missed,
+    )
 
 
 __all__ = ["COVER_IOU", "HandTracker", "Track", "box_iou", "hand_order"]

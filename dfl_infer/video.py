@@ -151,7 +151,8 @@ class FrameResult:
     def to_dict(self) -> dict[str, Any]:
         """The frame's JSON Lines record (README, "Video"): the image entry's fields, with
         ``frame`` and ``time`` (seconds) in place of ``path``; a filled-in hand has
-        ``"filled": true``."""
+        ``"filled": true``, a tracked hand the network did not find ``"coasting": n``
+        (``Hand.coasting``)."""
         shape = None if self.image is None else self.image.shape
         record = {
             "frame": self.index,

@@ -1,5 +1,6 @@
 """Overlays: the 2D skeleton of every predicted hand drawn on the image (right hands orange,
-left hands blue, joint dots filled by their confidence), the crop boxes the network saw, and a
+left hands blue, joint dots filled by their confidence; a tracked hand the network did not find,
+``Hand.coasting``, in thin dimmed lines with hollow dots), the crop boxes the network saw, and a
 side view of the 3D joints in a corner (depth); ``OverlayFolder`` writes them as JPEGs,
 marked as ours (a JPEG comment) so that a later run knows which files it may replace."""
 
@@ -18,6 +19,8 @@ from dfl_infer.results import Hand, Prediction
 # RGB colours, chosen to stay distinct for colour-blind viewers (orange / blue).
 HAND_COLOURS = {"right": (255, 140, 0), "left": (30, 120, 255)}
 BOX_COLOUR = (200, 200, 200)
+# A coasting hand's colour: its side's colour mixed with grey by this much.
+COASTING_DIM = 0.5
 # Written into every overlay's JPEG comment: a file without it is not ours to overwrite.
 OVERLAY_COMMENT = b"dfl-infer overlay"
 # Joint dots are filled by confidence along this ramp: red (0), yellow (0.5), white (1).
@@ -69,7 +72,11 @@ def draw_prediction(
             cv2.rectangle(out, (x0, y0), (x1, y1), BOX_COLOUR, max(1, thick // 2), cv2.LINE_AA)
     drawn: list[np.ndarray] = []  # each hand's joints as drawn, kept clear of the inset
     for hand in prediction.hands:
-        colour = HAND_COLOURS[hand.handedness]
+        colour: tuple[int, ...] = HAND_COLOURS[hand.handedness]
+        width = thick
+        if hand.coasting:
+            colour = tuple(int(round(c + (128 - c) * COASTING_DIM)) for c in colour)
+            width = max(1, thick // 2)
         pts = np.round(to_px(hand.joints_2d)).astype(np.int64)
         for child, parent in HAND_BONES:
             cv2.line(
@@ -77,17 +84,19 @@ def draw_prediction(
                 tuple(int(v) for v in pts[child]),
                 tuple(int(v) for v in pts[parent]),
                 colour,
-                thick,
+                width,
                 cv2.LINE_AA,
             )
         drawn.append(pts)
         for p, fill in zip(pts, confidence_colours(hand.joint_confidence, len(pts))):
-            cv2.circle(out, (int(p[0]), int(p[1])), radius, fill, -1, cv2.LINE_AA)
+            if not hand.coasting:
+                cv2.circle(out, (int(p[0]), int(p[1])), radius, fill, -1, cv2.LINE_AA)
             cv2.circle(out, (int(p[0]), int(p[1])), radius, colour, max(1, thick // 2), cv2.LINE_AA)
         wrist = pts[-1]
+        score = f"{hand.score:.2f}" if np.isfinite(hand.score) else "?"
         cv2.putText(
             out,
-            f"{hand.handedness[0].upper()} {hand.score:.2f}",
+            f"{hand.handedness[0].upper()} {score}" + (" (tracked)" if hand.coasting else ""),
             (int(wrist[0]) + radius, int(wrist[1]) + 4 * radius),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.5 * scale,

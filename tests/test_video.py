@@ -5,6 +5,7 @@ synthetic clip maker."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -102,6 +103,20 @@ def test_overlay_video_is_atomic_and_marked(tmp_path) -> None:
     assert not is_video_overlay(_write_clip(tmp_path / "plain.mp4"))
 
 
+def test_overlay_dims_coasting_hands() -> None:
+    from dfl_infer.vis import HAND_COLOURS, draw_prediction
+
+    rgb = np.zeros((SIZE, SIZE, 3), np.uint8)
+    found = _hand("right", (48, 48))
+    drawn = [
+        draw_prediction(rgb, _pred(hand), draw_boxes=False, depth_inset=False)
+        for hand in (found, dataclasses.replace(found, score=float("nan"), coasting=2))
+    ]
+    orange = [(img == HAND_COLOURS["right"]).all(-1).sum() for img in drawn]
+    assert orange[0] > 0 and orange[1] == 0  # drawn, but not in the found hand's colour
+    assert 0 < drawn[1].sum() < drawn[0].sum()
+
+
 # --- smoothing --------------------------------------------------------------------------------
 def test_savgol_keeps_polynomials_and_lowers_noise() -> None:
     t = np.arange(30, dtype=np.float64)
@@ -192,6 +207,72 @@ def test_tracker_carries_a_missed_hand_and_drops_it_later() -> None:
     assert [d.handedness for d in tracker.plan([])] == ["right"]
 
 
+def test_tracker_reports_a_coasting_hand_until_it_is_dropped() -> None:
+    tracker = HandTracker(max_missed=3)
+    for x in (60, 62, 64):  # the left hand moves 2 px a frame
+        tracker.update(_pred(_hand("right", (20, 48)), _hand("left", (x, 48), score=0.8)))
+    last = _hand("left", (64, 48))
+    crops = (np.array([0.0, 20, 40, 76]), np.array([40.0, 20, 96, 76]))  # right's, left's
+    presence = (np.array([0.9, 0.1]), np.array([0.2, 0.3]))
+    xs = []
+    for missed in (1, 2, 3):  # unfound: still reported, marked, for max_missed frames
+        found = _pred(_hand("right", (20, 48)))
+        found = dataclasses.replace(found, crops=crops, presence=presence)
+        out = tracker.update(found)
+        assert [(h.handedness, h.coasting) for h in out.hands] == [("right", 0), ("left", missed)]
+        left = out.hands[1]
+        assert left.score == pytest.approx(0.3)  # the network's presence in its crop, as it is
+        assert left.joint_confidence is None
+        record = left.to_dict()
+        assert record["coasting"] == missed and record["score"] == pytest.approx(0.3)
+        assert "coasting" not in out.hands[0].to_dict()
+        # Moved on by the track's motion, the pose kept; 3D moved to match the 2D at its depth.
+        shift = left.joints_2d - last.joints_2d
+        np.testing.assert_allclose(shift, shift[:1].repeat(21, 0))
+        np.testing.assert_allclose(left.joints_3d_rel, last.joints_3d_rel, atol=1e-9)
+        k = out.intrinsics
+        np.testing.assert_allclose(
+            (left.joints_3d - last.joints_3d)[:, :2], shift * 500.0 / np.array([k.fx, k.fy])
+        )
+        xs.append(float(left.joints_2d[:, 0].mean()))
+    assert 64 < xs[0] < xs[1] < xs[2] < 64 + 3 * 2  # onwards, slowing down
+    out = tracker.update(_pred(_hand("right", (20, 48))))  # max_missed + 1: dropped, not reported
+    assert [h.handedness for h in out.hands] == ["right"] and "left" not in tracker.tracks
+    # Without the crops' presences the score is not known: NaN, null in the JSON.
+    tracker.update(_pred(_hand("right", (20, 48)), _hand("left", (64, 48))))
+    (coasting,) = [h for h in tracker.update(_pred(_hand("right", (20, 48)))).hands if h.coasting]
+    assert np.isnan(coasting.score) and coasting.to_dict()["score"] is None
+    # max_missed=0: an unfound hand is dropped at once, never reported.
+    strict = HandTracker(max_missed=0)
+    strict.update(_pred(_hand("right", (20, 48)), _hand("left", (64, 48))))
+    assert [h.handedness for h in strict.update(_pred(_hand("right", (20, 48)))).hands] == ["right"]
+
+
+def test_smoothers_take_coasting_hands_like_others() -> None:
+    preds, _ = _noisy_track(12)
+    tracked = list(preds[:6])
+    for t in range(6, 9):  # the network loses the hand: the tracker reports it, coasting
+        hand = dataclasses.replace(preds[5].hands[0], score=float("nan"), coasting=t - 5)
+        tracked.append(_pred(hand))
+    tracked += preds[9:]
+    causal = CausalSmoother(SmoothParams(), fps=30.0)
+    out = [causal(p, t / 30.0) for t, p in enumerate(tracked)]
+    assert [h.coasting for p in out for h in p.hands][6:9] == [1, 2, 3]
+    assert not np.allclose(out[6].hands[0].joints_2d, tracked[6].hands[0].joints_2d)  # filtered
+    smoothed, filled = smooth_offline(tracked, SmoothParams())
+    assert not any(filled) and [len(p.hands) for p in smoothed] == [1] * 12  # type: ignore[union-attr]
+    assert smoothed[7].hands[0].coasting == 2  # type: ignore[union-attr]
+    # A found hand of the same side is followed before a coasting one, whatever the scores.
+    other = _hand("right", (80, 20), score=0.6)
+    both = causal(_pred(dataclasses.replace(tracked[6].hands[0], score=0.9), other), 12 / 30.0)
+    assert both.hands[0].joints_2d.tolist() == tracked[6].hands[0].joints_2d.tolist()  # as is
+    assert both.hands[1].joints_2d.tolist() != other.joints_2d.tolist()  # filtered
+    # An offline gap filled next to a coasting hand is filled, not coasting.
+    gappy = [*tracked[:8], _pred(), *tracked[9:]]
+    smoothed, filled = smooth_offline(gappy, SmoothParams())
+    assert filled[8] == {"right"} and smoothed[8].hands[0].coasting == 0  # type: ignore[union-attr]
+
+
 def test_tracker_fixes_swapped_labels_and_collapsed_copies() -> None:
     tracker = HandTracker()
     tracker.update(_pred(_hand("right", (30, 48)), _hand("left", (70, 48))))
@@ -200,9 +281,11 @@ def test_tracker_fixes_swapped_labels_and_collapsed_copies() -> None:
         ("right", 31),
         ("left", 71),
     ]
-    # Both of the network's slots on the left hand: one left hand, the right one unfound.
+    # Both of the network's slots on the left hand: one left hand, the right one unfound (and
+    # reported from its track, coasting).
     collapsed = tracker.update(_pred(_hand("right", (72, 48), 0.6), _hand("left", (72, 48), 0.7)))
-    assert [h.handedness for h in collapsed.hands] == ["left"]
+    assert [(h.handedness, h.coasting) for h in collapsed.hands] == [("right", 1), ("left", 0)]
+    assert collapsed.hands[0].joints_2d[:, 0].mean() == pytest.approx(31, abs=1)
     assert tracker.tracks["right"].missed == 1
     # One detector box around both crossing hands stands for one of them: the other keeps its crop.
     crossing = HandTracker()
