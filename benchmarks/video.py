@@ -3,12 +3,13 @@ frames keep both hands, per frame (no tracking) against tracked, each without sm
 the causal One-Euro filter and with the offline smoother.
 
     python benchmarks/video.py [--clip clip.mp4] [--mesh DIR] [--frames N] [--weights W]
-        [--json PATH]
+        [--max-missed N] [--json PATH]
 
 Without ``--clip`` the clip is made first (``dfl-train synth-clip``, seed 0, 150 frames, 512x512;
 the WebXR hand of ``../shared`` when present, else ``--mesh``, else procedural hands) into a
 temporary folder. The predictor runs twice over the clip (``predict_video(track=False)`` and
-``track=True``, no smoothing); the smoothers then run on those results, as ``--smooth`` would.
+``track=True`` with ``--max-missed``, no smoothing); the smoothers then run on those results,
+as ``--smooth`` would.
 
 Columns, per configuration:
 - both hands: frames where a right and a left hand are reported / where both are also on the
@@ -130,8 +131,13 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512, help="frame side when making the clip")
     parser.add_argument("--weights", help="weights folder or Hub id (default: the package's)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--max-missed", type=int, default=5, help="the tracker's max_missed (dfl-infer's default 5)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.max_missed < 0:
+        parser.error(f"--max-missed must be 0 or more, got {args.max_missed}")
 
     from dfl_infer import DFLPredictor
 
@@ -150,7 +156,7 @@ def main() -> int:
     for name, track in (("per frame", False), ("tracked", True)):
         start = time.perf_counter()
         preds = []
-        for result in predictor.predict_video(clip, track=track):
+        for result in predictor.predict_video(clip, track=track, max_missed=args.max_missed):
             preds.append(result.prediction)
             if len(preds) >= args.frames:
                 break
@@ -172,7 +178,10 @@ def main() -> int:
     truth = truth_row(gt, len(runs["tracked"]))
 
     n = rows[0]["frames"]
-    print(f"\nclip: {clip.name}, {n} frames, seed {gt.get('seed')}; params {params.to_dict()}")
+    print(
+        f"\nclip: {clip.name}, {n} frames, seed {gt.get('seed')}; max_missed {args.max_missed};"
+        f" params {params.to_dict()}"
+    )
     head = "| detection | smoothing | both hands (on the truth) | hands | coasting | MPJPE mm |"
     print(head + " 2D px | jitter mm/frame² | jitter px/frame² |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -190,7 +199,13 @@ def main() -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"rows": rows, "truth": truth, "seconds": seconds, "machine": machine},
+                {
+                    "rows": rows,
+                    "truth": truth,
+                    "max_missed": args.max_missed,
+                    "seconds": seconds,
+                    "machine": machine,
+                },
                 indent=1,
             )
         )

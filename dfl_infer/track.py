@@ -21,8 +21,9 @@ One track per side (right, left), as the pipeline handles one person's two hands
    shifted to match at the wrist's depth, the pose kept), with the network's presence for that
    side in the crop the track was given as its score (``Prediction.presence``; NaN when the
    prediction does not carry it). The network's own joints for that side, below the threshold,
-   were the other choice: on the benchmark clips (docs/video.md) they were mostly absent near the
-   track (collapsed onto the other hand) and, where present, no closer to the truth.
+   were the other choice: on the benchmark clips (docs/video.md, seeds 0 and 1) that slot lay on
+   the other, already reported hand (the network's two slots collapsed) in most coasting frames,
+   and where it lay apart it was no closer to the truth than the track's held pose.
 """
 
 from __future__ import annotations
