@@ -266,7 +266,7 @@ def bench_onnxruntime(name: str, args: argparse.Namespace, cache_dir: str) -> li
     gflops = flops_per_crop(model, cpu) / 1e9
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
-    runner = OnnxRuntimeRunner(model, threads=threads, cache_dir=cache_dir)
+    runner = OnnxRuntimeRunner.from_model(model, threads=threads, cache_dir=cache_dir)
     logger.info(
         "%s: exported to ONNX and loaded in %.1f s (onnxruntime, %d threads)",
         name,

@@ -2,11 +2,12 @@
 
     dfl-infer [predict] IMAGE_OR_DIR... [--out joints.json] [--vis DIR] [--weights DIR_OR_HUB_ID]
               [--box x0,y0,x1,y1] [--focal F] [--device D] [--batch-size N] [--workers N]
-              [--compile] [--backend torch|onnxruntime] [--threshold P] [--force] [-q]
+              [--compile] [--backend auto|torch|onnxruntime] [--threshold P] [--force] [-q]
     dfl-infer CLIP.mp4 | FRAMES_DIR --video [--out joints.jsonl] [--vis overlay.mp4]
               [--smooth causal|offline|none] [--no-track] [--max-missed N] [--fps F] [...]
     dfl-infer fetch-detector [--dest PATH] [--source auto|google|pip] [--wheel WHEEL] [--force]
     dfl-infer export-onnx --weights DIR_OR_HUB_ID --out model.onnx [--opset N] [--batch dynamic|N]
+    dfl-infer export-onnx --weights DIR --into-weights   (DIR/model.onnx, used by --backend auto)
 
 ``predict`` is the default subcommand, so ``dfl-infer photo.jpg`` predicts. The work is done by
 ``files.predict_files`` (predicting), ``bundle.fetch_detector`` and ``export.export_onnx``; this
@@ -188,10 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime"),
-        default="torch",
-        help="what runs the network: torch (default) or onnxruntime (CPU only, faster there; "
-        "needs pip install 'dfl-infer[onnx]')",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="what runs the network: auto (default: onnxruntime on the CPU when the weights "
+        "ship a matching model.onnx, without loading PyTorch; else torch), torch, or "
+        "onnxruntime (CPU only; exports the model on first use, needs pip install "
+        "'dfl-infer[onnx]')",
     )
     p.add_argument(
         "--threshold",
@@ -272,7 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights", required=True, metavar="DIR_OR_HUB_ID", help="weights folder or Hub id"
     )
-    p.add_argument("--out", required=True, metavar="ONNX", help="output .onnx file")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", metavar="ONNX", help="output .onnx file")
+    target.add_argument(
+        "--into-weights",
+        action="store_true",
+        help="write WEIGHTS/model.onnx (batch 1, fp16 weights, tagged with the sha256 of "
+        "model.safetensors): the graph --backend auto runs without loading PyTorch",
+    )
     p.add_argument(
         "--opset", type=_positive_int, default=17, metavar="N", help="ONNX opset (default 17)"
     )
@@ -574,10 +584,15 @@ def export(args: argparse.Namespace) -> int:
     from dfl_infer.model import DFLModel
 
     try:
-        from dfl_infer.export import export_onnx
+        from dfl_infer.export import export_into_weights, export_onnx
 
-        model = DFLModel.from_pretrained(args.weights)
-        path = export_onnx(model, args.out, opset=args.opset, batch=args.batch)
+        if args.into_weights:
+            if args.batch is not None:
+                raise ValueError("--into-weights writes a batch-1 graph: leave out --batch")
+            path = export_into_weights(args.weights, opset=args.opset)
+        else:
+            model = DFLModel.from_pretrained(args.weights)
+            path = export_onnx(model, args.out, opset=args.opset, batch=args.batch)
     except (FileNotFoundError, ValueError, ImportError) as exc:
         raise UsageError(str(exc)) from None
     print(path)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from dfl_infer.crop import Crop
 from dfl_infer.lift import Intrinsics, lift_to_3d
-from dfl_infer.model.outputs import DFLOutput
+
+if TYPE_CHECKING:
+    from dfl_infer.model.outputs import DFLOutput
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +40,8 @@ class CropOutputs:
     @classmethod
     def from_model(cls, out: DFLOutput) -> CropOutputs:
         """From ``DFLModel``'s output on any device and dtype."""
+        import torch
+
         iters = torch.stack(out.joints_2d_iter, dim=1)  # as the exported graph returns them
         tensors = (out.joints_25d, out.hand_presence, out.rel_root_depth, iters)
         return cls(*(t.float().cpu().numpy() for t in tensors))

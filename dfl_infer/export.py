@@ -20,11 +20,13 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from dfl_infer.model import DFLModel, DFLOutput
+from dfl_infer.model.files import PARAMETERS_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +55,14 @@ def export_onnx(
     path: str | Path,
     opset: int = DEFAULT_OPSET,
     batch: int | None = None,
+    metadata: dict[str, str] | None = None,
+    fp16_weights: bool = False,
 ) -> Path:
     """Write ``model`` as ONNX to ``path``. ``batch``: a fixed batch size, or None for a dynamic
-    batch axis (named ``batch``). Returns the path. Needs the ``onnx`` package."""
+    batch axis (named ``batch``). ``metadata``: extra metadata properties. ``fp16_weights``:
+    store every float weight that fp16 holds exactly (all of them for fp16-shipped weights) as
+    fp16 followed by a Cast to float32: half the file, the same numbers. Returns the path.
+    Needs the ``onnx`` package."""
     try:
         import onnx
     except ImportError as exc:
@@ -97,7 +104,11 @@ def export_onnx(
         "std": json.dumps(list(cfg.std)),
         "box_scale": str(cfg.box_scale),
         "input_contract": "images (B,3,S,S) float32 RGB: (pixel/255 - mean) / std",
+        PARAMETERS_KEY: str(model.num_parameters()),
+        **(metadata or {}),
     }
+    if fp16_weights:
+        _fp16_initializers(proto)
     for key, value in meta.items():
         prop = proto.metadata_props.add()
         prop.key, prop.value = key, value
@@ -105,3 +116,57 @@ def export_onnx(
     onnx.save(proto, str(path))
     logger.info("wrote %s (opset %d, batch %s)", path, opset, batch or "dynamic")
     return path
+
+
+def _fp16_initializers(proto: Any) -> None:
+    """Store float32 initializers that fp16 represents exactly as fp16 + a Cast node (in place).
+    onnxruntime folds the casts when it loads the graph, so the numbers it runs are unchanged."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    casts = []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        array = numpy_helper.to_array(init)
+        half = array.astype(np.float16)
+        if array.size < 16 or not np.array_equal(half.astype(np.float32), array):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(half, name=f"{name}__fp16"))
+        casts.append(
+            onnx.helper.make_node(
+                "Cast", [f"{name}__fp16"], [name], to=onnx.TensorProto.FLOAT, name=f"{name}__cast"
+            )
+        )
+    # Casts first: every consumer comes after them in topological order.
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+
+
+def export_into_weights(folder: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Write ``FOLDER/model.onnx``: the weights folder's network as a batch-1 graph with fp16
+    weights, tagged with the sha256 of its ``model.safetensors`` so that the onnxruntime backend
+    uses it (without PyTorch) only while it matches (``backends.onnx_runner_for_weights``)."""
+    from dfl_infer._atomic import atomic_path
+    from dfl_infer.model.files import (
+        CONFIG_NAME,
+        ONNX_NAME,
+        WEIGHTS_NAME,
+        WEIGHTS_SHA_KEY,
+        file_sha256,
+    )
+
+    folder = Path(folder)
+    if not (folder / WEIGHTS_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a local weights folder ({CONFIG_NAME} + {WEIGHTS_NAME})"
+        )
+    model = DFLModel.from_pretrained(folder)
+    sha = file_sha256(folder / WEIGHTS_NAME)
+    with atomic_path(folder / ONNX_NAME, suffix=".onnx") as tmp:
+        export_onnx(model, tmp, opset, batch=1, metadata={WEIGHTS_SHA_KEY: sha}, fp16_weights=True)
+    return folder / ONNX_NAME

@@ -25,25 +25,34 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
-import torch
 
-from dfl_infer.backends import BACKENDS, OnnxRuntimeRunner, TorchRunner
+from dfl_infer.backends import (
+    BACKENDS,
+    OnnxRuntimeRunner,
+    TorchRunner,
+    choose_backend,
+    onnx_runner_for_weights,
+)
 from dfl_infer.bundle import DetectorUnavailableError
 from dfl_infer.crop import Crop, group_hands, make_crop, points_box, union_box
 from dfl_infer.decode import decode
 from dfl_infer.detect import HandDetector, detect_hands
-from dfl_infer.device import resolve_device
 from dfl_infer.image import ImageInput, LargeImage, open_image
 from dfl_infer.joints import HANDS, NUM_HAND_JOINTS
 from dfl_infer.lift import Intrinsics, relative_to_wrist
-from dfl_infer.model import DFLModel
+from dfl_infer.model import DFLConfig
 from dfl_infer.preprocess import crop_batch
 from dfl_infer.results import Hand, Prediction, PredictionError
 from dfl_infer.smooth import SmoothParams
 from dfl_infer.video import FrameResult, FrameSource, predict_frames
+
+if TYPE_CHECKING:
+    import torch
+
+    from dfl_infer.model import DFLModel
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +139,7 @@ class DFLPredictor:
         batch_size: int = 16,
         full_image_fallback: bool = True,
         compile: bool = False,
-        backend: str = "torch",
+        backend: str = "auto",
         lone_hand_widen: float = LONE_HAND_WIDEN,
         recrop_lone_hands: bool = False,
     ) -> None:
@@ -142,32 +151,35 @@ class DFLPredictor:
             raise ValueError(f"lone_hand_widen must be >= 1, got {lone_hand_widen!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        # onnxruntime runs on the CPU here: "auto" means the CPU for it.
-        auto_cpu = backend == "onnxruntime" and str(device) == "auto"
-        self.device = resolve_device("cpu" if auto_cpu else device)
-        if backend == "onnxruntime":
-            if self.device.type != "cpu":
+        given_model = weights is not None and not isinstance(weights, (str, Path))
+        # "auto": onnxruntime on the CPU when the weights ship a matching model.onnx (then
+        # PyTorch is never imported), else torch; a DFLModel given as such runs in torch.
+        chosen = "torch" if backend == "auto" and given_model else choose_backend(backend, device)
+        self._source = None if given_model else weights
+        self._model: DFLModel | None = None
+        self._net: TorchRunner | OnnxRuntimeRunner
+        if chosen == "onnxruntime":
+            # onnxruntime runs on the CPU here: "auto" means the CPU for it.
+            if str(device) not in ("auto", "cpu"):
                 raise ValueError(
                     f"backend 'onnxruntime' runs on the CPU only; use device='cpu' (got {device!r})"
                     " or backend='torch'"
                 )
             if compile:
                 raise ValueError("compile=True applies to backend 'torch' only")
-        if isinstance(weights, DFLModel):
-            model = weights
-        else:
-            model = self._load(weights)
-        # channels_last (NHWC) on every device: the convolutions are faster in it on CUDA and, as
-        # measured in docs/performance.md, 6-18% faster on CPU (oneDNN) too.
-        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
-        self.config = self.model.config
-        self.backend = backend
-        # What runs the network; self.model stays the plain module (config, weights).
-        self._net: TorchRunner | OnnxRuntimeRunner
-        if backend == "onnxruntime":
-            self._net = OnnxRuntimeRunner(self.model)
-        else:
-            self._net = TorchRunner(self.model, self.device, compile=compile)
+            shipped = None if given_model else self._shipped_onnx(weights)
+            if shipped is not None:
+                self._net = shipped
+            elif backend == "auto":
+                chosen = "torch"  # no ready graph: exporting one costs seconds and needs onnx
+            else:
+                self._net = OnnxRuntimeRunner.from_model(self._prepare(weights, "cpu"))
+        if chosen == "torch":
+            model = self._prepare(weights, device)
+            self._net = TorchRunner(model, self.device, compile=compile)
+        self.device_name = "cpu" if chosen == "onnxruntime" else str(self.device)
+        self.config: DFLConfig = self._net.config
+        self.backend = chosen
         self._detector = detector
         self.presence_threshold = float(presence_threshold)
         self.batch_size = int(batch_size)
@@ -175,21 +187,73 @@ class DFLPredictor:
         self.lone_hand_widen = float(lone_hand_widen)
         self.recrop_lone_hands = bool(recrop_lone_hands)
 
+    def _prepare(self, weights: Any, device: Any) -> DFLModel:
+        """The PyTorch model (``weights`` itself, or loaded), on its device, in eval mode and
+        channels_last; sets ``self.device``."""
+        import torch
+
+        from dfl_infer.device import resolve_device
+
+        self.device = resolve_device(device)
+        model = self._load(weights) if self._source is not None or weights is None else weights
+        # channels_last (NHWC) on every device: the convolutions are faster in it on CUDA and, as
+        # measured in docs/performance.md, 6-18% faster on CPU (oneDNN) too.
+        self._model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        return self._model
+
+    @staticmethod
+    def _shipped_onnx(weights: str | Path | None) -> OnnxRuntimeRunner | None:
+        try:
+            return onnx_runner_for_weights(weights if weights is not None else default_weights())
+        except (FileNotFoundError, ValueError) as exc:
+            if weights is not None:
+                raise
+            raise _no_default_weights(exc) from None
+
     @staticmethod
     def _load(weights: str | Path | None) -> DFLModel:
+        from dfl_infer.model.dfl import DFLModel
+
         if weights is not None:
             return DFLModel.from_pretrained(weights)
         source = default_weights()
         try:
             return DFLModel.from_pretrained(source)
         except (FileNotFoundError, ValueError) as exc:
-            raise NoWeightsError(
-                "no trained default weights are available: the package's weights/ folder holds no "
-                f"model.safetensors and the default Hub model {DEFAULT_HUB_ID!r} could not be "
-                f"loaded ({exc}). Pass weights explicitly: DFLPredictor(weights='DIR_OR_HUB_ID') "
-                "or `dfl-infer IMAGE --weights DIR_OR_HUB_ID`, where DIR holds config.json and "
-                "model.safetensors (as written by `dfl-train fit` or DFLModel.save_pretrained)."
-            ) from None
+            raise _no_default_weights(exc) from None
+
+    @property
+    def model(self) -> DFLModel:
+        """The PyTorch ``DFLModel``. On the onnxruntime path that ran from a shipped
+        ``model.onnx`` it is loaded (with PyTorch) on first access, on the CPU."""
+        if self._model is None:
+            import torch
+
+            model = self._load(self._source).eval()
+            self._model = model.to(memory_format=torch.channels_last)
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network runs, as a ``torch.device`` (``device_name`` is the same as text,
+        without importing PyTorch)."""
+        if getattr(self, "_device", None) is None:
+            import torch
+
+            self._device = torch.device(self.device_name)
+        return self._device
+
+    @device.setter
+    def device(self, value: torch.device) -> None:
+        self._device = value
+
+    def num_parameters(self) -> int:
+        """The network's parameter count (from the ONNX graph's metadata when it has it)."""
+        if isinstance(self._net, OnnxRuntimeRunner) and self._model is None:
+            count = self._net.num_parameters()
+            if count is not None:
+                return count
+        return self.model.num_parameters()
 
     @property
     def detector(self) -> Any:
@@ -480,6 +544,16 @@ class DFLPredictor:
             box=box,
             crops=crops,
         )
+
+
+def _no_default_weights(exc: Exception) -> NoWeightsError:
+    return NoWeightsError(
+        "no trained default weights are available: the package's weights/ folder holds no "
+        f"model.safetensors and the default Hub model {DEFAULT_HUB_ID!r} could not be "
+        f"loaded ({exc}). Pass weights explicitly: DFLPredictor(weights='DIR_OR_HUB_ID') "
+        "or `dfl-infer IMAGE --weights DIR_OR_HUB_ID`, where DIR holds config.json and "
+        "model.safetensors (as written by `dfl-train fit` or DFLModel.save_pretrained)."
+    )
 
 
 def _deduplicate(candidates: list[tuple[int, Hand]]) -> list[Hand]:

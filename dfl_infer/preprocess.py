@@ -8,13 +8,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from dfl_infer.crop import Crop, points_box
 from dfl_infer.image import LargeImage
 from dfl_infer.model.config import DFLConfig
+
+if TYPE_CHECKING:  # torch is imported by the functions that take tensors (not on the ONNX path)
+    import torch
 
 
 def crop_batch(images: Sequence[np.ndarray | LargeImage], crops: Sequence[Crop]) -> np.ndarray:
@@ -62,6 +65,8 @@ def _crop_large(image: LargeImage, crops: Sequence[Crop], outs: Sequence[np.ndar
 def _stats(
     mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
     # uint8 input: the constants are scaled instead of the pixels (one multiply fewer per pixel).
@@ -73,6 +78,8 @@ def normalize(images: torch.Tensor, config: DFLConfig, channels_last: bool = Fal
     device: uint8 (B, S, S, 3) as :func:`crop_batch` cuts them (0-255), or float (B, 3, S, S) in
     [0, 1] as the training data gives them. ``channels_last``: NHWC memory layout (faster
     convolutions; the inference default, and training's on CUDA)."""
+    import torch
+
     if images.dtype == torch.uint8:
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"uint8 crops must be (B, S, S, 3), got {tuple(images.shape)}")
@@ -85,3 +92,18 @@ def normalize(images: torch.Tensor, config: DFLConfig, channels_last: bool = Fal
         mean, std = _stats(config.mean, config.std, images.device, 1.0)
     x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def normalize_numpy(crops: np.ndarray, config: DFLConfig) -> np.ndarray:
+    """:func:`normalize` for uint8 (B, S, S, 3) crops in numpy, without PyTorch: (B, 3, S, S)
+    float32 ``(rgb - mean) / std``, contiguous (the onnxruntime backend's input)."""
+    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
+        raise ValueError(f"crops must be uint8 (B, S, S, 3), got {crops.dtype} {crops.shape}")
+    scale = np.float32(1.0 / 255.0)
+    mean = np.asarray(config.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    inv_std = (1.0 / np.asarray(config.std, dtype=np.float32)).reshape(1, 3, 1, 1)
+    x = crops.transpose(0, 3, 1, 2).astype(np.float32)
+    x *= scale
+    x -= mean
+    x *= inv_std
+    return np.ascontiguousarray(x)

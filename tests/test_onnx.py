@@ -97,3 +97,105 @@ def test_predictor_onnxruntime_backend(tiny_model, tmp_path, monkeypatch, caplog
         next(other.parameters()).add_(1.0)
     DFLPredictor(other, backend="onnxruntime")
     assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 2
+
+
+_WITHOUT_TORCH = r"""
+import json, sys
+import numpy as np
+from dfl_infer import DFLPredictor
+p = DFLPredictor(sys.argv[1], device="cpu", presence_threshold=0.0)
+image = np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+pred = p.predict(image, box=(60, 40, 220, 200))
+print(json.dumps({"backend": p.backend, "torch": "torch" in sys.modules,
+                  "parameters": p.num_parameters(),
+                  "joints_2d": [h.joints_2d.tolist() for h in pred.hands]}))
+"""
+
+
+@pytest.fixture()
+def fp16_weights(tiny_model, tmp_path):
+    """A tiny weights folder stored in fp16 (as the default model is), with its model.onnx."""
+    from dfl_infer.export import export_into_weights
+
+    folder = tmp_path / "weights"
+    tiny_model.save_pretrained(folder, dtype=torch.float16)
+    assert main(["export-onnx", "--weights", str(folder), "--into-weights"]) == 0
+    return folder, export_into_weights
+
+
+def test_shipped_onnx_runs_without_torch(fp16_weights) -> None:
+    """A weights folder with its own model.onnx runs under backend "auto" in onnxruntime, with
+    PyTorch never imported, and gives the PyTorch model's joints; fp16 weights are stored as
+    fp16 in the graph (half the file)."""
+    import subprocess
+    import sys
+
+    from dfl_infer import DFLPredictor
+    from dfl_infer.model import DFLModel
+
+    folder, _ = fp16_weights
+    proto = onnx.load(str(folder / "model.onnx"))
+    sizes = {}
+    for init in proto.graph.initializer:
+        sizes[init.data_type] = sizes.get(init.data_type, 0) + len(init.raw_data)
+    # fp16-exact weights are stored as fp16; constants computed at export (batch norm folded
+    # into the tiny ResNet's convolutions) are not fp16-exact and stay float32.
+    assert sizes[onnx.TensorProto.FLOAT16] > 0, sizes
+    res = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TORCH, str(folder)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    got = __import__("json").loads(res.stdout.splitlines()[-1])
+    assert got["backend"] == "onnxruntime" and got["torch"] is False
+    model = DFLModel.from_pretrained(folder)
+    assert got["parameters"] == model.num_parameters()
+    ref = DFLPredictor(folder, device="cpu", backend="torch", presence_threshold=0.0)
+    image = np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    want = ref.predict(image, box=(60, 40, 220, 200))
+    assert len(want.hands) == len(got["joints_2d"]) > 0
+    for hand, joints in zip(want.hands, got["joints_2d"]):
+        np.testing.assert_allclose(np.array(joints), hand.joints_2d, atol=2e-3)  # pixels
+
+
+def test_stale_shipped_onnx_is_ignored(fp16_weights, tmp_path, monkeypatch, caplog) -> None:
+    """A model.onnx exported from other weights is never run: "auto" falls back to PyTorch,
+    "onnxruntime" exports the folder's own weights, both with a warning naming the fix."""
+    from dfl_infer import DFLPredictor
+    from dfl_infer.model import DFLModel
+
+    monkeypatch.setenv("DFL_CACHE_DIR", str(tmp_path / "cache"))
+    folder, export_into_weights = fp16_weights
+    model = DFLModel.from_pretrained(folder)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)
+    model.save_pretrained(folder, dtype=torch.float16)  # new weights, old model.onnx
+    auto = DFLPredictor(folder, device="cpu")
+    assert auto.backend == "torch"
+    assert (
+        "was not exported from model.safetensors" in caplog.text and "--into-weights" in caplog.text
+    )
+    forced = DFLPredictor(folder, backend="onnxruntime")
+    assert forced.backend == "onnxruntime"
+    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 1  # exported from the weights
+    image = np.random.default_rng(2).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    a = DFLPredictor(folder, device="cpu", backend="torch", presence_threshold=0.0)
+    b = DFLPredictor(folder, backend="onnxruntime", presence_threshold=0.0)
+    for x, y in zip(
+        a.predict(image, box=(20, 20, 180, 180)).hands,
+        b.predict(image, box=(20, 20, 180, 180)).hands,
+    ):
+        np.testing.assert_allclose(y.joints_2d, x.joints_2d, atol=2e-3)
+    # Re-exported, the folder's graph is used again.
+    export_into_weights(folder)
+    assert DFLPredictor(folder, device="cpu").backend == "onnxruntime"
+
+
+def test_cli_export_into_weights_checks_its_arguments(tiny_weights, tmp_path, capsys) -> None:
+    code = main(["export-onnx", "--weights", str(tiny_weights), "--into-weights", "--batch", "2"])
+    assert code == 2 and "leave out --batch" in capsys.readouterr().err
+    missing = tmp_path / "nothing"
+    code = main(["export-onnx", "--weights", str(missing), "--into-weights"])
+    assert code == 2 and "not a local weights folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --out and --into-weights exclude each other
+        main(["export-onnx", "--weights", str(tiny_weights), "--into-weights", "--out", "x.onnx"])

@@ -26,6 +26,19 @@ def test_inference_never_imports_training_or_mediapipe_at_import() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def test_inference_path_imports_no_torch() -> None:
+    """The CLI, the predictor and everything they import at the top stay free of PyTorch: the
+    default backend runs the shipped model.onnx without it (a 2 s start, docs/performance.md)."""
+    code = (
+        "import sys, dfl_infer, dfl_infer.cli, dfl_infer.predictor, dfl_infer.files, "
+        "dfl_infer.video, dfl_infer.vis, dfl_infer.vis3d, dfl_infer.backends, dfl_infer.model;"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'));"
+        "print(bad[:5]); sys.exit(1 if bad else 0)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 # Every inference module, each after everything it may import (docs/architecture.md): stages
 # below, the predictor, the files pipeline and the CLI above. A module may import only modules
 # listed before it, at the top or inside a function, so imports run one way and cannot cycle.
@@ -39,6 +52,7 @@ LAYERS = (
     "dfl_infer.crop",
     "dfl_infer.lift",
     "dfl_infer.model.config",
+    "dfl_infer.model.files",
     "dfl_infer.model.outputs",
     "dfl_infer.model.backbone",
     "dfl_infer.model.mediapipe_hand",

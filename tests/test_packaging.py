@@ -21,7 +21,7 @@ import dfl_infer.predictor as predictor
 from dfl_infer.model import DFLConfig, DFLModel
 
 REPO = Path(__file__).resolve().parent.parent
-WEIGHT_FILES = ("model.safetensors", "config.json", "README.md")
+WEIGHT_FILES = ("model.safetensors", "model.onnx", "config.json", "README.md")
 
 
 def _setup_cfg() -> configparser.ConfigParser:
@@ -106,11 +106,13 @@ def _build_env() -> dict[str, str]:
 
 
 _LOAD_DEFAULT = """
-import json, dfl_infer, dfl_infer.predictor
+import json, sys, dfl_infer, dfl_infer.predictor
+predictor = dfl_infer.DFLPredictor(device="cpu")
+fast = {"backend": predictor.backend, "torch": "torch" in sys.modules}
 from dfl_infer.model import DFLModel
 weights = dfl_infer.predictor.default_weights()
 model = DFLModel.from_pretrained(weights)
-print(json.dumps({"package": dfl_infer.__file__, "weights": str(weights),
+print(json.dumps({"package": dfl_infer.__file__, "weights": str(weights), **fast,
                   "config": model.config.to_dict(), "parameters": model.num_parameters()}))
 """
 
@@ -156,6 +158,8 @@ def test_wheel_carries_default_weights(project_copy, tmp_path) -> None:
     assert Path(got["weights"]).resolve() == (site / "dfl_infer" / "weights").resolve()
     assert got["config"] == json.loads(json.dumps(model.config.to_dict()))
     assert got["parameters"] == model.num_parameters()
+    # The shipped model.onnx matches the shipped weights: the default runs without PyTorch.
+    assert got["backend"] == "onnxruntime" and got["torch"] is False
 
 
 @pytest.mark.slow

@@ -27,7 +27,10 @@ def _tool():
     return module
 
 
-def test_default_model_reproduces_the_stored_reference() -> None:
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_default_model_reproduces_the_stored_reference(backend: str) -> None:
+    """Both ways the default model runs: PyTorch, and ``auto`` (the shipped model.onnx in
+    onnxruntime, which must therefore match the shipped weights)."""
     weights = REPO / "weights"
     if not (weights / "model.safetensors").is_file():
         pytest.fail("weights/model.safetensors is missing: the default model must ship")
@@ -37,7 +40,7 @@ def test_default_model_reproduces_the_stored_reference() -> None:
         "weights/ changed since the reference was written: if on purpose, run "
         "`python tools/make_reference.py` and commit tests/data/reference_outputs.json"
     )
-    now = tool.predict_all(weights)
+    now = tool.predict_all(weights, backend)
     assert now.keys() == stored["outputs"].keys()
     for name, ref in stored["outputs"].items():
         got = now[name]

@@ -4,7 +4,9 @@
 compares with ``tests/data/reference_outputs.json`` within a tolerance, so that a change to the
 code (cropping, preprocessing, the network, lifting) cannot alter the shipped model's outputs
 silently. The file records the sha256 of ``weights/model.safetensors``: when the weights are
-retrained on purpose, run this again and commit both.
+retrained on purpose, run this again and commit both. It also re-exports ``weights/model.onnx``
+(``dfl-infer export-onnx --into-weights``) when that no longer matches the weights, since the
+default backend runs it and the test checks it too.
 
     python tools/make_reference.py
 
@@ -43,13 +45,17 @@ def reference_boxes() -> dict[str, list[float]]:
     return boxes
 
 
-def predict_all(weights: Path) -> dict[str, object]:
-    import torch
-
+def predict_all(weights: Path, backend: str = "torch") -> dict[str, object]:
+    """The stored outputs, from the PyTorch model (``backend="torch"``, what the reference
+    holds) or another ``DFLPredictor`` backend (the test checks ``auto`` too)."""
     from dfl_infer import DFLPredictor
 
-    torch.manual_seed(0)
-    predictor = DFLPredictor(weights=weights, device="cpu")
+    predictor = DFLPredictor(weights=weights, device="cpu", backend=backend)
+    if backend == "auto" and predictor.backend != "onnxruntime":
+        raise AssertionError(
+            f"{weights}/model.onnx is missing or does not match model.safetensors: run "
+            f"`dfl-infer export-onnx --weights {weights} --into-weights`"
+        )
     results = {}
     for name, box in reference_boxes().items():
         pred = predictor.predict(REPO / "examples" / name, box=box)
@@ -69,7 +75,12 @@ def predict_all(weights: Path) -> dict[str, object]:
 
 
 def main() -> None:
+    from dfl_infer.backends import onnx_runner_for_weights
+    from dfl_infer.export import export_into_weights
+
     weights = REPO / "weights"
+    if onnx_runner_for_weights(weights) is None:
+        print(f"wrote {export_into_weights(weights)}")
     data = {"weights_sha256": weights_sha256(weights), "outputs": predict_all(weights)}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(data, indent=1) + "\n")
