@@ -151,11 +151,12 @@ class DFLPredictor:
             raise ValueError(f"lone_hand_widen must be >= 1, got {lone_hand_widen!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        given_model = weights is not None and not isinstance(weights, (str, Path))
+        source = weights if weights is None or isinstance(weights, (str, Path)) else None
+        given_model = weights is not None and source is None
         # "auto": onnxruntime on the CPU when the weights ship a matching model.onnx (then
         # PyTorch is never imported), else torch; a DFLModel given as such runs in torch.
         chosen = "torch" if backend == "auto" and given_model else choose_backend(backend, device)
-        self._source = None if given_model else weights
+        self._source = source
         self._model: DFLModel | None = None
         self._net: TorchRunner | OnnxRuntimeRunner
         if chosen == "onnxruntime":
@@ -167,7 +168,7 @@ class DFLPredictor:
                 )
             if compile:
                 raise ValueError("compile=True applies to backend 'torch' only")
-            shipped = None if given_model else self._shipped_onnx(weights)
+            shipped = None if given_model else self._shipped_onnx(source)
             if shipped is not None:
                 self._net = shipped
             elif backend == "auto":
@@ -195,7 +196,9 @@ class DFLPredictor:
         from dfl_infer.device import resolve_device
 
         self.device = resolve_device(device)
-        model = self._load(weights) if self._source is not None or weights is None else weights
+        model = (
+            weights if weights is not None and self._source is None else self._load(self._source)
+        )
         # channels_last (NHWC) on every device: the convolutions are faster in it on CUDA and, as
         # measured in docs/performance.md, 6-18% faster on CPU (oneDNN) too.
         self._model = model.to(self.device).eval().to(memory_format=torch.channels_last)
@@ -543,6 +546,7 @@ class DFLPredictor:
             intrinsics=intr,
             box=box,
             crops=crops,
+            presence=tuple(np.asarray(t.presence, dtype=np.float64) for t in tasks),
         )
 
 

@@ -16,14 +16,12 @@ from torch import nn
 
 from dfl_infer._atomic import atomic_path
 from dfl_infer.model.config import DFLConfig
-from dfl_infer.model.files import (  # noqa: F401 - re-exported
-    CONFIG_NAME,
-    HUB_PROBE_TIMEOUT_S,
-    WEIGHTS_NAME,
-    WeightsError,
-    hub_reachable,
-    resolve_files,
-)
+from dfl_infer.model.files import CONFIG_NAME as CONFIG_NAME  # re-exported: older imports
+from dfl_infer.model.files import HUB_PROBE_TIMEOUT_S as HUB_PROBE_TIMEOUT_S
+from dfl_infer.model.files import WEIGHTS_NAME as WEIGHTS_NAME
+from dfl_infer.model.files import WeightsError as WeightsError
+from dfl_infer.model.files import hub_reachable as hub_reachable
+from dfl_infer.model.files import resolve_files as resolve_files
 
 logger = logging.getLogger(__name__)
 
