@@ -61,3 +61,39 @@ def test_memory_large(tmp_path, tiny_weights) -> None:
     (row,) = data["rows"]
     assert row["lazy"]["wall_s"] > 0 and row["reference"]["wall_s"] > 0
     assert row["difference"]["images_with_other_hands"] == 0
+
+
+def test_folder_run(tmp_path) -> None:
+    """The CLI, the predictor loop, MediaPipe alone and the memory run on a few examples with
+    the default weights; 8 images from the 6 examples: the memory run cycles them."""
+    from dfl_infer.bundle import DetectorUnavailableError, resolve_bundle
+
+    try:
+        resolve_bundle(allow_download=False)
+    except DetectorUnavailableError as exc:
+        pytest.skip(f"no hand_landmarker.task bundle here ({exc}); run `dfl-infer fetch-detector`")
+    examples = BENCH.parent / "examples"
+    args = f"--dir {examples} --n 2 --n-long 8 --workers 0,2"
+    data = _run("folder_run.py", *args.split(), tmp_path=tmp_path)
+    rows = {r["row"]: r for r in data["rows"]}
+    assert list(rows) == [
+        "dfl-infer --workers 0",
+        "dfl-infer --workers 2",
+        "predictor loop",
+        "MediaPipe alone",
+    ]
+    for r in rows.values():
+        assert r["images"] == 2 and r["wall_s"] > 0 and r["images_per_s"] > 0
+        assert r["peak_rss_mib"] > 0 and len(r["walls_s"]) == 1
+    for name in ("dfl-infer --workers 0", "dfl-infer --workers 2"):
+        assert rows[name]["errors"] == 0 and rows[name]["backend"] == "onnxruntime"
+        assert rows[name]["torch_imported"] in (True, False)
+    # The CLI and the loop predict the same images with the same predictor: the same hands.
+    assert rows["dfl-infer --workers 0"]["hands"] == rows["predictor loop"]["hands"]
+    assert rows["predictor loop"]["backend"] == "onnxruntime"
+    assert rows["predictor loop"]["torch_imported"] is False
+    assert set(data["cli_overhead_vs_loop"]) == {"0", "2"}
+    mem = data["memory"]
+    assert mem["images"] == 8 and len(mem["rss_mib"]) == 8 and mem["cycled"] is True
+    assert mem["window"] == 4 and mem["peak_rss_mib"] >= max(mem["rss_mib"]) - 1
+    assert mem["growth"] == pytest.approx(mem["mean_rss_last_mib"] / mem["mean_rss_first_mib"] - 1)
