@@ -13,7 +13,6 @@ file that is not ours.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -242,10 +241,10 @@ def _predict_chunk(
 
 
 class _DecodeDataset:
-    """Map-style dataset for ``torch.utils.data.DataLoader``: item i is (rgb, detections, None)
-    or (None, None, error message) for ``paths[i]``, so a bad file never stops a worker.
-    ``bundle``: when given, MediaPipe runs here too (one detector per worker process) and
-    ``detections`` are its hands; else they are None and the predictor detects."""
+    """Item i is (rgb, detections, None) or (None, None, error message) for ``paths[i]``, so a
+    bad file never stops a worker. ``bundle``: when given, MediaPipe runs here too (one detector
+    per worker process) and ``detections`` are its hands; else they are None and the predictor
+    detects."""
 
     def __init__(self, paths: Sequence[Path], bundle: Path | None = None) -> None:
         self.paths = list(paths)
@@ -274,14 +273,25 @@ class _DecodeDataset:
             return rgb, None, None
 
 
-def _die_with_parent(parent: int, worker_id: int) -> None:
-    """In each decoding worker: have Linux kill it when the parent process dies, even by SIGKILL
-    (torch's own check runs only between items, and a worker busy in MediaPipe would otherwise
-    outlive the parent and keep its pipes open, so a caller waiting for EOF hangs)."""
+# The dataset of a decoding worker process (set by _init_worker, read by _decode_chunk).
+_WORKER_DATASET: _DecodeDataset | None = None
+
+
+def _init_worker(parent: int, dataset: _DecodeDataset) -> None:
+    """In each decoding worker: keep the dataset, let the parent alone handle Ctrl-C, and have
+    Linux kill the worker when the parent process dies, even by SIGKILL (a worker busy in
+    MediaPipe would otherwise outlive the parent and keep its pipes open, so a caller waiting
+    for EOF hangs)."""
+    import signal
+
+    global _WORKER_DATASET
+    _WORKER_DATASET = dataset
+    # Ctrl-C reaches the whole process group: the parent stops the pool; a worker that raised
+    # KeyboardInterrupt itself would only add tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import signal
 
     pr_set_pdeathsig = 1
     with contextlib.suppress(OSError, AttributeError):
@@ -290,30 +300,62 @@ def _die_with_parent(parent: int, worker_id: int) -> None:
         os._exit(1)
 
 
+def _decode_chunk(start: int, stop: int) -> list[_Decoded]:
+    assert _WORKER_DATASET is not None, "_init_worker did not run"
+    return [_WORKER_DATASET[i] for i in range(start, stop)]
+
+
+# Chunks decoded ahead per worker (as a DataLoader's prefetch_factor): bounds the decoded images
+# held in memory while the network is slower than the workers.
+PREFETCH_PER_WORKER = 2
+
+
 def _decoded_chunks(
     paths: Sequence[Path], batch_size: int, workers: int, bundle: Path | None = None
 ) -> Iterator[tuple[int, list[_Decoded]]]:
     """Yield (start index, [(rgb, detections, error), ...]) per chunk of ``batch_size`` paths,
     in order; with ``workers`` > 0 the next chunks are decoded (and, given a detector
     ``bundle``, their hands detected) in worker processes while the current one runs through
-    the network."""
+    the network (a process pool of the standard library: no PyTorch needed)."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     dataset = _DecodeDataset(paths, bundle)
+    starts = range(0, len(paths), batch_size)
     if workers == 0:
-        for start in range(0, len(paths), batch_size):
+        for start in starts:
             yield start, [dataset[i] for i in range(start, min(start + batch_size, len(paths)))]
         return
-    from torch.utils.data import DataLoader
-
-    loader: DataLoader[_Decoded] = DataLoader(
-        dataset,  # type: ignore[arg-type]  # a map-style dataset without the Dataset base class
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=list,  # keep the chunk a list of items: no tensor stacking
-        prefetch_factor=2,
-        worker_init_fn=functools.partial(_die_with_parent, os.getpid()),
+    # fork on Linux (the workers start at once, sharing the parent's imported modules); spawn
+    # elsewhere, where forking a process that holds MediaPipe or onnxruntime threads is unsafe.
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(), dataset)
     )
-    for n, chunk in enumerate(loader):
-        yield n * batch_size, chunk
+    pending: deque[tuple[int, Future[list[_Decoded]]]] = deque()
+    todo = iter(starts)
+    try:
+        while True:
+            while len(pending) < workers * PREFETCH_PER_WORKER:
+                first = next(todo, None)
+                if first is None:
+                    break
+                stop = min(first + batch_size, len(paths))
+                pending.append((first, pool.submit(_decode_chunk, first, stop)))
+            if not pending:
+                return
+            start, future = pending.popleft()
+            try:
+                chunk = future.result()
+            except BrokenProcessPool:
+                raise RuntimeError(
+                    "a decoding worker process died (out of memory?); run again with --workers 0"
+                ) from None
+            yield start, chunk
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def model_info(predictor: DFLPredictor, weights: str | Path | None) -> dict[str, Any]:
