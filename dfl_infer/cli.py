@@ -301,6 +301,10 @@ def _predictor(args: argparse.Namespace) -> DFLPredictor:
     """The ``DFLPredictor`` that ``predict``'s arguments ask for; bad ones are a UsageError."""
     from dfl_infer.predictor import DFLPredictor
 
+    if getattr(args, "box", None) is None:  # MediaPipe will run: import it meanwhile
+        from dfl_infer.detect import preload_mediapipe
+
+        preload_mediapipe()
     try:
         return DFLPredictor(
             weights=args.weights,

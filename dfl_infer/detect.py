@@ -142,6 +142,31 @@ def _close_before_exit(detector: HandDetector) -> None:
     register(_close_at_exit, weakref.ref(detector))
 
 
+def _quiet_mediapipe() -> None:
+    """MediaPipe's C++ side logs TFLite/glog chatter to stderr; keep only errors unless the user
+    asked otherwise (read when MediaPipe is imported)."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def preload_mediapipe() -> None:
+    """Start importing MediaPipe's Tasks API in a daemon thread: it takes most of a second, which
+    then overlaps the network's loading (the command line calls this when the detector will
+    run). ``HandDetector`` imports it as usual and waits for the thread's import if it is not
+    done; the thread is joined at exit, so an early exit never tears down a half import."""
+    if "mediapipe.tasks.python" in sys.modules:
+        return
+    _quiet_mediapipe()
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # a broken install fails later, with its message
+            import mediapipe.tasks.python.vision  # noqa: F401
+
+    thread = threading.Thread(target=run, name="dfl-import-mediapipe", daemon=True)
+    thread.start()
+    atexit.register(thread.join, 30.0)
+
+
 class HandDetector:
     """MediaPipe HandLandmarker on single RGB images; lazy, so construction never touches disk
     or network. Use as a context manager or call :meth:`close` to free MediaPipe's graph.
@@ -186,10 +211,7 @@ class HandDetector:
         except DetectorUnavailableError as err:
             raise DetectorUnavailableError(f"{err}; {FETCH_HINT}") from err
 
-        # MediaPipe's C++ side logs TFLite/glog chatter to stderr; keep only errors unless the
-        # user asked otherwise.
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        _quiet_mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision
 
         options = vision.HandLandmarkerOptions(
