@@ -256,6 +256,11 @@ def test_evaluate_ground_truth_gives_zero(fixture_root):
     # Float round-off (~1e-5 mm) fails only the 0 mm threshold: 50 of 51 points.
     assert m["pck_auc_0_50"] >= 50 / 51 - 1e-9
     assert m["handedness_acc"] == 1.0
+    assert m["hand_separation"] == pytest.approx(1.0, abs=1e-3)
+    # Both hands predicted on the left hand's joints: collapsed, separation 0.
+    collapsed = uvd.copy()
+    collapsed[:, :NUM_HAND_JOINTS] = collapsed[:, NUM_HAND_JOINTS:]
+    assert evaluate_predictions(ds, collapsed, pres, rel)["hand_separation"] == pytest.approx(0.0)
     # A 10 mm error in the relative root depth moves the left wrist ~10 mm (MRRPE); MPJPE is
     # wrist-aligned and only sees the small perspective change of the left hand's x, y.
     m2 = evaluate_predictions(ds, uvd, -pres, rel + 10.0)

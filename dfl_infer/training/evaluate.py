@@ -18,6 +18,11 @@ its own wrist (``decode.decode``, the predictor's own decoding). Metrics:
 - ``mean_2d_box_pct``: mean 2D error of those joints in % of their hand's box size;
 - ``handedness_acc``: share of images (with ``hand_type_valid``) whose set of hands predicted
   present (presence logit > 0) equals the annotated hand_type;
+- ``hand_separation``: on interacting images with both hands annotated, the median of (mean 2D
+  distance between the predicted right and left hand's corresponding joints) / (the same between
+  the labels): 1 when the two predicted hands lie as far apart as the real ones, near 0 when the
+  network puts both of its hands on the same place (the collapse that ``mpjpe_interacting`` alone
+  does not tell from a merely inaccurate pair);
 - ``n_images``, and ``n_hands_2d``: hands scored by the two 2D metrics.
 
 The 2D metrics need no camera, so on a pseudo-labelled folder (``dfl-train pseudolabel``) they
@@ -82,7 +87,7 @@ def evaluate_predictions(
     if uvd.shape != (n, 2 * NUM_HAND_JOINTS, 3):
         raise ValueError(f"uvd must be ({n}, 42, 3), got {uvd.shape}")
     errors: dict[str, list[np.ndarray]] = {"single": [], "interacting": []}
-    rrpe, hand_ok = [], []
+    rrpe, hand_ok, separation = [], [], []
     box_err: list[np.ndarray] = []  # per hand: 2D errors / box size
     r, l_ = ROOT_INDICES
     for i, s in enumerate(dataset.samples):
@@ -114,6 +119,19 @@ def evaluate_predictions(
         errors[key].append(err[valid])
         if s.hand_type == "interacting" and present.all():
             rrpe.append(float(np.linalg.norm((pred[l_] - pred[r]) - (gt[l_] - gt[r]))))
+            both = s.joint_valid[:NUM_HAND_JOINTS] & s.joint_valid[NUM_HAND_JOINTS:]
+            true_gap = (
+                np.linalg.norm(
+                    s.joints_img[:NUM_HAND_JOINTS] - s.joints_img[NUM_HAND_JOINTS:], axis=1
+                )[both].mean()
+                if both.any()
+                else 0.0
+            )
+            if true_gap > 0:
+                pred_gap = np.linalg.norm(
+                    uv_img[:NUM_HAND_JOINTS] - uv_img[NUM_HAND_JOINTS:], axis=1
+                )[both].mean()
+                separation.append(float(pred_gap / true_gap))
 
     def mean(parts: list[np.ndarray]) -> float:
         cat = np.concatenate(parts) if parts else np.zeros(0)
@@ -132,6 +150,7 @@ def evaluate_predictions(
         "pck2d_10": float((rel2d <= PCK2D_THRESHOLD).mean()) if rel2d.size else float("nan"),
         "mean_2d_box_pct": float(100.0 * rel2d.mean()) if rel2d.size else float("nan"),
         "handedness_acc": float(np.mean(hand_ok)) if hand_ok else float("nan"),
+        "hand_separation": float(np.median(separation)) if separation else float("nan"),
         "n_images": n,
         "n_hands_2d": len(box_err),
     }
