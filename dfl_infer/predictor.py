@@ -8,7 +8,9 @@ given to the network does not trust the detector alone):
   one network pass. Only when the presence head finds a second hand there (a hand interlaced
   with it that the detector missed overlaps that crop) does a second pass re-crop on the
   network's own 2D joints of both hands, united with the detector's box (so the detected hand is
-  never cropped away, and collapsed joints never shrink the crop to a speck). A wider first crop
+  never cropped away, and collapsed joints never shrink the crop to a speck), and only if that
+  crop differs from the first (IoU < ``SAME_CROP_IOU``; when both of the network's hands lie on
+  the detected one, the re-crop is the first crop again). A wider first crop
   (``lone_hand_widen=2``) also catches a missed hand *beside* the detected one, at a cost
   measured by benchmarks/crop_planning.py on held-out real photos: the network then saw a second
   hand in 57% of them (1.57 passes per image instead of 1.00) and single hands at half the
@@ -37,7 +39,7 @@ from dfl_infer.backends import (
     onnx_runner_for_weights,
 )
 from dfl_infer.bundle import DetectorUnavailableError
-from dfl_infer.crop import Crop, group_hands, make_crop, points_box, union_box
+from dfl_infer.crop import Crop, box_iou, group_hands, make_crop, points_box, union_box
 from dfl_infer.decode import decode
 from dfl_infer.detect import HandDetector, detect_hands
 from dfl_infer.image import ImageInput, LargeImage, open_image
@@ -64,6 +66,10 @@ DEFAULT_HUB_ID = "dfl-infer/dfl-r18"
 LONE_HAND_WIDEN = 1.0
 # A re-crop on the network's joints smaller than this share of the first pass's crop is refused.
 MIN_RECROP_FRACTION = 0.15
+# A second pass whose crop overlaps the first one's by at least this IoU is skipped: it would
+# see (nearly) the same pixels again. A lone hand whose network output has both slots on that
+# hand (presence for both) re-crops to exactly its first crop.
+SAME_CROP_IOU = 0.9
 # Hands from different crops closer than this (mean joint distance / hand size) are one hand.
 DUPLICATE_DISTANCE = 0.25
 
@@ -490,8 +496,12 @@ class DFLPredictor:
                 side = max(box[2] - box[0], box[3] - box[1]) * self.config.box_scale
                 # Joints collapsed to a speck (a failed first pass) would give a useless crop.
                 if side >= MIN_RECROP_FRACTION * (task.crop.box[2] - task.crop.box[0]):
+                    crop = self._crop(box)
+                    if box_iou(np.asarray(crop.box), np.asarray(task.crop.box)) >= SAME_CROP_IOU:
+                        final.append(task)  # the first pass already saw this crop
+                        continue
                     kind = "pair" if present.all() else "single"
-                    second.append(_Task(task.image, self._crop(box), kind))
+                    second.append(_Task(task.image, crop, kind))
                     continue
             if task.fallback_box is not None:
                 second.append(_Task(task.image, self._crop(task.fallback_box), "single"))

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from dfl_infer.crop import points_box
+from dfl_infer.crop import box_iou, points_box
 from dfl_infer.detect import HandDetection
 from dfl_infer.joints import HANDS
 from dfl_infer.lift import relative_to_wrist
@@ -71,17 +71,6 @@ def _same_place(a: Hand, b: Hand) -> bool:
     return (
         float(np.linalg.norm(a.joints_2d - b.joints_2d, axis=1).mean()) / size < DUPLICATE_DISTANCE
     )
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two xyxy boxes."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union)
 
 
 def _centre(box: np.ndarray) -> np.ndarray:

@@ -108,7 +108,7 @@ def test_recrop_keeps_the_detected_hand(tiny_weights, image) -> None:
     [
         (1.0, 1.0, False, 1),  # the network finds no second hand: the hand's own crop is final
         (1.0, 2.0, False, 1),  # same, on a crop twice as wide
-        (0.0, 1.0, False, 2),  # a second hand in the crop: re-cropped on both
+        (0.0, 1.0, False, 1),  # "both hands" on the one hand (random weights): same crop, final
         (1.0, 2.0, True, 2),  # recrop_lone_hands: widened pass, then a re-crop, always
     ],
 )
@@ -215,3 +215,47 @@ def test_default_weights_error_is_clear(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(NoWeightsError, match="Pass weights explicitly"):
         DFLPredictor(device="cpu")
+
+
+def _fake_runner(config, second_hand_offset: float):
+    """A backend stand-in: both hands present; the right hand's joints in the crop's middle,
+    the left hand's the same shifted right by ``second_hand_offset`` crop pixels."""
+    from dfl_infer.decode import CropOutputs
+
+    size = config.input_size
+    rng = np.random.default_rng(0)
+    right = size / 2 + rng.uniform(-size / 8, size / 8, (21, 2))
+    left = right + np.array([second_hand_offset, 0.0])
+    calls: list[np.ndarray] = []
+
+    def run(crops: np.ndarray) -> CropOutputs:
+        calls.append(crops)
+        b = len(crops)
+        uv = np.concatenate([right, left])[None].repeat(b, 0)
+        joints = np.concatenate([uv, np.zeros((b, 42, 1))], axis=2).astype(np.float32)
+        return CropOutputs(
+            joints,
+            np.full((b, 2), 5.0, np.float32),
+            np.zeros(b, np.float32),
+            uv[:, None].repeat(3, 1).astype(np.float32),
+        )
+
+    run.config = config  # type: ignore[attr-defined]
+    return run, calls
+
+
+@pytest.mark.parametrize(("offset", "passes"), [(0.0, 1), (200.0, 2)])
+def test_second_hand_recrops_only_when_the_crop_changes(
+    tiny_weights, image, offset, passes
+) -> None:
+    """A second hand found in a lone hand's crop costs a re-crop pass only when the re-crop
+    differs from the first crop: not when the network put both hands on the detected one."""
+    det = np.array([100.0, 100, 200, 220])
+    p = DFLPredictor(tiny_weights, device="cpu", detector=FixedDetector([Det(det, "right")]))
+    p._net, calls = _fake_runner(p.config, offset)  # type: ignore[assignment]
+    pred = p.predict(image)
+    assert len(calls) == passes
+    (crop,) = pred.crops
+    if passes == 2:  # re-cropped on both hands: wider than the detected hand's own crop
+        side = (det[3] - det[1]) * p.config.box_scale
+        assert crop[2] - crop[0] > 1.2 * side
