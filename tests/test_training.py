@@ -614,3 +614,25 @@ def test_fit_on_synth_stream_mixed(fixture_root, tmp_path):
     fit(cfg)
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(np.isfinite(r["loss"]) for r in records)
+
+
+def test_fit_hand_types_filter(fixture_root, tmp_path):
+    """--hand-types keeps only images of those types in the training sources (a bad name or an
+    empty result is a one-line ValueError); fit runs on what is left."""
+    from dfl_infer.training.fit import _hand_types, keep_hand_types
+
+    ds = InterHandDataset(fixture_root, "test", size=64)
+    types = {s.hand_type for s in ds.samples}
+    assert types == {"right", "left", "interacting"}
+    keep_hand_types(ds, ("right", "left"))
+    assert ds.samples and {s.hand_type for s in ds.samples} == {"right", "left"}
+    keep_hand_types(ds, ())  # empty: no filter
+    assert {s.hand_type for s in ds.samples} == {"right", "left"}
+    with pytest.raises(ValueError, match="no interacting images"):
+        keep_hand_types(ds, ("interacting",))
+    assert _hand_types("right, left") == ("right", "left") and _hand_types("") == ()
+    with pytest.raises(ValueError, match="--hand-types"):
+        _hand_types("right,both")
+    out = tmp_path / "singles"
+    fit(_fit_cfg(fixture_root, out, split="test", steps=2, hand_types=("right", "left")))
+    assert len(_losses(out)) == 2

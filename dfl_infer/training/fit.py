@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from dfl_infer.model.config import PRESET_NAMES
 from dfl_infer.preprocess import normalize
 from dfl_infer.training import distributed
 from dfl_infer.training.losses import DFLLoss, LossConfig
+
+if TYPE_CHECKING:
+    from dfl_infer.training.data import InterHandDataset
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +148,9 @@ class FitConfig:
     best_metric: str = "mean_2d_box_pct"  # of the first --val folder, lower is better: OUT/best
     # N:METRIC:MAX: a save becomes OUT/best only while --val folder N (1-based) keeps METRIC <= MAX
     best_guard: tuple[str, ...] = ()
+    # Train only on images of these hand types (right / left / interacting) from folder sources;
+    # () keeps all. Validation folders are never filtered.
+    hand_types: tuple[str, ...] = ()
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -236,6 +242,7 @@ def _dataset_iter(
     assert src.root is not None
     augment = AugmentConfig() if cfg.augment else None
     ds = InterHandDataset(src.root, cfg.split, size, box_scale, augment=augment)
+    keep_hand_types(ds, cfg.hand_types)
     sampler = StepBatchSampler(len(ds), batch_size, seed, info.rank, steps=steps)
     loader = DataLoader(
         ds,
@@ -244,6 +251,15 @@ def _dataset_iter(
         pin_memory=info.device.type == "cuda",
     )
     yield from loader
+
+
+def keep_hand_types(ds: InterHandDataset, types: tuple[str, ...]) -> None:
+    """Keep only ``ds``'s images of these hand types (all when ``types`` is empty), in place."""
+    if not types:
+        return
+    ds.samples = [s for s in ds.samples if s.hand_type in types]
+    if not ds.samples:
+        raise ValueError(f"{ds.root}/{ds.split}: no {'/'.join(types)} images to train on")
 
 
 def split_batch(batch_size: int, weights: list[float]) -> list[int]:
@@ -814,7 +830,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a save becomes OUT/best only while --val folder N (1-based) has METRIC <= MAX "
         "(repeatable), e.g. 2:mean_2d_box_pct:4 keeps the real-photo error in bounds",
     )
+    p.add_argument(
+        "--hand-types",
+        default="",
+        metavar="TYPES",
+        help="train only on images of these comma-separated hand types (right, left, "
+        "interacting), e.g. right,left for single hands; validation folders are not filtered",
+    )
     p.set_defaults(func=_run)
+
+
+def _hand_types(spec: str) -> tuple[str, ...]:
+    types = tuple(t.strip() for t in spec.split(",") if t.strip())
+    bad = [t for t in types if t not in ("right", "left", "interacting")]
+    if bad:
+        raise ValueError(f"--hand-types takes right, left and interacting, got {', '.join(bad)}")
+    return types
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -848,6 +879,7 @@ def _run(args: argparse.Namespace) -> int:
         val=tuple(args.val),
         best_metric=args.best_metric,
         best_guard=tuple(args.best_guard),
+        hand_types=_hand_types(args.hand_types),
     )
     for guard in cfg.best_guard:
         parse_guard(guard, len(cfg.val))  # fail on a bad --best-guard before training
