@@ -160,7 +160,10 @@ def onnx_runner_for_weights(
         return None
     sha = runner.metadata.get(WEIGHTS_SHA_KEY)
     stored = runner.metadata.get("dfl_config")
-    if sha != file_sha256(weights_path) or stored is None or json.loads(stored) != config.to_dict():
+    same_config = stored is not None and json.loads(stored) == json.loads(
+        json.dumps(config.to_dict())
+    )
+    if sha != file_sha256(weights_path) or not same_config:
         logger.warning(
             "%s was not exported from %s and its config.json; ignoring it (re-export it with "
             "`dfl-infer export-onnx --weights %s --into-weights`)",

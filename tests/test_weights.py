@@ -97,8 +97,9 @@ def _prefill_hub_cache(cache: Path, repo_id: str, weights: Path, commit: str = "
     repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
     snap = repo_dir / "snapshots" / commit
     snap.mkdir(parents=True)
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(weights / name, snap / name)
+    for name in ("config.json", "model.safetensors", "model.onnx"):
+        if (weights / name).is_file():
+            shutil.copy(weights / name, snap / name)
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text(commit)
 
@@ -136,6 +137,39 @@ def test_hub_id_from_offline_cache(tiny_model, tiny_weights, tmp_path) -> None:
     assert res.returncode == 3, res.stdout + res.stderr
     assert "HF_HUB_OFFLINE" in res.stdout and "not in the local Hub cache" in res.stdout
     assert "Traceback" not in res.stderr
+
+
+_HUB_PREDICTOR = """
+import sys
+from dfl_infer import DFLPredictor
+p = DFLPredictor(sys.argv[1], device="cpu")
+print("OK", p.backend, "torch" in sys.modules)
+"""
+
+
+def test_hub_id_with_model_onnx_runs_without_torch(tiny_model, tmp_path) -> None:
+    """A Hub repo whose cached snapshot holds a matching model.onnx runs under the default
+    backend in onnxruntime, offline, without PyTorch; without the file it runs PyTorch."""
+    import torch
+
+    from dfl_infer.export import export_into_weights
+
+    pytest.importorskip("onnx", reason="exporting needs onnx (pip install 'dfl-infer[onnx]')")
+    weights = tmp_path / "w"
+    tiny_model.save_pretrained(weights, dtype=torch.float16)
+    export_into_weights(weights)
+    cache = tmp_path / "hub"
+    _prefill_hub_cache(cache, "dfl-test/tiny-onnx", weights)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(cache.parent))
+    run = [sys.executable, "-c", _HUB_PREDICTOR]
+    res = subprocess.run([*run, "dfl-test/tiny-onnx"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[-3:] == ["OK", "onnxruntime", "False"]
+    (weights / "model.onnx").unlink()
+    _prefill_hub_cache(cache, "dfl-test/tiny-plain", weights)
+    res = subprocess.run([*run, "dfl-test/tiny-plain"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[-3:] == ["OK", "torch", "True"]
 
 
 def test_push_to_hub_uploads_loadable_folder(tiny_model, tmp_path, monkeypatch) -> None:

@@ -62,6 +62,10 @@ def resolve_files(name_or_path: str | Path, revision: str | None = None) -> tupl
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
+# The Hub's reachability as the last download found it, per endpoint (read by resolve_onnx).
+_last_probe: dict[str, bool] = {}
+
+
 def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
     """Whether a TCP connection to ``endpoint``'s host opens within ``timeout`` seconds (name
     resolution included: it runs in a thread, so a resolver that hangs cannot stall us)."""
@@ -98,6 +102,7 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
     )
 
     offline = bool(constants.HF_HUB_OFFLINE) or not hub_reachable(constants.ENDPOINT)
+    _last_probe[constants.ENDPOINT] = not offline
     paths = []
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:
@@ -138,7 +143,8 @@ def resolve_onnx(name_or_path: str | Path, revision: str | None = None) -> Path 
         return path if path.is_file() else None
     from huggingface_hub import constants, hf_hub_download
 
-    offline = bool(constants.HF_HUB_OFFLINE) or not hub_reachable(constants.ENDPOINT)
+    # Asked right after resolve_files: the same answer (a second probe would wait again offline).
+    offline = bool(constants.HF_HUB_OFFLINE) or not _last_probe.get(constants.ENDPOINT, False)
     try:
         return Path(
             hf_hub_download(
