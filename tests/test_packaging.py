@@ -76,7 +76,7 @@ def test_default_weights_order(tmp_path, monkeypatch) -> None:
 @pytest.fixture(scope="module")
 def project_copy(tmp_path_factory) -> tuple[Path, DFLModel]:
     """The repository's files as a commit would hold them (tracked, plus new files git does not
-    ignore) with a tiny fp16 model saved into the copy's weights/."""
+    ignore) with a tiny fp16 model (and its model.onnx) saved into the copy's weights/."""
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip(f"{REPO} is not a git checkout")
     listing = subprocess.run(
@@ -91,11 +91,15 @@ def project_copy(tmp_path_factory) -> tuple[Path, DFLModel]:
         if src.is_file():  # a tracked file deleted in the working tree is skipped
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, copy / name)
-    for name in ("model.safetensors", "config.json"):
+    for name in ("model.safetensors", "model.onnx", "config.json"):
         (copy / "weights" / name).unlink(missing_ok=True)
     torch.manual_seed(0)
     model = DFLModel(DFLConfig.tiny(input_size=64)).eval()
     model.save_pretrained(copy / "weights", dtype=torch.float16)
+    pytest.importorskip("onnx", reason="exporting model.onnx needs onnx (the test extra has it)")
+    from dfl_infer.export import export_into_weights
+
+    export_into_weights(copy / "weights")  # the tiny model's own graph, as a release ships
     return copy, model
 
 
