@@ -128,8 +128,10 @@ class DFLPredictor:
     to create MediaPipe's on first use. ``presence_threshold``: minimum presence probability.
     ``compile``: run the network through ``torch.compile`` (the first batch of each new size
     compiles for tens of seconds; worth it for long GPU runs, see docs/performance.md).
-    ``backend``: "torch" (default) or "onnxruntime" (CPU only, 0.75-0.8x of PyTorch's time for r18
-    on our CPU; needs ``pip install 'dfl-infer[onnx]'``; see ``dfl_infer.backends``).
+    ``backend``: "auto" (default: on the CPU, the weights' own ``model.onnx`` in onnxruntime,
+    PyTorch never imported; else PyTorch), "torch", or "onnxruntime" (CPU only; exports other
+    weights on first use, which needs ``pip install 'dfl-infer[onnx]'``); see
+    ``dfl_infer.backends``. ``predictor.backend`` says which ran.
     ``lone_hand_widen`` (>= 1) and ``recrop_lone_hands``: how a lone detected hand is cropped
     (module docstring): by default one pass on the hand's own crop, and a second pass only when
     the network finds a second hand there; ``lone_hand_widen=2`` also finds a missed hand beside
