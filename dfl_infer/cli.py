@@ -301,7 +301,9 @@ def _predictor(args: argparse.Namespace) -> DFLPredictor:
     """The ``DFLPredictor`` that ``predict``'s arguments ask for; bad ones are a UsageError."""
     from dfl_infer.predictor import DFLPredictor
 
-    if getattr(args, "box", None) is None:  # MediaPipe will run: import it meanwhile
+    # MediaPipe will run in this process (no box; with --workers it runs in the workers): import
+    # it while the network loads.
+    if getattr(args, "box", None) is None and not getattr(args, "workers", 0):
         from dfl_infer.detect import preload_mediapipe
 
         preload_mediapipe()

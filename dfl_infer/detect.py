@@ -149,12 +149,19 @@ def _quiet_mediapipe() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# The thread of preload_mediapipe, while it may still be importing.
+_PRELOAD: threading.Thread | None = None
+
+
 def preload_mediapipe() -> None:
     """Start importing MediaPipe's Tasks API in a daemon thread: it takes most of a second, which
     then overlaps the network's loading (the command line calls this when the detector will
-    run). ``HandDetector`` imports it as usual and waits for the thread's import if it is not
-    done; the thread is joined at exit, so an early exit never tears down a half import."""
-    if "mediapipe.tasks.python" in sys.modules:
+    run in its own process). ``HandDetector`` imports it as usual and waits for the thread's
+    import if it is not done; the thread is joined at exit, so an early exit never tears down a
+    half import. Call :func:`wait_for_preload` before forking: a child forked while another
+    thread holds an import lock inherits the lock and hangs."""
+    global _PRELOAD
+    if "mediapipe.tasks.python" in sys.modules or _PRELOAD is not None:
         return
     _quiet_mediapipe()
 
@@ -162,9 +169,15 @@ def preload_mediapipe() -> None:
         with contextlib.suppress(Exception):  # a broken install fails later, with its message
             import mediapipe.tasks.python.vision  # noqa: F401
 
-    thread = threading.Thread(target=run, name="dfl-import-mediapipe", daemon=True)
-    thread.start()
-    atexit.register(thread.join, 30.0)
+    _PRELOAD = threading.Thread(target=run, name="dfl-import-mediapipe", daemon=True)
+    _PRELOAD.start()
+    atexit.register(wait_for_preload)
+
+
+def wait_for_preload(timeout: float = 60.0) -> None:
+    """Wait until a :func:`preload_mediapipe` import has finished (no-op without one)."""
+    if _PRELOAD is not None:
+        _PRELOAD.join(timeout)
 
 
 class HandDetector:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from dfl_infer.bundle import DetectorUnavailableError
-from dfl_infer.detect import HandDetector, detect_hands
+from dfl_infer.detect import HandDetector, detect_hands, wait_for_preload
 from dfl_infer.image import IMAGE_SUFFIXES, ImageError, LargeImage, open_image
 from dfl_infer.predictor import DFLPredictor
 from dfl_infer.results import Prediction, image_entry, results_document
@@ -308,6 +308,9 @@ def _decode_chunk(start: int, stop: int) -> list[_Decoded]:
 # Chunks decoded ahead per worker (as a DataLoader's prefetch_factor): bounds the decoded images
 # held in memory while the network is slower than the workers.
 PREFETCH_PER_WORKER = 2
+# A chunk a worker has not decoded in this time is taken for a hung worker: an error, not a
+# command that never ends (a chunk of 16 photos takes seconds, a 100-megapixel one about 1 s).
+WORKER_TIMEOUT_S = 600.0
 
 
 def _decoded_chunks(
@@ -330,6 +333,8 @@ def _decoded_chunks(
         return
     # fork on Linux (the workers start at once, sharing the parent's imported modules); spawn
     # elsewhere, where forking a process that holds MediaPipe or onnxruntime threads is unsafe.
+    # No fork while a background import runs: the child would inherit its import lock and hang.
+    wait_for_preload()
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(), dataset)
@@ -348,10 +353,15 @@ def _decoded_chunks(
                 return
             start, future = pending.popleft()
             try:
-                chunk = future.result()
+                chunk = future.result(timeout=WORKER_TIMEOUT_S)
             except BrokenProcessPool:
                 raise RuntimeError(
                     "a decoding worker process died (out of memory?); run again with --workers 0"
+                ) from None
+            except TimeoutError:
+                raise RuntimeError(
+                    f"a decoding worker gave no answer in {WORKER_TIMEOUT_S:.0f} s (images "
+                    f"{start}-{start + batch_size - 1}); run again with --workers 0"
                 ) from None
             yield start, chunk
     finally:

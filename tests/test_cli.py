@@ -216,3 +216,31 @@ def test_worker_dataset_detects_and_falls_back(folder) -> None:
     assert ds._detector.calls == 2
     # Without a bundle the worker only decodes.
     assert _DecodeDataset(paths[:1])[0][1] is None
+
+
+_FORK_AFTER_PRELOAD = r"""
+import sys
+from pathlib import Path
+from dfl_infer.detect import preload_mediapipe
+from dfl_infer.files import _decoded_chunks
+preload_mediapipe()  # MediaPipe importing in a thread while the workers are forked
+paths = sorted(Path(sys.argv[1]).glob("*.jpg"))[:4]
+chunks = list(_decoded_chunks(paths, 2, 2))
+print(sum(len(c) for _, c in chunks), all(rgb is not None for _, c in chunks for rgb, _, _ in c))
+"""
+
+
+def test_workers_fork_safely_during_the_mediapipe_preload() -> None:
+    """Decoding workers forked while MediaPipe is being imported in a background thread must not
+    inherit its import lock (they hung before the pool waited for the import)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    res = subprocess.run(
+        [sys.executable, "-c", _FORK_AFTER_PRELOAD, str(examples)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["4", "True"]
