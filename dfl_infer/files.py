@@ -333,7 +333,7 @@ def _decoded_chunks(
         return
     # fork on Linux (the workers start at once, sharing the parent's imported modules); spawn
     # elsewhere, where forking a process that holds MediaPipe or onnxruntime threads is unsafe.
-    # No fork while a background import runs: the child would inherit its import lock and hang.
+    # No fork while a background import runs: the child could inherit a held lock and hang.
     wait_for_preload()
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     pool = ProcessPoolExecutor(
@@ -359,9 +359,14 @@ def _decoded_chunks(
                     "a decoding worker process died (out of memory?); run again with --workers 0"
                 ) from None
             except TimeoutError:
+                # A hung worker would also hang the interpreter's exit (it joins the pool).
+                processes = getattr(pool, "_processes", None) or {}
+                for process in list(processes.values()):
+                    process.terminate()
+                last = min(start + batch_size, len(paths)) - 1
                 raise RuntimeError(
                     f"a decoding worker gave no answer in {WORKER_TIMEOUT_S:.0f} s (images "
-                    f"{start}-{start + batch_size - 1}); run again with --workers 0"
+                    f"{start}-{last}); run again with --workers 0"
                 ) from None
             yield start, chunk
     finally:

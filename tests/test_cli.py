@@ -244,3 +244,23 @@ def test_workers_fork_safely_during_the_mediapipe_preload() -> None:
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["4", "True"]
+
+
+def test_a_hung_decoding_worker_is_an_error_not_a_hang(monkeypatch, tmp_path) -> None:
+    """A worker that never answers ends the run with a one-line error after WORKER_TIMEOUT_S,
+    and is terminated (else the interpreter's exit would wait for it)."""
+    import sys
+    import time
+
+    import pytest
+
+    from dfl_infer import files
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the forked worker inherits the patched dataset only with fork (Linux)")
+    monkeypatch.setattr(files, "WORKER_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(files._DecodeDataset, "__getitem__", lambda self, i: time.sleep(60))
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="gave no answer in 1 s .images 0-0.; run again"):
+        list(files._decoded_chunks([tmp_path / "a.jpg"], 1, 1))
+    assert time.monotonic() - t0 < 30
