@@ -41,14 +41,13 @@ METRICS = ("mpjpe_all", "mpjpe_interacting", "mean_2d_box_pct", "pck2d_10", "han
 
 
 def _crops(dataset: Any, indices: list[int], config: Any) -> list[np.ndarray]:
-    """Normalized (1, 3, S, S) float32 crops of ``dataset`` (evaluation crops, no augmentation)."""
-    mean = np.asarray(config.mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(config.std, np.float32).reshape(1, 3, 1, 1)
-    out = []
-    for i in indices:
-        image = dataset[i]["image"].numpy()[None].astype(np.float32)
-        out.append(np.ascontiguousarray((image - mean) / std))
-    return out
+    """Normalized (1, 3, S, S) float32 crops of ``dataset`` (evaluation crops, no augmentation),
+    through the network's own input contract (``preprocess.normalize``)."""
+    from dfl_infer.preprocess import normalize
+
+    return [
+        np.ascontiguousarray(normalize(dataset[i]["image"][None], config).numpy()) for i in indices
+    ]
 
 
 class _Reader:

@@ -193,12 +193,17 @@ def group_hands(
     return sorted(groups, key=lambda g: min(g))
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two xyxy boxes."""
+def box_intersection(a: np.ndarray, b: np.ndarray) -> float:
+    """Area shared by two xyxy boxes (0 when they do not overlap)."""
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
+    return float(w * h) if w > 0 and h > 0 else 0.0
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two xyxy boxes."""
+    inter = box_intersection(a, b)
+    if inter == 0.0:
         return 0.0
-    inter = w * h
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return float(inter / union)

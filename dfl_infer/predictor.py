@@ -166,6 +166,7 @@ class DFLPredictor:
         chosen = "torch" if backend == "auto" and given_model else choose_backend(backend, device)
         self._source = source
         self._model: DFLModel | None = None
+        self._device: torch.device | None = None  # set by _prepare, else made on first access
         self._net: TorchRunner | OnnxRuntimeRunner
         if chosen == "onnxruntime":
             # onnxruntime runs on the CPU here: "auto" means the CPU for it.
@@ -248,7 +249,7 @@ class DFLPredictor:
     def device(self) -> torch.device:
         """Where the network runs, as a ``torch.device`` (``device_name`` is the same as text,
         without importing PyTorch)."""
-        if getattr(self, "_device", None) is None:
+        if self._device is None:
             import torch
 
             self._device = torch.device(self.device_name)

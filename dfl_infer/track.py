@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from dfl_infer.crop import box_iou, points_box
+from dfl_infer.crop import box_intersection, box_iou, points_box
 from dfl_infer.detect import HandDetection
 from dfl_infer.joints import HANDS
 from dfl_infer.lift import relative_to_wrist
@@ -268,9 +268,7 @@ def _crop_presence(prediction: Prediction, box: np.ndarray, side: str) -> float:
     ``prediction`` has no presences or no crop overlaps it)."""
     best, score = 0.0, math.nan
     for crop, presence in zip(prediction.crops, prediction.presence):
-        w = min(box[2], crop[2]) - max(box[0], crop[0])
-        h = min(box[3], crop[3]) - max(box[1], crop[1])
-        inside = max(w, 0.0) * max(h, 0.0)
+        inside = box_intersection(box, np.asarray(crop))
         if inside > best:
             best, score = inside, float(presence[HANDS.index(side)])
     return score

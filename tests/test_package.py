@@ -16,27 +16,33 @@ def test_public_exports() -> None:
         assert name in dfl_infer.__all__ and hasattr(dfl_infer, name)
 
 
-def test_inference_never_imports_training_or_mediapipe_at_import() -> None:
+def _imported_at_import(modules: str, bad: str) -> None:
+    """Import ``modules`` in a fresh interpreter; fail if any module matching the expression
+    ``bad`` (over a module name ``m``) got imported."""
     code = (
-        "import sys, dfl_infer, dfl_infer.cli, dfl_infer.predictor, dfl_infer.detect;"
-        "bad = sorted(m for m in sys.modules if m.startswith(('dfl_infer.training', 'mediapipe')));"
-        "print(bad); sys.exit(1 if bad else 0)"
+        f"import sys, {modules};"
+        f"bad = sorted(m for m in sys.modules if {bad});"
+        "print(bad[:5]); sys.exit(1 if bad else 0)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_inference_never_imports_training_or_mediapipe_at_import() -> None:
+    _imported_at_import(
+        "dfl_infer, dfl_infer.cli, dfl_infer.predictor, dfl_infer.detect",
+        "m.startswith(('dfl_infer.training', 'mediapipe'))",
+    )
 
 
 def test_inference_path_imports_no_torch() -> None:
     """The CLI, the predictor and everything they import at the top stay free of PyTorch: the
     default backend runs the shipped model.onnx without it (a 2 s start, docs/performance.md)."""
-    code = (
-        "import sys, dfl_infer, dfl_infer.cli, dfl_infer.predictor, dfl_infer.files, "
-        "dfl_infer.video, dfl_infer.vis, dfl_infer.vis3d, dfl_infer.backends, dfl_infer.model;"
-        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'));"
-        "print(bad[:5]); sys.exit(1 if bad else 0)"
+    _imported_at_import(
+        "dfl_infer, dfl_infer.cli, dfl_infer.predictor, dfl_infer.files, dfl_infer.video, "
+        "dfl_infer.vis, dfl_infer.vis3d, dfl_infer.backends, dfl_infer.model",
+        "m == 'torch' or m.startswith('torch.')",
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
 
 
 # Every inference module, each after everything it may import (docs/architecture.md): stages

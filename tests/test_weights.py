@@ -195,3 +195,22 @@ def test_push_to_hub_uploads_loadable_folder(tiny_model, tmp_path, monkeypatch) 
     up = tmp_path / "uploaded"
     assert {p.name for p in up.iterdir()} == {"config.json", "model.safetensors", "README.md"}
     DFLModel.from_pretrained(up)
+
+
+def test_hub_probe_is_asked_once_per_ttl(monkeypatch) -> None:
+    """One load asks the Hub's reachability once: the files of a model (and the backend's look
+    for model.onnx) reuse the answer for HUB_PROBE_TTL_S instead of waiting again offline."""
+    from huggingface_hub import constants
+
+    import dfl_infer.model.files as files
+
+    calls: list[str] = []
+    monkeypatch.setattr(files, "hub_reachable", lambda endpoint: calls.append(endpoint) or False)
+    monkeypatch.setattr(files, "_probes", {})
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert files.hub_offline() and files.hub_offline()
+    assert len(calls) == 1
+    monkeypatch.setattr(files, "HUB_PROBE_TTL_S", -1.0)  # expired: asked again
+    assert files.hub_offline() and len(calls) == 2
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # offline mode: never asked
+    assert files.hub_offline() and len(calls) == 2

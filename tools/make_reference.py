@@ -17,7 +17,6 @@ detector is not involved) and the default intrinsics. Outputs: every hand's hand
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -28,7 +27,9 @@ INPUTS = ("one_hand.jpg", "two_hands.jpg", "hands_crossed.jpg")
 
 
 def weights_sha256(folder: Path) -> str:
-    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    from dfl_infer.model.files import WEIGHTS_NAME, file_sha256
+
+    return file_sha256(folder / WEIGHTS_NAME)
 
 
 def reference_boxes() -> dict[str, list[float]]:

@@ -62,8 +62,27 @@ def resolve_files(name_or_path: str | Path, revision: str | None = None) -> tupl
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
-# The Hub's reachability as the last download found it, per endpoint (read by resolve_onnx).
-_last_probe: dict[str, bool] = {}
+# A probe's answer is reused for this long, so the several files of one load (and a second load
+# right after, as DFLPredictor's backend choice does) wait for one probe, not one each.
+HUB_PROBE_TTL_S = 60.0
+_probes: dict[str, tuple[float, bool]] = {}  # endpoint -> (monotonic time, reachable)
+
+
+def hub_offline() -> bool:
+    """Whether to use only the local Hub cache: ``HF_HUB_OFFLINE`` is set, or the endpoint did not
+    accept a connection (:func:`hub_reachable`, asked at most once per ``HUB_PROBE_TTL_S``)."""
+    import time
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    now = time.monotonic()
+    cached = _probes.get(constants.ENDPOINT)
+    if cached is None or now - cached[0] > HUB_PROBE_TTL_S:
+        cached = (now, hub_reachable(constants.ENDPOINT))
+        _probes[constants.ENDPOINT] = cached
+    return not cached[1]
 
 
 def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
@@ -101,8 +120,7 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
         RevisionNotFoundError,
     )
 
-    offline = bool(constants.HF_HUB_OFFLINE) or not hub_reachable(constants.ENDPOINT)
-    _last_probe[constants.ENDPOINT] = not offline
+    offline = hub_offline()
     paths = []
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:
@@ -141,10 +159,9 @@ def resolve_onnx(name_or_path: str | Path, revision: str | None = None) -> Path 
     if folder.is_dir():
         path = folder / ONNX_NAME
         return path if path.is_file() else None
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import hf_hub_download
 
-    # Asked right after resolve_files: the same answer (a second probe would wait again offline).
-    offline = bool(constants.HF_HUB_OFFLINE) or not _last_probe.get(constants.ENDPOINT, False)
+    offline = hub_offline()
     try:
         return Path(
             hf_hub_download(
