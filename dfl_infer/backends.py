@@ -15,8 +15,8 @@
 Both take the crops as uint8 RGB (B, S, S, 3) (``preprocess.crop_batch``), normalize them
 (``preprocess.normalize`` / ``normalize_numpy``) and return the same
 :class:`~dfl_infer.decode.CropOutputs` (numpy ``joints_25d``, ``hand_presence`` logits,
-``rel_root_depth``, ``joints_2d_iter``), which ``decode.py`` maps to pixels, millimetres and
-per-joint confidences whichever backend ran.
+``rel_root_depth``, ``joints_2d_iter``, ``handedness``), sided (the right hand first), which
+``decode.py`` maps to pixels, millimetres and per-joint confidences whichever backend ran.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dfl_infer.decode import CropOutputs
+from dfl_infer.joints import FIXED_SIDE_LOGIT
 from dfl_infer.model.config import DFLConfig
 from dfl_infer.model.files import (
     PARAMETERS_KEY,
@@ -113,6 +114,7 @@ class OnnxRuntimeRunner:
         self.path = Path(path)
         self.config = config
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._outputs = {o.name for o in self.session.get_outputs()}
 
     @classmethod
     def from_model(
@@ -135,9 +137,16 @@ class OnnxRuntimeRunner:
         x = normalize_numpy(crops, self.config)
         # One crop per call: the fixed-shape graph was 8% faster than a dynamic batch axis at
         # batch 1, and batching bought nothing on CPU (docs/performance.md).
-        names = list(CropOutputs.NAMES)
-        parts = [CropOutputs(*self.session.run(names, {"images": crop[None]})) for crop in x]
-        return CropOutputs.concatenate(parts)
+        names = [n for n in CropOutputs.NAMES if n in self._outputs]
+        parts = []
+        for crop in x:
+            values = dict(zip(names, self.session.run(names, {"images": crop[None]})))
+            # A graph exported before the handedness output (GRAPH_VERSION < 3) has fixed slots.
+            values.setdefault(
+                "handedness", np.array([[FIXED_SIDE_LOGIT, -FIXED_SIDE_LOGIT]], np.float32)
+            )
+            parts.append(CropOutputs(**values))
+        return CropOutputs.concatenate(parts).sided()
 
 
 def onnx_runner_for_weights(

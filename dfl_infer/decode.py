@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dfl_infer.crop import Crop
+from dfl_infer.joints import FIXED_SIDE_LOGIT
 from dfl_infer.lift import Intrinsics, lift_to_3d
 
 if TYPE_CHECKING:
@@ -27,24 +28,68 @@ class CropOutputs:
     :class:`~dfl_infer.model.outputs.DFLOutput`): ``joints_25d`` (B, 42, 3) crop pixels and mm
     relative to each wrist, ``hand_presence`` (B, 2) logits, ``rel_root_depth`` (B,) mm,
     ``joints_2d_iter`` (B, T, 42, 2) crop pixels after each of the decoder's T iterations (read
-    only for :meth:`confidence`)."""
+    only for :meth:`confidence`), ``handedness`` (B, 2) logits that each slot holds a right hand.
+
+    The network's two hand slots may hold either hand; :meth:`sided` puts the right hand first,
+    as ``JOINT_NAMES`` says, and the runners (``backends.py``) and the evaluator only hand out
+    sided outputs."""
 
     joints_25d: np.ndarray
     hand_presence: np.ndarray
     rel_root_depth: np.ndarray
     joints_2d_iter: np.ndarray
+    handedness: np.ndarray
 
     # The names of these fields, in the order the exported ONNX graph returns them.
-    NAMES = ("joints_25d", "hand_presence", "rel_root_depth", "joints_2d_iter")
+    NAMES = ("joints_25d", "hand_presence", "rel_root_depth", "joints_2d_iter", "handedness")
 
     @classmethod
     def from_model(cls, out: DFLOutput) -> CropOutputs:
-        """From ``DFLModel``'s output on any device and dtype."""
+        """From ``DFLModel``'s output on any device and dtype, sided (:meth:`sided`)."""
         import torch
 
         iters = torch.stack(out.joints_2d_iter, dim=1)  # as the exported graph returns them
-        tensors = (out.joints_25d, out.hand_presence, out.rel_root_depth, iters)
-        return cls(*(t.float().cpu().numpy() for t in tensors))
+        tensors = (out.joints_25d, out.hand_presence, out.rel_root_depth, iters, out.handedness)
+        return cls(*(t.float().cpu().numpy() for t in tensors)).sided()
+
+    def swapped(self) -> np.ndarray:
+        """(B,) whether each crop's slots hold (left, right) rather than (right, left).
+
+        The side assignment maximises the presence-weighted agreement with the handedness
+        logits h: slots (0, 1) are (left, right) when ``p1 * h1 > p0 * h0`` (p: presence
+        probabilities). With both hands present that is ``h1 > h0``: the two slots never report
+        the same side, and the more confident slot decides. A lone hand keeps its own logit's
+        sign (the empty slot's weight is near 0)."""
+        p = presence_probability(self.hand_presence)
+        h = np.clip(self.handedness, -FIXED_SIDE_LOGIT, FIXED_SIDE_LOGIT)
+        return np.asarray(p[:, 1] * h[:, 1] > p[:, 0] * h[:, 0])
+
+    def sided(self) -> CropOutputs:
+        """The same outputs with each crop's right hand in joints 0-20 and the left in 21-41:
+        slots swapped where :meth:`swapped` says so (joints, iterations, presence, handedness),
+        and the relative root depth negated there, since it is slot 1's wrist minus slot 0's."""
+        swap = self.swapped()
+        if not swap.any():
+            return self
+        n = self.joints_25d.shape[-2] // 2
+        perm = np.r_[n : 2 * n, 0:n]
+
+        def pick(a: np.ndarray, swapped_a: np.ndarray) -> np.ndarray:
+            mask = swap.reshape((-1,) + (1,) * (a.ndim - 1))
+            return np.where(mask, swapped_a, a).astype(np.float32)
+
+        return CropOutputs(
+            pick(self.joints_25d, self.joints_25d[:, perm]),
+            pick(self.hand_presence, self.hand_presence[:, ::-1]),
+            pick(self.rel_root_depth, -self.rel_root_depth),
+            pick(self.joints_2d_iter, self.joints_2d_iter[:, :, perm]),
+            pick(self.handedness, self.handedness[:, ::-1]),
+        )
+
+    def side_probability(self) -> np.ndarray:
+        """(B, 2) probability that the sided right / left hand is the side it is reported as."""
+        right = presence_probability(self.handedness)
+        return np.stack([right[:, 0], 1.0 - right[:, 1]], axis=1)
 
     @classmethod
     def concatenate(cls, parts: Sequence[CropOutputs]) -> CropOutputs:

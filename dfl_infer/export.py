@@ -2,8 +2,9 @@
 
 Exported: the network alone, as ``DFLModel`` defines it: input ``images`` (B, 3, S, S) float32,
 normalized with the config's mean/std (RGB, [0, 1] then (x - mean) / std), S = ``input_size``;
-outputs ``joints_25d`` (B, 42, 3), ``hand_presence`` (B, 2) logits, ``rel_root_depth`` (B,) mm and
-``segmentation`` (B, 33, S/4, S/4) logits, with the meanings documented on ``DFLModel``, and
+outputs ``joints_25d`` (B, 42, 3), ``hand_presence`` (B, 2) logits, ``rel_root_depth`` (B,) mm,
+``segmentation`` (B, 33, S/4, S/4) logits, ``handedness`` (B, 2) logits that each hand slot holds
+a right hand (meanings as documented on ``DFLOutput``: the graph returns the slots unsided) and
 ``joints_2d_iter`` (B, T, 42, 2), the crop-pixel 2D joints after each of the decoder's T
 iterations, stacked (they give the per-joint confidence, ``decode.joint_confidence``). Detection,
 cropping and lifting stay in Python (``DFLPredictor``); the preprocessing contract (input size,
@@ -30,10 +31,17 @@ from dfl_infer.model.files import PARAMETERS_KEY
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_NAMES = ("joints_25d", "hand_presence", "rel_root_depth", "segmentation", "joints_2d_iter")
+OUTPUT_NAMES = (
+    "joints_25d",
+    "hand_presence",
+    "rel_root_depth",
+    "segmentation",
+    "handedness",
+    "joints_2d_iter",
+)
 # Changes whenever the exported graph's outputs change, so that graphs cached by an older
-# version (backends.exported_model) are exported again. 2: joints_2d_iter added.
-GRAPH_VERSION = 2
+# version (backends.exported_model) are exported again. 2: joints_2d_iter added. 3: handedness.
+GRAPH_VERSION = 3
 DEFAULT_OPSET = 17
 
 

@@ -103,6 +103,10 @@ MEDIAPIPE_TO_INTERHAND: tuple[int, ...] = tuple(
     4 * finger + 4 - k for finger in range(5) for k in range(4)
 ) + (0,)
 
+# The handedness logit (``DFLOutput.handedness``) of a model with fixed slots, whose slot 0 is
+# always the right hand and slot 1 the left: sigmoid(20) = 1 - 2e-9, a certain side.
+FIXED_SIDE_LOGIT = 20.0
+
 # Left/right swap of the 42 joints (used by horizontal-flip augmentation).
 FLIP_PERMUTATION: tuple[int, ...] = tuple(
     list(range(NUM_HAND_JOINTS, NUM_JOINTS)) + list(range(NUM_HAND_JOINTS))

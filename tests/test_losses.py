@@ -18,6 +18,7 @@ from dfl_infer.training.losses import (
     focal_loss,
     joint_loss,
     smooth_l1_tau,
+    swap_targets,
 )
 
 
@@ -100,6 +101,7 @@ def _outputs(b: int = 1, seg_size: int = 2) -> DFLOutput:
         segmentation=torch.zeros(b, 33, seg_size, seg_size, requires_grad=True),
         hand_presence=torch.zeros(b, 2, requires_grad=True),
         rel_root_depth=torch.zeros(b, requires_grad=True),
+        handedness=torch.zeros(b, 2, requires_grad=True),
     )
 
 
@@ -123,7 +125,7 @@ def _batch() -> dict[str, torch.Tensor]:
 
 
 def test_total_loss_hand_computed():
-    loss = DFLLoss(LossConfig(), input_size=256)
+    loss = DFLLoss(LossConfig(pair_loss="fixed"), input_size=256)
     out = {k: v.detach() for k, v in loss(_outputs(), _batch()).items()}
     l25d_uv = 0.5 * (1.5 + 0.125) / 4
     l25d_d = (4.5 + 1 / 6) / 2
@@ -146,7 +148,7 @@ def test_total_loss_hand_computed():
 
 
 def test_masking_of_seg_root_presence_and_depth():
-    loss = DFLLoss()
+    loss = DFLLoss(LossConfig(pair_loss="fixed"))
     batch = _batch()
     batch["seg_valid"] = torch.zeros(1)
     batch["hand_valid"] = torch.tensor([[1.0, 0.0]])  # one hand: no relative root depth
@@ -173,3 +175,107 @@ def test_uv_scaled_to_reference_crop():
     batch = _batch()
     a = DFLLoss(input_size=128)(_outputs(), batch)
     assert float(a["l25d_uv"].detach()) == pytest.approx(0.5 * (3.5 + 0.5) / 4)
+
+
+def _two_hands(b: int = 1) -> dict[str, torch.Tensor]:
+    """Right hand's joints at u = 40 + j, left hand's at u = 200 + j (v = j), all valid; part
+    classes 1 (right palm) on the left image half, 17 (left palm) on the right half."""
+    uvd = torch.zeros(b, 42, 3)
+    j = torch.arange(21, dtype=torch.float32)
+    uvd[:, :21, 0], uvd[:, 21:, 0] = 40 + j, 200 + j
+    uvd[:, :21, 1] = uvd[:, 21:, 1] = j
+    uvd[:, :21, 2], uvd[:, 21:, 2] = 5.0, -5.0
+    seg = torch.zeros(b, 8, 8, dtype=torch.long)
+    seg[:, :, :4], seg[:, :, 4:] = 1, 17
+    seg[:, 0, 0] = SEG_IGNORE
+    return {
+        "joints_uvd": uvd,
+        "joint_valid": torch.ones(b, 42),
+        "hand_valid": torch.ones(b, 2),
+        "presence_valid": torch.tensor([[1.0, 0.0]]).expand(b, 2),
+        "seg": seg,
+        "rel_root_depth": torch.full((b,), 30.0),
+    }
+
+
+def _predict(uvd: torch.Tensor, side: tuple[float, float]) -> DFLOutput:
+    b = uvd.shape[0]
+    return DFLOutput(
+        joints_25d=uvd.clone().requires_grad_(True),
+        joints_2d_iter=[uvd[..., :2].clone().requires_grad_(True)],
+        segmentation=torch.zeros(b, 33, 2, 2, requires_grad=True),
+        hand_presence=torch.zeros(b, 2, requires_grad=True),
+        rel_root_depth=torch.zeros(b, requires_grad=True),
+        handedness=torch.tensor([side]).expand(b, 2).clone().requires_grad_(True),
+    )
+
+
+def test_swap_targets_moves_every_per_hand_target_and_is_an_involution():
+    batch = _two_hands(2)
+    swap = torch.tensor([True, False])
+    out = swap_targets(batch, swap)
+    assert torch.equal(out["joints_uvd"][0, :21], batch["joints_uvd"][0, 21:])
+    assert torch.equal(out["joints_uvd"][0, 21:], batch["joints_uvd"][0, :21])
+    assert torch.equal(out["joints_uvd"][1], batch["joints_uvd"][1])
+    assert out["presence_valid"][0].tolist() == [0.0, 1.0]
+    assert out["presence_valid"][1].tolist() == [1.0, 0.0]
+    assert out["rel_root_depth"].tolist() == [-30.0, 30.0]
+    # Right palm (1) <-> left palm (17) in the swapped image only; ignored pixels stay ignored.
+    assert out["seg"][0, 1, 0] == 17 and out["seg"][0, 1, 7] == 1
+    assert out["seg"][0, 0, 0] == SEG_IGNORE
+    assert torch.equal(out["seg"][1], batch["seg"][1])
+    assert out["side"].tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    back = swap_targets(out, swap)
+    for key in ("joints_uvd", "joint_valid", "hand_valid", "presence_valid", "seg"):
+        assert torch.equal(back[key], batch[key]), key
+    assert torch.equal(back["rel_root_depth"], batch["rel_root_depth"])
+
+
+def test_matched_loss_scores_the_cheaper_assignment():
+    batch = _two_hands()
+    exact = batch["joints_uvd"]
+    # The network put the right hand in slot 1 and the left in slot 0, and says so.
+    flipped = exact[:, list(range(21, 42)) + list(range(21))]
+    flipped[..., 2] = exact[..., 2]  # depths relative to each wrist: the same per hand here
+    fixed = DFLLoss(LossConfig(pair_loss="fixed"))(_predict(flipped, (-8.0, 8.0)), batch)
+    matched = DFLLoss(LossConfig(pair_loss="matched"))(_predict(flipped, (-8.0, 8.0)), batch)
+    assert float(fixed["l25d_uv"].detach()) > 10  # 160 px off under the fixed slots
+    assert float(matched["l25d_uv"].detach()) == pytest.approx(0.0, abs=1e-6)
+    assert float(matched["l2d"].detach()) == pytest.approx(0.0, abs=1e-6)
+    assert float(matched["swapped"].detach()) == 1.0
+    assert float(matched["side"].detach()) < 1e-3  # slot 0 says left, slot 1 right: both right
+    # The same sides reported the other way round cost the side BCE, and only that.
+    wrong = DFLLoss(LossConfig(pair_loss="matched"))(_predict(flipped, (8.0, -8.0)), batch)
+    assert float(wrong["side"].detach()) == pytest.approx(8.0, abs=1e-3)
+    assert float(wrong["l25d_uv"].detach()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_matched_loss_leaves_a_collapsed_pair_no_cheaper_way_out():
+    # Both slots on the midpoint: both assignments cost the same, and the uv loss equals the
+    # fixed one (the collapse is a minimum of neither loss once the pair separates).
+    batch = _two_hands()
+    mid = batch["joints_uvd"].clone()
+    mid[..., 0] = 120 + torch.arange(42) % 21
+    fixed = DFLLoss(LossConfig(pair_loss="fixed"))(_predict(mid, (0.0, 0.0)), batch)
+    matched = DFLLoss(LossConfig(pair_loss="matched"))(_predict(mid, (0.0, 0.0)), batch)
+    assert float(matched["l25d_uv"].detach()) == pytest.approx(float(fixed["l25d_uv"].detach()))
+    assert float(matched["swapped"].detach()) == 0.0
+
+
+def test_single_hand_goes_to_the_nearer_slot():
+    batch = _two_hands()
+    batch["hand_valid"] = torch.tensor([[0.0, 1.0]])  # only the left hand is labelled
+    batch["joint_valid"][:, :21] = 0
+    pred = batch["joints_uvd"].clone()
+    pred[:, :21] = batch["joints_uvd"][:, 21:]  # slot 0 sits on the left hand
+    pred[:, 21:, 0] = 0.0  # slot 1 somewhere else
+    out = DFLLoss(LossConfig(pair_loss="matched"))(_predict(pred, (-8.0, 3.0)), batch)
+    assert float(out["swapped"].detach()) == 1.0
+    assert float(out["l25d_uv"].detach()) == pytest.approx(0.0, abs=1e-6)
+    # Only the labelled hand's slot (0, saying left) is scored for its side.
+    assert float(out["side"].detach()) < 1e-3
+
+
+def test_pair_loss_name_is_checked():
+    with pytest.raises(ValueError, match="pair_loss"):
+        LossConfig(pair_loss="hungarian")

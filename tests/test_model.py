@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -56,8 +57,10 @@ def test_forward_rejects_wrong_input(tiny_model) -> None:
         tiny_model(torch.randn(1, 3, 128, 128))
 
 
-def test_gradients_reach_every_parameter(tiny_model) -> None:
-    model = DFLModel(tiny_model.config).train()
+@pytest.mark.parametrize("handedness_head", [False, True])
+def test_gradients_reach_every_parameter(tiny_model, handedness_head) -> None:
+    config = dataclasses.replace(tiny_model.config, handedness_head=handedness_head)
+    model = DFLModel(config).train()
     out = model(torch.randn(2, 3, 256, 256))
     loss = (
         out.joints_25d.mean()
@@ -65,6 +68,7 @@ def test_gradients_reach_every_parameter(tiny_model) -> None:
         + out.segmentation.mean()
         + out.hand_presence.mean()
         + out.rel_root_depth.mean()
+        + out.handedness.mean()
     )
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]

@@ -238,6 +238,7 @@ def _fake_runner(config, second_hand_offset: float):
             np.full((b, 2), 5.0, np.float32),
             np.zeros(b, np.float32),
             uv[:, None].repeat(3, 1).astype(np.float32),
+            np.tile(np.array([[20.0, -20.0]], np.float32), (b, 1)),
         )
 
     run.config = config  # type: ignore[attr-defined]

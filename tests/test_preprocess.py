@@ -63,8 +63,55 @@ def test_decode_round_trip() -> None:
 
 def test_crop_outputs_and_presence() -> None:
     iters = np.zeros((1, 3, 42, 2))
-    out = CropOutputs(np.zeros((1, 42, 3)), np.array([[0.0, 800.0]]), np.zeros(1), iters)
+    out = CropOutputs(
+        np.zeros((1, 42, 3)),
+        np.array([[0.0, 800.0]]),
+        np.zeros(1),
+        iters,
+        np.array([[20.0, -20.0]]),
+    )
     both = CropOutputs.concatenate([out, out])
     assert len(both) == 2 and both.joints_25d.shape == (2, 42, 3)
     np.testing.assert_allclose(both.presence(), [[0.5, 1.0], [0.5, 1.0]])
     assert presence_probability(np.array([-800.0]))[0] == 0.0  # no overflow warning either
+
+
+def _slots(handedness: list[float], presence: list[float]) -> CropOutputs:
+    """One crop whose slot 0 joints are all 0 and slot 1 joints all 1 (u, v, depth)."""
+    uvd = np.concatenate([np.zeros((21, 3)), np.ones((21, 3))])[None].astype(np.float32)
+    iters = np.repeat(uvd[:, None, :, :2], 3, axis=1)
+    return CropOutputs(
+        uvd,
+        np.array([presence], np.float32),
+        np.array([7.0], np.float32),
+        iters,
+        np.array([handedness], np.float32),
+    )
+
+
+@pytest.mark.parametrize(
+    ("handedness", "presence", "swap"),
+    [
+        ([2.0, -3.0], [5.0, 5.0], False),  # slot 0 right, slot 1 left
+        ([-2.0, 3.0], [5.0, 5.0], True),  # slot 0 left, slot 1 right
+        ([4.0, 1.0], [5.0, 5.0], False),  # both say right: slot 0 is surer, keeps it
+        ([1.0, 4.0], [5.0, 5.0], True),  # both say right: slot 1 is surer
+        ([-1.0, 9.0], [5.0, -9.0], True),  # a lone left hand in slot 0: its own sign decides
+        ([2.0, -9.0], [-9.0, 5.0], False),  # a lone hand in slot 1 that says left
+        ([-2.0, 9.0], [-9.0, 5.0], True),  # a lone hand in slot 1 that says right
+    ],
+)
+def test_sided_puts_the_right_hand_first(handedness, presence, swap) -> None:
+    out = _slots(handedness, presence)
+    sided = out.sided()
+    assert bool(out.swapped()[0]) is swap
+    first = 1.0 if swap else 0.0
+    assert (sided.joints_25d[0, :21] == first).all() and (
+        sided.joints_25d[0, 21:] == 1 - first
+    ).all()
+    assert (sided.joints_2d_iter[0, :, :21] == first).all()
+    assert sided.rel_root_depth[0] == (-7.0 if swap else 7.0)
+    assert sided.hand_presence[0].tolist() == (presence[::-1] if swap else presence)
+    assert sided.handedness[0].tolist() == (handedness[::-1] if swap else handedness)
+    # Sided outputs are sided: a second pass changes nothing.
+    assert not sided.sided().swapped().any()

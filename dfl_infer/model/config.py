@@ -19,7 +19,7 @@ CONFIG_FORMAT = 1
 PRESET_NAMES = ("r50", "r18", "mphand", "tiny")
 # Keys a saved config may lack: added after format 1 began, with defaults that reproduce what
 # older files meant. Any other missing key is an error (a hand-edited file lost it).
-OPTIONAL_KEYS = frozenset({"metadata", "position_xy"})
+OPTIONAL_KEYS = frozenset({"metadata", "position_xy", "handedness_head"})
 # Lower bounds of the numeric fields: (minimum, whether the minimum itself is allowed).
 _BOUNDS: dict[str, tuple[float, bool]] = {
     "fpn_channels": (1, True),
@@ -97,6 +97,10 @@ class DFLConfig:
     gcn_layers: int = 2  # graph-convolution layers of the spatial position refinement
     dropout: float = 0.0
     num_hand_joints: int = 21
+    # A right/left logit per hand slot (trained with the matched pair loss, where either slot may
+    # hold either hand). False: the paper's fixed slots, 0-20 always the right hand, 21-41 the
+    # left (the saved files of older versions, which lack the key, mean this).
+    handedness_head: bool = False
     # --- preprocessing contract ------------------------------------------------------------
     input_size: int = 256  # square crop side in pixels
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB in [0, 1]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfl_infer.joints import HAND_BONES, NUM_HAND_JOINTS, ROOT_INDICES
+from dfl_infer.joints import FIXED_SIDE_LOGIT, HAND_BONES, NUM_HAND_JOINTS, ROOT_INDICES, WRIST
 from dfl_infer.model.config import DFLConfig
 from dfl_infer.model.outputs import DecoderOutput
 
@@ -243,6 +243,16 @@ class Decoder(nn.Module):
             nn.GELU(),
             nn.Linear(256, 1),
         )
+        # Which side each slot's hand is (config.handedness_head): from the slot's mean
+        # appearance and position features, the image's mean appearance, and the shape of the
+        # slot's own 2.5D skeleton relative to its wrist (with depth, a skeleton's chirality is
+        # geometry). The skeleton enters detached: the side loss must not bend the joints.
+        self.handedness: nn.Sequential | None = None
+        if config.handedness_head:
+            n_in = 2 * a_dim + p_dim + 3 * config.num_hand_joints
+            self.handedness = nn.Sequential(
+                nn.LayerNorm(n_in), nn.Linear(n_in, 128), nn.GELU(), nn.Linear(128, 1)
+            )
         self._reset_heads()
 
     def _reset_heads(self) -> None:
@@ -289,4 +299,25 @@ class Decoder(nn.Module):
         r, l_ = ROOT_INDICES
         root_in = torch.cat([jp[:, r], jp[:, l_], ja[:, :n].mean(1), ja[:, n:].mean(1)], dim=-1)
         rel_root = self.root_depth(root_in).squeeze(-1).float() * (cfg.root_depth_range_mm / 2)
-        return DecoderOutput(uvd, uv_iter, presence, rel_root)
+        return DecoderOutput(uvd, uv_iter, presence, rel_root, self._sides(uvd, ja, jp, global_a))
+
+    def _sides(
+        self, uvd: torch.Tensor, ja: torch.Tensor, jp: torch.Tensor, global_a: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, 2) logits that slot 0 / slot 1 holds a right hand."""
+        b, n = uvd.shape[0], self.config.num_hand_joints
+        if self.handedness is None:
+            side = torch.tensor([FIXED_SIDE_LOGIT, -FIXED_SIDE_LOGIT], device=uvd.device)
+            return side.expand(b, 2)
+        s = float(self.config.input_size)
+        skel = uvd.detach().view(b, 2, n, 3)
+        # Relative to the wrist, u, v in crop sides, depth in the regression range: numbers of
+        # order 1.
+        rel = skel - skel[:, :, WRIST : WRIST + 1]
+        scale = torch.tensor([s, s, self.config.depth_range_mm / 2], device=uvd.device)
+        rel = (rel / scale).flatten(2)
+        slot_a = torch.stack([ja[:, :n].mean(1), ja[:, n:].mean(1)], dim=1)
+        slot_p = torch.stack([jp[:, :n].mean(1), jp[:, n:].mean(1)], dim=1)
+        x = torch.cat([slot_a, global_a, slot_p.to(slot_a.dtype), rel.to(slot_a.dtype)], dim=-1)
+        logits: torch.Tensor = self.handedness(x).squeeze(-1).float()
+        return logits

@@ -26,7 +26,7 @@ class DFLModel(nn.Module):
     """DFL network. ``forward(images)`` with images (B, 3, S, S) float, normalized with
     ``config.mean``/``config.std`` (``preprocess.normalize``), S = ``config.input_size``.
     Returns a :class:`DFLOutput` (``joints_25d``, ``hand_presence``, ``rel_root_depth``,
-    ``segmentation``, ``joints_2d_iter``; shapes and units documented there).
+    ``segmentation``, ``joints_2d_iter``, ``handedness``; shapes and units documented there).
     """
 
     def __init__(self, config: DFLConfig) -> None:
@@ -49,6 +49,7 @@ class DFLModel(nn.Module):
             rel_root_depth=dec.rel_root_depth,
             segmentation=enc.segmentation,
             joints_2d_iter=dec.joints_2d_iter,
+            handedness=dec.handedness,
         )
 
     def num_parameters(self) -> int:

@@ -28,6 +28,7 @@ class DecoderOutput(NamedTuple):
     joints_2d_iter: list[torch.Tensor]
     hand_presence: torch.Tensor
     rel_root_depth: torch.Tensor
+    handedness: torch.Tensor
 
 
 class DFLOutput(NamedTuple):
@@ -35,15 +36,19 @@ class DFLOutput(NamedTuple):
 
     - ``joints_25d`` (B, 42, 3): u, v in crop pixels (OpenCV pixel-centre convention) and depth in
       mm relative to each hand's own wrist (positive = farther from the camera); joints 0-20 are
-      the right hand, 21-41 the left (``JOINT_NAMES``).
-    - ``hand_presence`` (B, 2): logits that the right / left hand is in the crop.
-    - ``rel_root_depth`` (B,): depth of the left wrist minus that of the right wrist, mm.
+      hand slot 0, 21-41 slot 1 (``JOINT_NAMES`` names them right and left: what the slots hold
+      once ordered by ``handedness``, ``decode.CropOutputs.sided``).
+    - ``hand_presence`` (B, 2): logits that slot 0 / slot 1 holds a hand in the crop.
+    - ``rel_root_depth`` (B,): depth of slot 1's wrist minus that of slot 0's wrist, mm.
+    - ``handedness`` (B, 2): logits that the hand in slot 0 / slot 1 is a right hand. A model
+      without a handedness head (fixed slots, ``DFLConfig.handedness_head`` false) returns
+      constant logits +-``joints.FIXED_SIDE_LOGIT``: slot 0 right, slot 1 left.
     - ``segmentation`` (B, 33, S/4, S/4): part-segmentation logits (``SEG_CLASS_NAMES``).
     - ``joints_2d_iter``: T tensors (B, 42, 2), the crop-pixel prediction after each decoder
       iteration (a training signal; at inference, their agreement is the per-joint confidence,
       ``decode.joint_confidence``).
 
-    All five, in this order, are the outputs of the exported ONNX graph (``export.py``), which
+    All six, in this order, are the outputs of the exported ONNX graph (``export.py``), which
     stacks ``joints_2d_iter`` into one (B, T, 42, 2) tensor.
     """
 
@@ -52,3 +57,4 @@ class DFLOutput(NamedTuple):
     rel_root_depth: torch.Tensor
     segmentation: torch.Tensor
     joints_2d_iter: list[torch.Tensor]
+    handedness: torch.Tensor

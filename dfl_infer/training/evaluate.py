@@ -23,7 +23,16 @@ its own wrist (``decode.decode``, the predictor's own decoding). Metrics:
   the labels): 1 when the two predicted hands lie as far apart as the real ones, near 0 when the
   network puts both of its hands on the same place (the collapse that ``mpjpe_interacting`` alone
   does not tell from a merely inaccurate pair);
+- ``both_found``: share of the interacting images with both hands annotated on which both
+  hands are predicted present;
+- ``mean_2d_box_pct_nearest``, ``pck2d_10_nearest``: the 2D metrics with each image's predicted
+  hands matched to the labels in the cheaper of the two orders (a side error costs nothing
+  there; printed beside the sided figures, never instead of them);
 - ``n_images``, and ``n_hands_2d``: hands scored by the two 2D metrics.
+
+Predictions are scored as the side the network's handedness output says (``CropOutputs.sided``:
+the right hand's joints first): a hand on the wrong side counts as an error in every metric but
+the ``_nearest`` ones.
 
 The 2D metrics need no camera, so on a pseudo-labelled folder (``dfl-train pseudolabel``) they
 measure the agreement with MediaPipe's landmarks; hands are those of ``Sample.hand_valid`` (the
@@ -72,6 +81,10 @@ def hand_box_errors(uv_img: np.ndarray, sample: Sample) -> list[np.ndarray]:
     return out
 
 
+def _total(errors: list[np.ndarray]) -> float:
+    return float(sum(e.sum() for e in errors))
+
+
 def evaluate_predictions(
     dataset: InterHandDataset,
     uvd: np.ndarray,
@@ -87,8 +100,9 @@ def evaluate_predictions(
     if uvd.shape != (n, 2 * NUM_HAND_JOINTS, 3):
         raise ValueError(f"uvd must be ({n}, 42, 3), got {uvd.shape}")
     errors: dict[str, list[np.ndarray]] = {"single": [], "interacting": []}
-    rrpe, hand_ok, separation = [], [], []
+    rrpe, hand_ok, separation, both_found = [], [], [], []
     box_err: list[np.ndarray] = []  # per hand: 2D errors / box size
+    nearest_err: list[np.ndarray] = []  # the same, predicted hands in the cheaper order
     r, l_ = ROOT_INDICES
     for i, s in enumerate(dataset.samples):
         present = s.hand_valid
@@ -111,7 +125,13 @@ def evaluate_predictions(
             float(rel_root_depth[i]),
             root_depth=float(s.joints_cam[first, 2]),
         )
-        box_err.extend(hand_box_errors(uv_img, s))
+        sided = hand_box_errors(uv_img, s)
+        box_err.extend(sided)
+        swapped_uv = np.concatenate([uv_img[NUM_HAND_JOINTS:], uv_img[:NUM_HAND_JOINTS]])
+        other = hand_box_errors(swapped_uv, s)
+        nearest_err.extend(other if _total(other) < _total(sided) else sided)
+        if s.hand_type == "interacting" and present.all():
+            both_found.append(bool((presence_logits[i] > 0).all()))
         gt = s.joints_cam
         err = np.linalg.norm(relative_to_wrist(pred) - relative_to_wrist(gt), axis=1)
         valid = s.joint_valid & np.repeat(present, NUM_HAND_JOINTS)
@@ -141,6 +161,7 @@ def evaluate_predictions(
     all_err = np.concatenate(every) if every else np.zeros(0)
     pck = [(all_err <= t).mean() if all_err.size else np.nan for t in PCK_THRESHOLDS_MM]
     rel2d = np.concatenate(box_err) if box_err else np.zeros(0)
+    near = np.concatenate(nearest_err) if nearest_err else np.zeros(0)
     return {
         "mpjpe_all": mean(every),
         "mpjpe_single": mean(errors["single"]),
@@ -151,6 +172,9 @@ def evaluate_predictions(
         "mean_2d_box_pct": float(100.0 * rel2d.mean()) if rel2d.size else float("nan"),
         "handedness_acc": float(np.mean(hand_ok)) if hand_ok else float("nan"),
         "hand_separation": float(np.median(separation)) if separation else float("nan"),
+        "both_found": float(np.mean(both_found)) if both_found else float("nan"),
+        "pck2d_10_nearest": float((near <= PCK2D_THRESHOLD).mean()) if near.size else float("nan"),
+        "mean_2d_box_pct_nearest": float(100.0 * near.mean()) if near.size else float("nan"),
         "n_images": n,
         "n_hands_2d": len(box_err),
     }
@@ -165,7 +189,7 @@ def predict_dataset(
     num_workers: int = 0,
 ) -> CropOutputs:
     """Run ``model`` on the evaluation crops, in dataset order (``joints_25d`` (N, 42, 3),
-    presence logits (N, 2), relative root depth (N,))."""
+    presence logits (N, 2), relative root depth (N,)), sided by the handedness output."""
     from torch.utils.data import DataLoader
 
     dev = torch.device(device)
@@ -187,6 +211,7 @@ def metrics_markdown(metrics: dict[str, float], title: str = "") -> str:
         "mpjpe_interacting": "mm",
         "mrrpe": "mm",
         "mean_2d_box_pct": "% of box",
+        "mean_2d_box_pct_nearest": "% of box",
     }
     lines = [f"# {title}\n" if title else "", "| metric | value |", "|---|---|"]
     for k, v in metrics.items():

@@ -38,7 +38,7 @@ from dfl_infer.model import DFLConfig, DFLModel
 from dfl_infer.model.config import PRESET_NAMES
 from dfl_infer.preprocess import normalize
 from dfl_infer.training import distributed
-from dfl_infer.training.losses import DFLLoss, LossConfig
+from dfl_infer.training.losses import PAIR_LOSSES, DFLLoss, LossConfig
 
 if TYPE_CHECKING:
     from dfl_infer.training.data import InterHandDataset
@@ -151,6 +151,9 @@ class FitConfig:
     # Train only on images of these hand types (right / left / interacting) from folder sources;
     # () keeps all. Validation folders are never filtered.
     hand_types: tuple[str, ...] = ()
+    # "matched": each image under the cheaper slot assignment, with a handedness head (added to
+    # --init weights that lack one); "fixed": the paper's right/left slots (losses.py).
+    pair_loss: str = "matched"
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -377,8 +380,12 @@ def build_model(cfg: FitConfig) -> DFLModel:
     else:
         if cfg.config not in PRESET_NAMES:
             raise ValueError(f"unknown --config {cfg.config!r}; expected one of {PRESET_NAMES}")
-        overrides = {"input_size": cfg.input_size} if cfg.input_size else {}
+        overrides: dict[str, Any] = {"input_size": cfg.input_size} if cfg.input_size else {}
+        if cfg.pair_loss == "matched":
+            overrides["handedness_head"] = True
         model = DFLModel(getattr(DFLConfig, cfg.config)(**overrides))
+    if cfg.pair_loss == "matched" and not model.config.handedness_head:
+        model = with_handedness_head(model)
     if cfg.init_backbone:
         from dfl_infer.training.init_backbone import init_backbone
 
@@ -390,6 +397,21 @@ def build_model(cfg: FitConfig) -> DFLModel:
         )
     freeze_trunk(model, cfg.freeze_trunk)
     return model.train()
+
+
+def with_handedness_head(model: DFLModel) -> DFLModel:
+    """A copy of a fixed-slot ``model`` with a (freshly initialised) handedness head, every
+    other weight carried over; the state dicts must differ by exactly the head's keys."""
+    config = dataclasses.replace(model.config, handedness_head=True)
+    grown = DFLModel(config)
+    state = model.state_dict()
+    missing, unexpected = grown.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("decoder.handedness.") for k in missing):
+        raise ValueError(
+            f"cannot add a handedness head: missing {missing}, unexpected {unexpected}"
+        )
+    logger.info("added a handedness head (%s) for the matched pair loss", ", ".join(missing))
+    return grown.train(model.training)
 
 
 def freeze_trunk(model: DFLModel, which: str) -> None:
@@ -534,7 +556,9 @@ def _train(t: _Trainer, start: int) -> None:
     if info.distributed:
         cuda = dev.type == "cuda"
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
-    loss_fn = DFLLoss(LossConfig(), input_size=model.config.input_size)
+    if cfg.pair_loss == "matched" and not model.config.handedness_head:
+        raise ValueError("--pair-loss matched needs a model with a handedness head")
+    loss_fn = DFLLoss(LossConfig(pair_loss=cfg.pair_loss), input_size=model.config.input_size)
     specs, iters = build_sources(cfg, model.config, info, start + 1)
     weights = [s.weight for s in specs]
     end = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
@@ -837,6 +861,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="train only on images of these comma-separated hand types (right, left, "
         "interacting), e.g. right,left for single hands; validation folders are not filtered",
     )
+    p.add_argument(
+        "--pair-loss",
+        choices=PAIR_LOSSES,
+        default="matched",
+        help="matched (default): each image scored under the cheaper of the two slot "
+        "assignments, with a handedness output per slot (added to --init weights without one); "
+        "fixed: the paper's slots, 0-20 the right hand and 21-41 the left",
+    )
     p.set_defaults(func=_run)
 
 
@@ -880,6 +912,7 @@ def _run(args: argparse.Namespace) -> int:
         best_metric=args.best_metric,
         best_guard=tuple(args.best_guard),
         hand_types=_hand_types(args.hand_types),
+        pair_loss=args.pair_loss,
     )
     for guard in cfg.best_guard:
         parse_guard(guard, len(cfg.val))  # fail on a bad --best-guard before training

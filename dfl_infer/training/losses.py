@@ -11,6 +11,17 @@
   presence head needs it), ``L_root``: L1 of the left-minus-right wrist depth where both hands
   are valid (the paper's relative root depth, supervised as in InterNet).
 
+Pair loss (not in the paper). ``pair_loss="fixed"`` is the paper's: slot 0 (joints 0-20) is always
+scored against the right hand's labels and slot 1 against the left's. While the network cannot
+yet tell left from right in one crop, both slots on the midpoint of the two hands is the minimum
+of that loss, and training stays there (both hands of every two-hand image collapse onto one
+place). ``"matched"`` (the default) scores each image under the cheaper of its two slot
+assignments (2D joint cost, no gradient through the choice) and swaps every per-hand target
+with it: joints, their validity and depth weights, presence, the sign of the relative root
+depth, and the right/left part classes of the segmentation (``joints.flip_seg_classes``). The
+side then becomes an output of its own: ``L_side``, the BCE of each slot's handedness logit
+against the side of the hand assigned to it, for every labelled hand.
+
 ``L_tau`` is eq. 7: ``x^2 / (2 tau)`` for ``|x| < tau``, else ``|x| - tau / 2``.
 
 Normalization: each term is a *mean over valid elements* (valid joints x coordinates, valid
@@ -30,12 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfl_infer.joints import NUM_HAND_JOINTS, flip_seg_classes
 from dfl_infer.model.outputs import DFLOutput
 
 # Pixels of the paper's crop: the unit in which tau_uv = 1 was chosen.
 REFERENCE_CROP = 256
 # Label of pixels without ground truth (no mask file); excluded from the segmentation loss.
 SEG_IGNORE = 255
+PAIR_LOSSES = ("matched", "fixed")
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,13 @@ class LossConfig:
     # One mm of root error costs as much as one mm of a single joint's depth would under beta.
     w_presence: float = 1.0
     w_root: float = 1.0
+    # "matched": each image under the cheaper slot assignment; "fixed": the paper's slots.
+    pair_loss: str = "matched"
+    w_side: float = 1.0  # handedness BCE of each labelled hand's slot (matched only)
+
+    def __post_init__(self) -> None:
+        if self.pair_loss not in PAIR_LOSSES:
+            raise ValueError(f"pair_loss must be one of {PAIR_LOSSES}, got {self.pair_loss!r}")
 
 
 def smooth_l1_tau(x: torch.Tensor, tau: float) -> torch.Tensor:
@@ -140,10 +160,71 @@ def dice_loss(
     return masked_mean(per_image, image_valid)
 
 
+def _slot_cost(uv: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, slot, hand): summed 2D distance of each slot's 21 joints to each hand's labels (hand 0
+    the right, 1 the left), over the valid joints."""
+    n = NUM_HAND_JOINTS
+    b = uv.shape[0]
+    pred = uv.view(b, 2, 1, n, 2)
+    lab = target[..., :2].reshape(b, 1, 2, n, 2)
+    w = valid.view(b, 1, 2, n)
+    cost: torch.Tensor = ((pred - lab).norm(dim=-1) * w).sum(-1)
+    return cost
+
+
+def match_slots(outputs: DFLOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B,) bool: images whose slots are cheaper swapped (slot 0 on the left hand's labels, slot
+    1 on the right's), by the summed 2D distance of every valid joint, over the final joints and
+    every iteration's. Single-hand images pick the slot nearer their hand. No gradient."""
+    with torch.no_grad():
+        target = batch["joints_uvd"].float()
+        valid = batch["joint_valid"].float()
+        cost = torch.zeros(target.shape[0], 2, 2, device=target.device)
+        for uv in [outputs.joints_25d[..., :2], *outputs.joints_2d_iter]:
+            cost = cost + _slot_cost(uv.float(), target, valid)
+        keep = cost[:, 0, 0] + cost[:, 1, 1]
+        swap = cost[:, 0, 1] + cost[:, 1, 0]
+        return swap < keep
+
+
+def swap_targets(batch: dict[str, torch.Tensor], swap: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``batch`` with every per-hand target of the images in ``swap`` (B,) moved to the other
+    slot: joints (B, 42, ...) halves exchanged, (B, 2) per-hand flags reversed, the relative
+    root depth negated, right/left part classes mirrored. Adds ``side`` (B, 2): 1 where the
+    slot's label is a right hand."""
+    n = NUM_HAND_JOINTS
+    out = dict(batch)
+    b = swap.shape[0]
+    side = torch.tensor([1.0, 0.0], device=swap.device).expand(b, 2)
+    out["side"] = torch.where(swap[:, None], side.flip(1), side)
+    if not bool(swap.any()):
+        return out
+    perm = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(swap.device)
+    for key in ("joints_uvd", "joint_valid", "depth_weight"):
+        if key in batch:
+            v = batch[key]
+            mask = swap.view((-1,) + (1,) * (v.ndim - 1))
+            out[key] = torch.where(mask, v[:, perm], v)
+    for key in ("hand_valid", "presence_valid"):
+        if key in batch:
+            v = batch[key]
+            out[key] = torch.where(swap[:, None], v.flip(1), v)
+    out["rel_root_depth"] = torch.where(swap, -batch["rel_root_depth"], batch["rel_root_depth"])
+    seg = batch["seg"].long()
+    table = torch.from_numpy(flip_seg_classes()).to(seg.device)
+    mirrored = torch.where(seg == SEG_IGNORE, seg, table[seg.clamp(max=len(table) - 1)])
+    out["seg"] = torch.where(swap.view(-1, 1, 1), mirrored, seg)
+    return out
+
+
 class DFLLoss(nn.Module):
     """The total training loss. ``forward(outputs, batch)`` -> dict of scalar tensors: ``loss``
     (the total to minimize) and its components ``l2d``, ``l25d_uv``, ``l25d_depth``, ``l25d``,
     ``focal``, ``dice``, ``seg``, ``presence``, ``root``.
+
+    With ``pair_loss="matched"`` the targets are first assigned to the slots (:func:`match_slots`,
+    :func:`swap_targets`) and the dict also holds ``side`` (handedness BCE) and ``swapped``
+    (the share of images scored under the swapped assignment; not part of the loss).
 
     ``outputs`` is DFLModel's :class:`DFLOutput`; ``batch`` holds ``joints_uvd`` (B, 42, 3),
     ``joint_valid`` (B, 42), ``hand_valid`` (B, 2), ``seg`` (B, S, S), ``rel_root_depth`` (B,), and
@@ -161,6 +242,17 @@ class DFLLoss(nn.Module):
         self, outputs: DFLOutput, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
+        side = outputs.joints_25d.sum() * 0
+        swapped = side.detach()
+        if cfg.pair_loss == "matched":
+            swap = match_slots(outputs, batch)
+            batch = swap_targets(batch, swap)
+            swapped = swap.float().mean()
+            # Every labelled hand's slot learns its side; the other slot's handedness is moot.
+            side_bce = F.binary_cross_entropy_with_logits(
+                outputs.handedness.float(), batch["side"], reduction="none"
+            )
+            side = masked_mean(side_bce, batch["hand_valid"].float())
         pred = outputs.joints_25d.float()
         target = batch["joints_uvd"].float()
         valid = batch["joint_valid"].float()
@@ -212,6 +304,7 @@ class DFLLoss(nn.Module):
             + cfg.lambda_seg * seg
             + cfg.w_presence * presence
             + cfg.w_root * root
+            + cfg.w_side * side
         )
         return {
             "loss": total,
@@ -224,4 +317,6 @@ class DFLLoss(nn.Module):
             "dice": dice,
             "presence": presence,
             "root": root,
+            "side": side,
+            "swapped": swapped,
         }
