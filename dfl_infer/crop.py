@@ -15,6 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dfl_infer.joints import WRIST
+
+# The joint whose direction from the wrist is a hand's "up" (the middle finger's MCP, index 11 of
+# InterHand's per-hand order), as MediaPipe's landmark model turns its crops.
+UP_JOINT = 11
+# Two hands in one crop are turned by their mean direction only while the two agree this well
+# (length of the mean of the two unit vectors: 0.5 = 120 degrees apart); otherwise not at all.
+PAIR_AGREEMENT = 0.5
+
 
 def square_box(box: Sequence[float] | np.ndarray, scale: float = 1.25) -> np.ndarray:
     """Square box (xyxy) with the centre of ``box`` and a side of ``scale`` x its longer side."""
@@ -45,8 +54,9 @@ class Crop:
     """A square crop of an image: ``matrix`` maps image pixels to crop pixels (2x3 affine).
 
     ``box`` is the square region in image pixels (before any rotation), ``size`` the crop's side
-    in pixels, ``rotation`` the in-plane rotation in degrees (counter-clockwise in the crop, used
-    by training augmentation; 0 at inference) and ``flip`` whether the crop is mirrored.
+    in pixels, ``rotation`` the in-plane rotation in degrees (counter-clockwise in the crop:
+    training augmentation, and the upright crops of models with ``DFLConfig.upright``) and
+    ``flip`` whether the crop is mirrored.
     """
 
     box: np.ndarray
@@ -128,6 +138,49 @@ def make_crop(
     t = np.array([c, c]) - lin @ np.array([cx, cy])
     matrix = np.concatenate([lin, t[:, None]], axis=1)
     return Crop(box=sq, size=size, matrix=matrix, rotation=rotation, flip=flip)
+
+
+def upright_rotation(hands: Sequence[np.ndarray], agreement: float = PAIR_AGREEMENT) -> float:
+    """The ``rotation`` (degrees, for :func:`make_crop`) that turns the hands' wrist-to-middle-MCP
+    direction straight up in the crop. ``hands``: (21, 2) image pixels per hand, InterHand
+    per-hand order. Several hands: their mean unit direction, or 0 when its length is below
+    ``agreement`` (hands pointing different ways: no single upright); 0 for no hands."""
+    dirs = []
+    for joints in hands:
+        v = np.asarray(joints, dtype=np.float64)[UP_JOINT] - np.asarray(joints)[WRIST]
+        norm = float(np.hypot(*v))
+        if norm > 0 and np.isfinite(norm):
+            dirs.append(v / norm)
+    if not dirs:
+        return 0.0
+    mean = np.mean(dirs, axis=0)
+    if float(np.hypot(*mean)) < (agreement if len(dirs) > 1 else 1e-9):
+        return 0.0
+    # make_crop maps a direction at angle phi (image, y down) to phi - rotation: up is -90.
+    angle = math.degrees(math.atan2(mean[1], mean[0])) + 90.0
+    return float((angle + 180.0) % 360.0 - 180.0)
+
+
+def crop_around(
+    points: np.ndarray, size: int = 256, scale: float = 1.25, rotation: float = 0.0
+) -> Crop:
+    """The crop that holds ``points`` (N, 2 image pixels) as :func:`make_crop` holds a box, but
+    turned by ``rotation``: the tight box is taken in the turned frame, so a turned hand fills
+    the crop as an upright one does."""
+    return make_crop(turned_box(points, rotation), size, scale, rotation=rotation)
+
+
+def turned_box(points: np.ndarray, rotation: float) -> np.ndarray:
+    """The square box (xyxy, image pixels) that :func:`make_crop` turned by ``rotation`` needs
+    to hold ``points`` (N, 2) as tightly as an unturned crop holds their box: centre and side of
+    their tight box in the turned frame."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    a = math.radians(rotation)
+    rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+    box = points_box(pts @ rot.T)
+    centre = rot.T @ ((box[:2] + box[2:]) / 2)
+    half = max(box[2] - box[0], box[3] - box[1]) / 2
+    return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
 
 
 def invert_affine(matrix: np.ndarray) -> np.ndarray:

@@ -39,7 +39,16 @@ from dfl_infer.backends import (
     onnx_runner_for_weights,
 )
 from dfl_infer.bundle import DetectorUnavailableError
-from dfl_infer.crop import Crop, box_iou, group_hands, make_crop, points_box, union_box
+from dfl_infer.crop import (
+    Crop,
+    box_iou,
+    crop_around,
+    group_hands,
+    make_crop,
+    points_box,
+    union_box,
+    upright_rotation,
+)
 from dfl_infer.decode import decode
 from dfl_infer.detect import HandDetector, detect_hands
 from dfl_infer.image import ImageInput, LargeImage, open_image
@@ -430,10 +439,28 @@ class DFLPredictor:
         ]
 
     # --- stages ----------------------------------------------------------------------------
-    def _crop(self, box: np.ndarray, scale: float | None = None) -> Crop:
-        return make_crop(
-            box, self.config.input_size, self.config.box_scale if scale is None else scale
-        )
+    def _crop(
+        self, box: np.ndarray, scale: float | None = None, hands: Sequence[np.ndarray] = ()
+    ) -> Crop:
+        """The crop of ``box``; for an upright model with the hands' joints known (``hands``:
+        (21, 2) image pixels each), turned upright around those joints (``crop.crop_around``)."""
+        scale = self.config.box_scale if scale is None else scale
+        if self.config.upright and len(hands):
+            pts = np.concatenate([np.asarray(h, dtype=np.float64) for h in hands])
+            if np.isfinite(pts).all():
+                rotation = upright_rotation(hands)
+                return crop_around(pts, self.config.input_size, scale, rotation)
+        return make_crop(box, self.config.input_size, scale)
+
+    def _crop_found(self, box: np.ndarray, found: list[np.ndarray]) -> Crop:
+        """The re-crop on the hands the network found (``found``: their (21, 2) joints, plus
+        the detected hand's box corners as a (4, 2) array that only widens the crop)."""
+        if not self.config.upright:
+            return self._crop(box)
+        hands = [f for f in found if len(f) == NUM_HAND_JOINTS]
+        pts = np.concatenate(found)
+        rotation = upright_rotation(hands)
+        return crop_around(pts, self.config.input_size, self.config.box_scale, rotation)
 
     def _plan(
         self,
@@ -462,13 +489,17 @@ class DFLPredictor:
         tasks = []
         for group in groups:
             gbox = union_box(det_boxes[group])
+            # A tracker's coasting detections may carry no landmarks: then the crop is not turned.
+            marks = [getattr(detections[k], "landmarks", None) for k in group]
+            hands = [m for m in marks if m is not None] if all(m is not None for m in marks) else []
             if len(group) == 2:
-                tasks.append(_Task(index, self._crop(gbox), "pair"))
+                tasks.append(_Task(index, self._crop(gbox, hands=hands), "pair"))
             elif len(groups) == 1:
-                wide = self._crop(gbox, scale=self.config.box_scale * self.lone_hand_widen)
+                scale = self.config.box_scale * self.lone_hand_widen
+                wide = self._crop(gbox, scale=scale, hands=hands)
                 tasks.append(_Task(index, wide, "lone", fallback_box=gbox))
             else:
-                tasks.append(_Task(index, self._crop(gbox), "single"))
+                tasks.append(_Task(index, self._crop(gbox, hands=hands), "single"))
         return tasks
 
     def _refine(self, tasks: list[_Task], rgbs: list[np.ndarray | LargeImage]) -> list[_Task]:
@@ -485,21 +516,22 @@ class DFLPredictor:
             assert task.joints_25d is not None
             uv = task.crop.to_image(task.joints_25d[:, :2])
             if present.any():
-                pts = np.concatenate(
-                    [
-                        uv[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS]
-                        for h in (0, 1)
-                        if present[h]
-                    ]
-                )
-                box = points_box(pts)
+                found = [
+                    uv[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS]
+                    for h in (0, 1)
+                    if present[h]
+                ]
+                box = points_box(np.concatenate(found))
                 if task.fallback_box is not None:
                     # The detected hand stays in the crop even if the network's joints miss it.
                     box = union_box(np.stack([box, task.fallback_box]))
+                    b = task.fallback_box
+                    corners = np.array([[b[0], b[1]], [b[2], b[1]], [b[0], b[3]], [b[2], b[3]]])
+                    found = [*found, corners]  # only their extent counts, not their direction
                 side = max(box[2] - box[0], box[3] - box[1]) * self.config.box_scale
                 # Joints collapsed to a speck (a failed first pass) would give a useless crop.
                 if side >= MIN_RECROP_FRACTION * (task.crop.box[2] - task.crop.box[0]):
-                    crop = self._crop(box)
+                    crop = self._crop_found(box, found)
                     if box_iou(np.asarray(crop.box), np.asarray(task.crop.box)) >= SAME_CROP_IOU:
                         final.append(task)  # the first pass already saw this crop
                         continue

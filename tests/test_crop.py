@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfl_infer.crop import group_hands, make_crop, square_box
+from dfl_infer.crop import (
+    UP_JOINT,
+    crop_around,
+    group_hands,
+    make_crop,
+    square_box,
+    upright_rotation,
+)
+from dfl_infer.joints import WRIST
 
 
 def test_square_box() -> None:
@@ -66,3 +74,37 @@ def test_group_hands() -> None:
     boxes = np.array([[0, 0, 100, 100], [50, 0, 150, 100], [140, 0, 240, 100]], dtype=float)
     assert group_hands(boxes, ["right", "left", "right"]) == [[0, 1], [2]]
     assert group_hands(np.zeros((0, 4))) == []
+
+
+def _hand(direction_deg: float, centre=(300.0, 200.0), length: float = 80.0) -> np.ndarray:
+    """21 joints on a line through ``centre`` from the wrist towards ``direction_deg`` (image
+    angles, y down), the middle MCP halfway, a fixed scatter for the others."""
+    a = np.deg2rad(direction_deg)
+    d = np.array([np.cos(a), np.sin(a)])
+    wrist = np.asarray(centre) - d * length / 2
+    pts = wrist + np.outer(np.linspace(0, 1, 21), d) * length
+    pts += np.random.default_rng(1).normal(0, 5, (21, 2))
+    pts[WRIST], pts[UP_JOINT] = wrist, wrist + d * length / 2
+    return pts
+
+
+@pytest.mark.parametrize("direction", [-90.0, 0.0, 37.0, 90.0, 179.0, -150.0])
+def test_upright_crop_points_the_hand_up_and_inverts_exactly(direction: float) -> None:
+    hand = _hand(direction)
+    rotation = upright_rotation([hand])
+    crop = crop_around(hand, size=256, scale=1.25, rotation=rotation)
+    wrist, mcp = crop.to_crop(hand[[WRIST, UP_JOINT]])
+    up = (mcp - wrist) / np.linalg.norm(mcp - wrist)
+    np.testing.assert_allclose(up, [0.0, -1.0], atol=1e-9)
+    np.testing.assert_allclose(crop.to_image(crop.to_crop(hand)), hand, atol=1e-9)
+    # The turned crop holds the hand as tightly as an unturned crop holds an upright one.
+    inside = crop.to_crop(hand)
+    extent = np.ptp(inside, axis=0).max()
+    assert extent == pytest.approx(256 / 1.25, rel=1e-6)
+    assert (inside > 0).all() and (inside < 255).all()
+
+
+def test_two_hands_turn_by_their_mean_direction_only_when_they_agree() -> None:
+    assert upright_rotation([_hand(0.0), _hand(20.0)]) == pytest.approx(100.0)
+    assert upright_rotation([_hand(-90.0), _hand(90.0)]) == 0.0  # opposite: not turned
+    assert upright_rotation([]) == 0.0

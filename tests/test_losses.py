@@ -13,6 +13,8 @@ from dfl_infer.training.losses import (
     SEG_IGNORE,
     DFLLoss,
     LossConfig,
+    attention_loss,
+    attention_target,
     dice_loss,
     downsample_labels,
     focal_loss,
@@ -102,6 +104,7 @@ def _outputs(b: int = 1, seg_size: int = 2) -> DFLOutput:
         hand_presence=torch.zeros(b, 2, requires_grad=True),
         rel_root_depth=torch.zeros(b, requires_grad=True),
         handedness=torch.zeros(b, 2, requires_grad=True),
+        init_attention=torch.full((b, 42, 2, 2), 0.25, requires_grad=True),
     )
 
 
@@ -207,6 +210,7 @@ def _predict(uvd: torch.Tensor, side: tuple[float, float]) -> DFLOutput:
         hand_presence=torch.zeros(b, 2, requires_grad=True),
         rel_root_depth=torch.zeros(b, requires_grad=True),
         handedness=torch.tensor([side]).expand(b, 2).clone().requires_grad_(True),
+        init_attention=torch.full((b, 42, 8, 8), 1 / 64, requires_grad=True),
     )
 
 
@@ -279,3 +283,31 @@ def test_single_hand_goes_to_the_nearer_slot():
 def test_pair_loss_name_is_checked():
     with pytest.raises(ValueError, match="pair_loss"):
         LossConfig(pair_loss="hungarian")
+
+
+def test_attention_target_peaks_at_the_joint_and_is_a_distribution():
+    # 256-pixel crop over an 8 x 8 map: the centre of cell (2, 5) is crop pixel (32*5+15.5, ...).
+    uv = torch.tensor([[[5 * 32 + 15.5, 2 * 32 + 15.5], [-40.0, 10.0]]])
+    target, weight = attention_target(uv, torch.ones(1, 2), (8, 8), 256, 1.0)
+    grid = target.view(1, 2, 8, 8)
+    assert int(grid[0, 0].argmax()) == 2 * 8 + 5
+    assert float(target[0, 0].sum()) == pytest.approx(1.0)
+    assert weight.tolist() == [[1.0, 0.0]]  # outside the crop: no target
+
+
+def test_attention_loss_is_lowest_on_the_target_and_weighted():
+    uv = torch.tensor([[[100.0, 60.0]]])
+    target, _ = attention_target(uv, torch.ones(1, 1), (8, 8), 256, 1.0)
+    on = attention_loss(target.view(1, 1, 8, 8), uv, torch.ones(1, 1), 256, 1.0)
+    flat = attention_loss(torch.full((1, 1, 8, 8), 1 / 64), uv, torch.ones(1, 1), 256, 1.0)
+    assert float(on) < float(flat)
+    assert float(flat) == pytest.approx(math.log(64), rel=1e-5)
+    # Through DFLLoss: off by default, weighted when on.
+    batch = _two_hands()
+    off = DFLLoss(LossConfig(pair_loss="fixed"))(_predict(batch["joints_uvd"], (8.0, -8.0)), batch)
+    on_ = DFLLoss(LossConfig(pair_loss="fixed", w_attn=2.0))(
+        _predict(batch["joints_uvd"], (8.0, -8.0)), batch
+    )
+    assert float(off["attn"].detach()) == 0.0
+    assert float(on_["attn"].detach()) == pytest.approx(math.log(64), rel=1e-5)
+    assert float((on_["loss"] - off["loss"]).detach()) == pytest.approx(2 * math.log(64), rel=1e-4)

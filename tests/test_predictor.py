@@ -260,3 +260,62 @@ def test_second_hand_recrops_only_when_the_crop_changes(
     if passes == 2:  # re-cropped on both hands: wider than the detected hand's own crop
         side = (det[3] - det[1]) * p.config.box_scale
         assert crop[2] - crop[0] > 1.2 * side
+
+
+@dataclass(frozen=True)
+class MarkedDet:
+    box: np.ndarray
+    handedness: str
+    landmarks: np.ndarray
+    score: float = 0.9
+
+
+def test_upright_model_turns_the_crop_and_maps_back_exactly(tmp_path, image) -> None:
+    """An upright model's crop is turned by the detected landmarks (a hand pointing right: 90
+    degrees), and the network's crop-pixel joints come back to the same image pixels."""
+    import torch
+
+    from dfl_infer.crop import UP_JOINT
+    from dfl_infer.decode import CropOutputs
+    from dfl_infer.joints import WRIST
+    from dfl_infer.model import DFLConfig, DFLModel
+
+    torch.manual_seed(0)
+    DFLModel(DFLConfig.tiny(upright=True)).save_pretrained(tmp_path)
+    marks = np.zeros((21, 2)) + [240.0, 180.0]
+    marks[:, 0] += np.linspace(-40, 40, 21)
+    marks[WRIST], marks[UP_JOINT] = [200.0, 180.0], [240.0, 180.0]
+    det = MarkedDet(np.array([200.0, 170, 280, 190]), "right", marks)
+    p = DFLPredictor(tmp_path, device="cpu", detector=FixedDetector([det]))
+    crops = []
+
+    def run(batch: np.ndarray) -> CropOutputs:
+        crops.append(batch)
+        b = len(batch)
+        # The network "finds" a right hand at the crop's middle column, pointing up.
+        uv = np.stack([np.full(42, 128.0), np.linspace(60, 200, 42)], axis=1)
+        joints = np.concatenate([uv, np.zeros((42, 1))], axis=1)[None].repeat(b, 0)
+        return CropOutputs(
+            joints.astype(np.float32),
+            np.tile(np.array([[5.0, -5.0]], np.float32), (b, 1)),
+            np.zeros(b, np.float32),
+            np.repeat(joints[:, None, :, :2], 3, axis=1).astype(np.float32),
+            np.tile(np.array([[20.0, -20.0]], np.float32), (b, 1)),
+        )
+
+    run.config = p.config  # type: ignore[attr-defined]
+    p._net = run  # type: ignore[assignment]
+    pred = p.predict(image)
+    (hand,) = pred.hands
+    (crop_box,) = pred.crops
+    # Up in the crop is +x in the image for a 90-degree turn: the column of joints at crop
+    # x = 128 is a row in the image, from the crop's centre outwards along +x for smaller v.
+    rows = hand.joints_2d
+    assert np.ptp(rows[:, 1]) < 1e-6 and np.ptp(rows[:, 0]) > 10
+    assert rows[0, 0] > rows[-1, 0]  # smaller crop v (higher up) -> farther along +x
+    # Exact inverse: the image joints map back to the crop joints the runner returned.
+    from dfl_infer.crop import crop_around, upright_rotation
+
+    crop = crop_around(marks, p.config.input_size, p.config.box_scale, upright_rotation([marks]))
+    np.testing.assert_allclose(crop.box, crop_box, atol=1e-9)
+    np.testing.assert_allclose(crop.to_crop(hand.joints_2d)[:, 0], 128.0, atol=1e-6)

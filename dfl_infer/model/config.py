@@ -19,7 +19,7 @@ CONFIG_FORMAT = 1
 PRESET_NAMES = ("r50", "r18", "mphand", "tiny")
 # Keys a saved config may lack: added after format 1 began, with defaults that reproduce what
 # older files meant. Any other missing key is an error (a hand-edited file lost it).
-OPTIONAL_KEYS = frozenset({"metadata", "position_xy", "handedness_head"})
+OPTIONAL_KEYS = frozenset({"metadata", "position_xy", "handedness_head", "upright"})
 # Lower bounds of the numeric fields: (minimum, whether the minimum itself is allowed).
 _BOUNDS: dict[str, tuple[float, bool]] = {
     "fpn_channels": (1, True),
@@ -106,6 +106,11 @@ class DFLConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB in [0, 1]
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     box_scale: float = 1.25  # the square box around the hands is widened by this factor
+    # Crops turned so that the hand's wrist-to-middle-MCP direction points up
+    # (crop.upright_rotation; two hands: their mean direction when they agree), as MediaPipe's
+    # landmark model sees its crops; not turned where no landmarks are known (a given box, a
+    # whole-image first look).
+    upright: bool = False
     # --- output scaling --------------------------------------------------------------------
     depth_range_mm: float = 400.0  # relative joint depths are regressed in +-depth_range_mm / 2
     root_depth_range_mm: float = 400.0  # left-wrist minus right-wrist depth, same convention

@@ -299,7 +299,9 @@ class Decoder(nn.Module):
         r, l_ = ROOT_INDICES
         root_in = torch.cat([jp[:, r], jp[:, l_], ja[:, :n].mean(1), ja[:, n:].mean(1)], dim=-1)
         rel_root = self.root_depth(root_in).squeeze(-1).float() * (cfg.root_depth_range_mm / 2)
-        return DecoderOutput(uvd, uv_iter, presence, rel_root, self._sides(uvd, ja, jp, global_a))
+        side = self._sides(uvd, ja, jp, global_a)
+        init_attn = attn.view(b, -1, *appearance[0].shape[-2:])
+        return DecoderOutput(uvd, uv_iter, presence, rel_root, side, init_attn)
 
     def _sides(
         self, uvd: torch.Tensor, ja: torch.Tensor, jp: torch.Tensor, global_a: torch.Tensor

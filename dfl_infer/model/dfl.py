@@ -50,6 +50,7 @@ class DFLModel(nn.Module):
             segmentation=enc.segmentation,
             joints_2d_iter=dec.joints_2d_iter,
             handedness=dec.handedness,
+            init_attention=dec.init_attention,
         )
 
     def num_parameters(self) -> int:

@@ -29,6 +29,7 @@ class DecoderOutput(NamedTuple):
     hand_presence: torch.Tensor
     rel_root_depth: torch.Tensor
     handedness: torch.Tensor
+    init_attention: torch.Tensor
 
 
 class DFLOutput(NamedTuple):
@@ -40,6 +41,9 @@ class DFLOutput(NamedTuple):
       once ordered by ``handedness``, ``decode.CropOutputs.sided``).
     - ``hand_presence`` (B, 2): logits that slot 0 / slot 1 holds a hand in the crop.
     - ``rel_root_depth`` (B,): depth of slot 1's wrist minus that of slot 0's wrist, mm.
+    - ``init_attention`` (B, 42, S/32, S/32): each joint query's initial attention over the
+      coarsest feature map (eq. 1-2; rows sum to 1), a training signal (``losses.py``); not
+      exported.
     - ``handedness`` (B, 2): logits that the hand in slot 0 / slot 1 is a right hand. A model
       without a handedness head (fixed slots, ``DFLConfig.handedness_head`` false) returns
       constant logits +-``joints.FIXED_SIDE_LOGIT``: slot 0 right, slot 1 left.
@@ -48,8 +52,8 @@ class DFLOutput(NamedTuple):
       iteration (a training signal; at inference, their agreement is the per-joint confidence,
       ``decode.joint_confidence``).
 
-    All six, in this order, are the outputs of the exported ONNX graph (``export.py``), which
-    stacks ``joints_2d_iter`` into one (B, T, 42, 2) tensor.
+    All but ``init_attention``, in this order, are the outputs of the exported ONNX graph
+    (``export.py``), which stacks ``joints_2d_iter`` into one (B, T, 42, 2) tensor.
     """
 
     joints_25d: torch.Tensor
@@ -58,3 +62,4 @@ class DFLOutput(NamedTuple):
     segmentation: torch.Tensor
     joints_2d_iter: list[torch.Tensor]
     handedness: torch.Tensor
+    init_attention: torch.Tensor

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from dfl_infer.training import evaluate, fit, holdout, pseudolabel
+from dfl_infer.training import composite, evaluate, fit, holdout, pseudolabel
 from dfl_infer.training.synth import cli as synth_cli
 from dfl_infer.training.synth import clip as synth_clip
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfl-train", description="Train and evaluate DFL models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for tool in (synth_cli, synth_clip, fit, evaluate, pseudolabel, holdout):
+    for tool in (synth_cli, synth_clip, fit, evaluate, pseudolabel, holdout, composite):
         tool.add_parser(sub)
     return parser
 

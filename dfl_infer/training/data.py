@@ -33,12 +33,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from dfl_infer.crop import Crop, make_crop, points_box
+from dfl_infer.crop import UP_JOINT, Crop, make_crop, points_box, turned_box, upright_rotation
 from dfl_infer.joints import (
     FLIP_PERMUTATION,
     NUM_HAND_JOINTS,
     NUM_JOINTS,
     ROOT_INDICES,
+    WRIST,
     flip_seg_classes,
 )
 from dfl_infer.training.interhand import (
@@ -62,6 +63,10 @@ class AugmentConfig:
     flip_prob: float = 0.5  # horizontal flip; swaps the hands (FLIP_PERMUTATION)
     rotation_deg: float = 45.0  # uniform in +-rotation_deg, applied with rotation_prob
     rotation_prob: float = 0.6
+    # Upright datasets (``upright=True``): every crop turned upright, then by a jitter uniform in
+    # +-upright_jitter_deg (instead of the rotation above), so the network learns the crops that
+    # inference gives it and a little around them.
+    upright_jitter_deg: float = 20.0
     scale: float = 0.25  # box side multiplied by a factor uniform in [1 - scale, 1 + scale]
     translation: float = 0.15  # box centre shifted by up to this fraction of its side, per axis
     color: float = 0.2  # brightness, contrast and saturation factors in [1 - color, 1 + color]
@@ -99,11 +104,26 @@ class Sample:
         ]
         return np.array([present[h] and bool(self.joint_valid[ROOT_INDICES[h]]) for h in (0, 1)])
 
+    def upright_joints(self) -> list[np.ndarray]:
+        """The (21, 2) image joints of each annotated hand whose wrist and middle MCP are valid:
+        what ``crop.upright_rotation`` turns upright (the detector's landmarks at inference)."""
+        out = []
+        for h in np.flatnonzero(self.hand_valid):
+            sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
+            if self.joint_valid[sl][[WRIST, UP_JOINT]].all():
+                out.append(self.joints_img[sl])
+        return out
+
+    def box_points(self) -> np.ndarray:
+        """(N, 2) image pixels of the joints the GT box holds: the valid joints of the annotated
+        hands (of any valid joint when no hand has a valid wrist)."""
+        valid = self.joint_valid & np.repeat(self.hand_valid, NUM_HAND_JOINTS)
+        pts: np.ndarray = self.joints_img[valid if valid.any() else self.joint_valid]
+        return pts
+
     def box(self) -> np.ndarray:
         """GT box (xyxy): the tight box of the valid joints' projections (InterNet-style)."""
-        valid = self.joint_valid & np.repeat(self.hand_valid, NUM_HAND_JOINTS)
-        pts = self.joints_img[valid] if valid.any() else self.joints_img[self.joint_valid]
-        box = points_box(pts)
+        box = points_box(self.box_points())
         # A degenerate box (one valid joint) still needs an area for make_crop.
         if box[2] - box[0] < 1 or box[3] - box[1] < 1:
             c = (box[:2] + box[2:]) / 2
@@ -208,8 +228,10 @@ class InterHandDataset(Dataset[dict[str, torch.Tensor]]):
         size: int = 256,
         box_scale: float = 1.25,
         augment: AugmentConfig | None = None,
+        upright: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.upright = upright
         self.split = split
         self.size = size
         self.box_scale = box_scale
@@ -223,16 +245,25 @@ class InterHandDataset(Dataset[dict[str, torch.Tensor]]):
 
     def make_crop(self, index: int, rng: np.random.Generator | None = None) -> Crop:
         """The crop of sample ``index``: the GT box x box_scale, randomly moved when ``rng``."""
-        box = self.samples[index].box()
+        sample = self.samples[index]
+        box, upright = sample.box(), 0.0
+        if self.upright:
+            hands = sample.upright_joints()
+            upright = upright_rotation(hands)
+            if hands and len(pts := sample.box_points()) > 1:
+                box = turned_box(pts, upright)
         aug = self.augment
         if rng is None or aug is None:
-            return make_crop(box, self.size, self.box_scale)
+            return make_crop(box, self.size, self.box_scale, rotation=upright)
         c = (box[:2] + box[2:]) / 2
         side = max(box[2] - box[0], box[3] - box[1])
         c = c + rng.uniform(-aug.translation, aug.translation, 2) * side
         half = side * (1 + rng.uniform(-aug.scale, aug.scale)) / 2
-        rot = rng.uniform(-aug.rotation_deg, aug.rotation_deg)
-        rot = rot if rng.uniform() < aug.rotation_prob else 0.0
+        if self.upright:
+            rot = upright + rng.uniform(-aug.upright_jitter_deg, aug.upright_jitter_deg)
+        else:
+            rot = rng.uniform(-aug.rotation_deg, aug.rotation_deg)
+            rot = rot if rng.uniform() < aug.rotation_prob else 0.0
         flip = bool(rng.uniform() < aug.flip_prob)
         moved = np.array([c[0] - half, c[1] - half, c[0] + half, c[1] + half])
         return make_crop(moved, self.size, self.box_scale, rotation=rot, flip=flip)

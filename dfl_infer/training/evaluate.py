@@ -253,7 +253,9 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = DFLModel.from_pretrained(args.weights, map_location="cpu")
     cfg = model.config
-    ds = InterHandDataset(root, args.split, cfg.input_size, cfg.box_scale, AugmentConfig.none())
+    ds = InterHandDataset(
+        root, args.split, cfg.input_size, cfg.box_scale, AugmentConfig.none(), upright=cfg.upright
+    )
     pred = predict_dataset(model, ds, args.batch_size, device, args.num_workers)
     metrics = evaluate_predictions(ds, pred.joints_25d, pred.hand_presence, pred.rel_root_depth)
     out = Path(args.out)

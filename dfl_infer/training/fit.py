@@ -154,6 +154,10 @@ class FitConfig:
     # "matched": each image under the cheaper slot assignment, with a handedness head (added to
     # --init weights that lack one); "fixed": the paper's right/left slots (losses.py).
     pair_loss: str = "matched"
+    # Crops turned upright (DFLConfig.upright): training crops turned by their labels' hand
+    # direction plus a jitter (AugmentConfig.upright_jitter_deg), inference by the detector's.
+    upright: bool = False
+    attn_loss: float = 0.0  # weight of the initial-attention loss (LossConfig.w_attn); 0: off
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -231,8 +235,7 @@ def _synth_iter(
 def _dataset_iter(
     cfg: FitConfig,
     src: SourceSpec,
-    size: int,
-    box_scale: float,
+    model_cfg: DFLConfig,
     info: distributed.DistInfo,
     steps: Iterator[int],
     batch_size: int,
@@ -244,7 +247,8 @@ def _dataset_iter(
 
     assert src.root is not None
     augment = AugmentConfig() if cfg.augment else None
-    ds = InterHandDataset(src.root, cfg.split, size, box_scale, augment=augment)
+    size, box_scale, upright = model_cfg.input_size, model_cfg.box_scale, model_cfg.upright
+    ds = InterHandDataset(src.root, cfg.split, size, box_scale, augment=augment, upright=upright)
     keep_hand_types(ds, cfg.hand_types)
     sampler = StepBatchSampler(len(ds), batch_size, seed, info.rank, steps=steps)
     loader = DataLoader(
@@ -295,10 +299,9 @@ def build_sources(
         if src.kind == "synth":
             iters.append(_synth_iter(cfg, model_cfg.input_size, info, steps, n))
         else:
-            size, box_scale = model_cfg.input_size, model_cfg.box_scale
             # Mixed sources draw every step: a seed of their own keeps them uncorrelated.
             seed = cfg.seed + 7919 * (j + 1) if sizes else cfg.seed
-            iters.append(_dataset_iter(cfg, src, size, box_scale, info, steps, n, seed))
+            iters.append(_dataset_iter(cfg, src, model_cfg, info, steps, n, seed))
     return specs, iters
 
 
@@ -383,6 +386,8 @@ def build_model(cfg: FitConfig) -> DFLModel:
         overrides: dict[str, Any] = {"input_size": cfg.input_size} if cfg.input_size else {}
         if cfg.pair_loss == "matched":
             overrides["handedness_head"] = True
+        if cfg.upright:
+            overrides["upright"] = True
         model = DFLModel(getattr(DFLConfig, cfg.config)(**overrides))
     if cfg.pair_loss == "matched" and not model.config.handedness_head:
         model = with_handedness_head(model)
@@ -390,11 +395,18 @@ def build_model(cfg: FitConfig) -> DFLModel:
         from dfl_infer.training.init_backbone import init_backbone
 
         init_backbone(model, cfg.init_backbone, cfg.init_backbone_file)
+    changes: dict[str, Any] = {}
     if cfg.input_size and model.config.input_size != cfg.input_size:
-        raise ValueError(
-            f"--input-size {cfg.input_size} differs from the init weights' "
-            f"{model.config.input_size}"
-        )
+        changes["input_size"] = cfg.input_size
+    if cfg.upright and not model.config.upright:
+        changes["upright"] = True
+    if changes:
+        # Neither changes a weight's shape (the position features are computed, not stored):
+        # the same weights, rebuilt for the new crops.
+        moved = DFLModel(dataclasses.replace(model.config, **changes))
+        moved.load_state_dict(model.state_dict(), strict=True)
+        logger.info("crop contract changed from the init weights: %s", changes)
+        model = moved
     freeze_trunk(model, cfg.freeze_trunk)
     return model.train()
 
@@ -558,7 +570,8 @@ def _train(t: _Trainer, start: int) -> None:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
     if cfg.pair_loss == "matched" and not model.config.handedness_head:
         raise ValueError("--pair-loss matched needs a model with a handedness head")
-    loss_fn = DFLLoss(LossConfig(pair_loss=cfg.pair_loss), input_size=model.config.input_size)
+    loss_cfg = LossConfig(pair_loss=cfg.pair_loss, w_attn=cfg.attn_loss)
+    loss_fn = DFLLoss(loss_cfg, input_size=model.config.input_size)
     specs, iters = build_sources(cfg, model.config, info, start + 1)
     weights = [s.weight for s in specs]
     end = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
@@ -717,7 +730,12 @@ class Validator:
             if name in self.datasets:
                 raise ValueError(f"--val {spec!r}: {name} is already a --val folder")
             self.datasets[name] = InterHandDataset(
-                root, split, model_cfg.input_size, model_cfg.box_scale, augment=None
+                root,
+                split,
+                model_cfg.input_size,
+                model_cfg.box_scale,
+                augment=None,
+                upright=model_cfg.upright,
             )
 
     def __call__(self, model: DFLModel, step: int, out: Path) -> dict[str, dict[str, float]]:
@@ -869,6 +887,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "assignments, with a handedness output per slot (added to --init weights without one); "
         "fixed: the paper's slots, 0-20 the right hand and 21-41 the left",
     )
+    p.add_argument(
+        "--upright",
+        action="store_true",
+        help="train (and save) a model whose crops are turned upright by the hand's direction "
+        "(DFLConfig.upright); with --init, the init weights get the new crop contract",
+    )
+    p.add_argument(
+        "--attn-loss",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="weight of the cross-entropy between each joint query's initial attention and a "
+        "Gaussian at its labelled joint (0: off, the paper's loss)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -913,6 +945,8 @@ def _run(args: argparse.Namespace) -> int:
         best_guard=tuple(args.best_guard),
         hand_types=_hand_types(args.hand_types),
         pair_loss=args.pair_loss,
+        upright=args.upright,
+        attn_loss=args.attn_loss,
     )
     for guard in cfg.best_guard:
         parse_guard(guard, len(cfg.val))  # fail on a bad --best-guard before training

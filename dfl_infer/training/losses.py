@@ -70,6 +70,11 @@ class LossConfig:
     # "matched": each image under the cheaper slot assignment; "fixed": the paper's slots.
     pair_loss: str = "matched"
     w_side: float = 1.0  # handedness BCE of each labelled hand's slot (matched only)
+    # Cross-entropy of each joint query's initial attention (DFL's appearance relationship,
+    # eq. 1-2) against a Gaussian of attn_sigma cells at the joint's labelled position on the
+    # coarsest map; 0: off (the paper's loss).
+    w_attn: float = 0.0
+    attn_sigma: float = 1.0
 
     def __post_init__(self) -> None:
         if self.pair_loss not in PAIR_LOSSES:
@@ -217,6 +222,37 @@ def swap_targets(batch: dict[str, torch.Tensor], swap: torch.Tensor) -> dict[str
     return out
 
 
+def attention_target(
+    uv: torch.Tensor, valid: torch.Tensor, grid: tuple[int, int], crop: int, sigma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per joint, a Gaussian of ``sigma`` cells at its crop-pixel position ``uv`` (B, J, 2) on a
+    ``grid`` (h, w) feature map over a ``crop``-pixel crop, normalised to sum 1: (B, J, h*w);
+    and the weight (B, J): ``valid`` and inside the crop."""
+    h, w = grid
+    # Pixel centres: crop pixel u lies at cell (u + 0.5) * w / crop - 0.5.
+    cu = (uv[..., 0] + 0.5) * (w / crop) - 0.5
+    cv = (uv[..., 1] + 0.5) * (h / crop) - 0.5
+    ys = torch.arange(h, device=uv.device, dtype=uv.dtype)
+    xs = torch.arange(w, device=uv.device, dtype=uv.dtype)
+    gy = torch.exp(-((ys - cv[..., None]) ** 2) / (2 * sigma**2))  # (B, J, h)
+    gx = torch.exp(-((xs - cu[..., None]) ** 2) / (2 * sigma**2))  # (B, J, w)
+    target = (gy[..., :, None] * gx[..., None, :]).flatten(-2)
+    target = target / target.sum(-1, keepdim=True).clamp_min(1e-12)
+    inside = (uv > -0.5).all(-1) & (uv < crop - 0.5).all(-1)
+    return target, valid * inside.to(valid.dtype)
+
+
+def attention_loss(
+    attention: torch.Tensor, uv: torch.Tensor, valid: torch.Tensor, crop: int, sigma: float
+) -> torch.Tensor:
+    """Masked mean over joints of ``-sum target * log attention``; ``attention`` (B, J, h, w)
+    rows summing to 1 (``DFLOutput.init_attention``)."""
+    b, j, h, w = attention.shape
+    target, weight = attention_target(uv.float(), valid.float(), (h, w), crop, sigma)
+    logp = attention.float().flatten(-2).clamp_min(1e-12).log()
+    return masked_mean(-(target * logp).sum(-1), weight)
+
+
 class DFLLoss(nn.Module):
     """The total training loss. ``forward(outputs, batch)`` -> dict of scalar tensors: ``loss``
     (the total to minimize) and its components ``l2d``, ``l25d_uv``, ``l25d_depth``, ``l25d``,
@@ -237,6 +273,7 @@ class DFLLoss(nn.Module):
         super().__init__()
         self.config = config or LossConfig()
         self.uv_scale = REFERENCE_CROP / input_size
+        self.input_size = input_size
 
     def forward(
         self, outputs: DFLOutput, batch: dict[str, torch.Tensor]
@@ -296,6 +333,12 @@ class DFLLoss(nn.Module):
         rel = outputs.rel_root_depth.float()
         root = masked_mean((rel - batch["rel_root_depth"].float()).abs(), root_w)
 
+        attn = pred.sum() * 0
+        if cfg.w_attn > 0:
+            attn = attention_loss(
+                outputs.init_attention, target[..., :2], valid, self.input_size, cfg.attn_sigma
+            )
+
         l25d = uv + depth
         seg = focal + dice
         total = (
@@ -305,6 +348,7 @@ class DFLLoss(nn.Module):
             + cfg.w_presence * presence
             + cfg.w_root * root
             + cfg.w_side * side
+            + cfg.w_attn * attn
         )
         return {
             "loss": total,
@@ -318,5 +362,6 @@ class DFLLoss(nn.Module):
             "presence": presence,
             "root": root,
             "side": side,
+            "attn": attn,
             "swapped": swapped,
         }
