@@ -120,6 +120,7 @@ class _Task:
     presence: np.ndarray | None = None  # (2,) probabilities, right / left
     confidence: np.ndarray | None = None  # (42,) per-joint confidence (decode.joint_confidence)
     rel_root_depth: float = 0.0  # mm, left wrist minus right wrist
+    side: np.ndarray | None = None  # (2,) probability that each hand is the side it is reported as
 
     def present(self, threshold: float) -> np.ndarray:
         """(2,) bool: which hands (right, left) the network found in this crop."""
@@ -551,11 +552,13 @@ class DFLPredictor:
             chunk = tasks[start : start + self.batch_size]
             out = self._net(crop_batch([rgbs[t.image] for t in chunk], [t.crop for t in chunk]))
             presence, confidence = out.presence(), out.confidence(self.config.input_size)
+            side = out.side_probability()
             for k, task in enumerate(chunk):
                 task.joints_25d = out.joints_25d[k]
                 task.presence = presence[k]
                 task.confidence = confidence[k]
                 task.rel_root_depth = float(out.rel_root_depth[k])
+                task.side = side[k]
 
     def _collect(
         self, index: int, rgb: np.ndarray | LargeImage, intr: Intrinsics, tasks: list[_Task]
@@ -578,6 +581,7 @@ class DFLPredictor:
                     joints_3d=joints_3d[sl],
                     joints_3d_rel=relative_to_wrist(joints_3d[sl]),
                     joint_confidence=None if task.confidence is None else task.confidence[sl],
+                    handedness_score=None if task.side is None else float(task.side[h]),
                 )
                 candidates.append((number, hand))
         hands = _deduplicate(candidates)

@@ -49,6 +49,9 @@ class Hand:
       threshold) and that is still reported (``track.HandTracker``): its joints are the track's
       last ones moved on by the track's motion, ``score`` is the network's presence for its side
       in the crop it was given (NaN when not known), ``joint_confidence`` is None.
+    - ``handedness_score``: probability in [0, 1] that ``handedness`` is the right side, from
+      the network's handedness output (1 for a model with fixed right/left slots); None when not
+      known (written only when known).
     """
 
     handedness: str
@@ -58,6 +61,7 @@ class Hand:
     joints_3d_rel: np.ndarray
     joint_confidence: np.ndarray | None = None
     coasting: int = 0
+    handedness_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready and strict: a value that is not finite is never written as NaN or
@@ -74,6 +78,8 @@ class Hand:
         }
         if self.coasting:
             record["coasting"] = int(self.coasting)
+        if self.handedness_score is not None and np.isfinite(self.handedness_score):
+            record["handedness_score"] = round(float(self.handedness_score), 4)
         conf = self.joint_confidence
         if conf is not None and np.isfinite(conf).all():
             record["joint_confidence"] = _round(conf, 3)
