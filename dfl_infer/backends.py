@@ -169,9 +169,7 @@ def onnx_runner_for_weights(
         return None
     sha = runner.metadata.get(WEIGHTS_SHA_KEY)
     stored = runner.metadata.get("dfl_config")
-    same_config = stored is not None and json.loads(stored) == json.loads(
-        json.dumps(config.to_dict())
-    )
+    same_config = stored is not None and _stored_config(stored) == config
     if sha != file_sha256(weights_path) or not same_config:
         logger.warning(
             "%s was not exported from %s and its config.json; ignoring it (re-export it with "
@@ -188,6 +186,16 @@ def onnx_runner_for_weights(
         f", {count:,} parameters" if count is not None else "",
     )
     return runner
+
+
+def _stored_config(text: str) -> DFLConfig | None:
+    """The config an ONNX graph was exported with (its metadata), None if unreadable. Compared as
+    configs, not as JSON, so that a key added later with its old meaning as default (a graph
+    exported before the key existed) still matches, and the free-form metadata does not count."""
+    try:
+        return DFLConfig.from_dict(json.loads(text))
+    except (ValueError, TypeError):
+        return None
 
 
 def onnxruntime_available() -> bool:
