@@ -326,3 +326,39 @@ def test_actor_killed_mid_run_every_input_once(cluster, inputs, tmp_path) -> Non
     source: dict[str, str] = inputs["source"]  # type: ignore[assignment]
     bad: list[str] = inputs["bad"]  # type: ignore[assignment]
     assert Counter(str(r["path"]) for r in _records(out)) == Counter([*source, *bad])
+
+
+def test_ctrl_c_on_the_driver_then_restart(cluster, inputs, tmp_path) -> None:
+    out = tmp_path / "out"
+    command = _ray_cli(cluster, out, inputs["list"], "--batch-size", "2", "--shard-rows", "2")
+    proc = subprocess.Popen([*command, "-q"], env=cluster["env"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if out.is_dir() and sum(_shard_paths(out).values()) >= 2:
+                proc.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "run again to continue" in err and "Traceback" not in err
+    partial = _shard_paths(out)
+    assert max(partial.values()) == 1 and 2 <= sum(partial.values()) < 41
+    res = subprocess.run(command, env=cluster["env"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    source: dict[str, str] = inputs["source"]  # type: ignore[assignment]
+    bad: list[str] = inputs["bad"]  # type: ignore[assignment]
+    assert Counter(str(r["path"]) for r in _records(out)) == Counter([*source, *bad])
+
+
+def test_cli_without_ray_says_how_to_install(monkeypatch, tmp_path, capsys) -> None:
+    from dfl_infer.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    code = main(["ray", str(EXAMPLES), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and 'pip install "dfl-infer[ray]"' in err and err.count("\n") == 1
