@@ -374,6 +374,18 @@ def predict_dataset(
         raise ValueError("actors and batch_size must be at least 1")
     if not (cpus_per_actor >= 0 and gpus_per_actor >= 0 and cpus_per_task > 0):
         raise ValueError("CPUs and GPUs per actor must be >= 0, CPUs per task > 0")
+    if rt.is_initialized():
+        free = float(rt.cluster_resources().get("CPU", 0.0)) - actors * cpus_per_actor
+        if free < cpus_per_task:
+            logger.warning(
+                "the %d actors reserve %.3g of the cluster's %.3g CPUs, leaving less than the "
+                "%.3g a decoding task needs: the run waits for more CPUs (lower --actors or "
+                "--cpus-per-actor / --cpus-per-task)",
+                actors,
+                actors * cpus_per_actor,
+                free + actors * cpus_per_actor,
+                cpus_per_task,
+            )
     if isinstance(inputs, rt.data.Dataset):
         ds = inputs
         if "path" not in (ds.columns() or []):
