@@ -144,10 +144,9 @@ def main() -> None:
     print()
     for what, a, b in (("start-up incl.", local2, ray2), ("after the first result",
                                                           steady_local2, steady_ray2)):  # fmt: skip
-        gap = 1 - b / a
-        verdict = "met" if gap <= TARGET_RAY_OVERHEAD else "missed"
-        print(f"Ray with 2 actors vs local --workers 2, {what}: {gap:+.1%} slower "
-              f"(target <= 15%: {verdict})")  # fmt: skip
+        verdict = "met" if b / a >= 1 - TARGET_RAY_OVERHEAD else "missed"
+        print(f"Ray with 2 actors vs local --workers 2, {what}: {b / a:.0%} of its images/s "
+              f"(target >= 85%: {verdict})")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

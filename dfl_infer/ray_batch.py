@@ -288,21 +288,38 @@ class NetworkActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]
         errors = [str(e) for e in batch["error"]]
-        todo = [i for i, e in enumerate(errors) if not e]
-        images: list[Any] = []
-        for i in todo:
-            images.append(open_image(paths[i]) if batch["large"][i] else batch["image"][i])
-        dets = [_detections(str(batch["detections"][i])) for i in todo]
-        outcomes = self.predictor.predict_batch(
-            images, focal=self.focal, detections=dets, return_errors=True
-        )
+        images: dict[int, Any] = {}
+        temporary: list[str] = []
+        try:
+            for i, error in enumerate(errors):
+                if error:
+                    continue
+                if not batch["large"][i]:
+                    images[i] = batch["image"][i]
+                    continue
+                try:  # a LargeImage: opened again here, its crops decoded from the file
+                    images[i], tmp = _read_local(paths[i], None)
+                except ImageError as exc:
+                    errors[i] = str(exc)
+                    continue
+                if tmp is not None:
+                    temporary.append(tmp)
+            todo = list(images)
+            dets = [_detections(str(batch["detections"][i])) for i in todo]
+            outcomes = self.predictor.predict_batch(
+                [images[i] for i in todo], focal=self.focal, detections=dets, return_errors=True
+            )
+        finally:
+            for tmp in temporary:
+                os.unlink(tmp)
         records: list[str] = [""] * len(paths)
         for i in range(len(paths)):
             if errors[i]:
                 records[i] = json.dumps({"path": paths[i], **image_entry(None, None, errors[i])})
-        for i, image, outcome in zip(todo, images, outcomes):
-            from dfl_infer.results import Prediction
+        from dfl_infer.results import Prediction
 
+        for i, outcome in zip(todo, outcomes):
+            image = images[i]
             if isinstance(outcome, Prediction):
                 entry = image_entry(image.shape, outcome, None)
             else:

@@ -3,9 +3,10 @@
 The writer's guarantees (whole shards, exactly once across restarts, Ctrl-C and a full disk) are
 tested without Ray. The rest runs on a real local cluster that the tests start and stop: ``ray
 start --head`` on 127.0.0.1 plus a second node joined to it (two raylets on one machine, one CPU
-each), over 41 inputs (copies of examples/ under other names, bad files, a missing path): results
-equal to the local ``dfl-infer`` within float tolerance, and a network actor's process killed
-mid-run with every input still written exactly once. Skipped when Ray is not installed."""
+each), over 43 inputs (copies of examples/ under other names, one by a file:// URI, a very large
+one, bad files, a missing path): results equal to the local ``dfl-infer`` within float
+tolerance, a network actor's process killed mid-run and Ctrl-C on the driver with every input
+still written exactly once. Skipped when Ray is not installed."""
 
 from __future__ import annotations
 
@@ -211,7 +212,8 @@ def cluster(tmp_path_factory) -> Iterator[dict[str, object]]:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, object]:
-    """41 inputs: 36 copies of the 6 examples under other names, 4 bad files, 1 missing path."""
+    """43 inputs: 36 copies of the 6 examples under other names, one more read by a file:// URI,
+    one enlarged to 4300 x 4100 (a LargeImage), 4 bad files and 1 missing path."""
     root = tmp_path_factory.mktemp("ray_inputs")
     photos = root / "photos"
     photos.mkdir()
@@ -226,10 +228,21 @@ def inputs(tmp_path_factory) -> dict[str, object]:
     (photos / "empty.jpg").write_bytes(b"")
     (photos / "truncated.jpg").write_bytes(examples[0].read_bytes()[:300])
     (photos / "noise.png").write_bytes(np.random.default_rng(0).bytes(500))
+    uri_folder = root / "by_uri"  # read through pyarrow.fs, as s3:// or gs:// would be
+    uri_folder.mkdir()
+    shutil.copy(examples[1], uri_folder / "u.jpg")
+    source[f"file://{uri_folder}/u.jpg"] = examples[1].name
+    from PIL import Image
+
+    large = root / "large.jpg"  # over LARGE_IMAGE_PIXELS: the actor opens it again, lazily
+    with Image.open(examples[0]) as img:
+        img.convert("RGB").resize((4300, 4100)).save(large, quality=80)
+    source[str(large)] = large.name
     listing = root / "inputs.txt"
-    listing.write_text("photos\nmissing.jpg\n")
+    listing.write_text(f"photos\nmissing.jpg\nfile://{uri_folder}\n{large}\n")
     bad = [str(photos / n) for n in ("text.jpg", "empty.jpg", "truncated.jpg", "noise.png")]
-    return {"list": listing, "source": source, "bad": [*bad, str(root / "missing.jpg")]}
+    return {"list": listing, "source": source, "bad": [*bad, str(root / "missing.jpg")],
+            "large": large}  # fmt: skip
 
 
 def _ray_cli(cluster: dict[str, object], out: Path, listing: object, *extra: str) -> list[str]:
@@ -263,10 +276,11 @@ def test_cluster_run_matches_local_and_restarts(cluster, inputs, tmp_path) -> No
     assert all(by_path[p]["error"] and not by_path[p]["hands"] for p in bad)
     assert "no such file" in str(by_path[bad[-1]]["error"])
     manifest = ray_batch.read_manifest(out)
-    assert manifest is not None and manifest["rows"] == 41 and manifest["last_run"]["complete"]
+    assert manifest is not None and manifest["rows"] == 43 and manifest["last_run"]["complete"]
     # The local path, over the originals: the same entries within float tolerance.
     local = tmp_path / "local.json"
-    assert main([str(EXAMPLES), "--out", str(local), "--workers", "0", "-q"]) == 0
+    args = [str(EXAMPLES), str(inputs["large"]), "--out", str(local), "--workers", "0", "-q"]
+    assert main(args) == 0
     expected = {Path(str(r["path"])).name: r for r in json.loads(local.read_text())["images"]}
     for path, name in source.items():
         got, want = by_path[path], expected[name]
@@ -283,7 +297,7 @@ def test_cluster_run_matches_local_and_restarts(cluster, inputs, tmp_path) -> No
     before = sorted(p.name for p in out.glob("part-*.jsonl"))
     res = subprocess.run(command, env=cluster["env"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "41 inputs were there already" in res.stderr
+    assert "43 inputs were there already" in res.stderr
     assert sorted(p.name for p in out.glob("part-*.jsonl")) == before
 
 
@@ -321,7 +335,7 @@ def test_actor_killed_mid_run_every_input_once(cluster, inputs, tmp_path) -> Non
         if proc.poll() is None:
             proc.kill()
     assert killed is not None, "the run ended before an actor could be killed"
-    assert rows_at_kill < 41, "the kill came after the last row"
+    assert rows_at_kill < 43, "the kill came after the last row"
     assert proc.returncode == 0, err[-3000:]
     source: dict[str, str] = inputs["source"]  # type: ignore[assignment]
     bad: list[str] = inputs["bad"]  # type: ignore[assignment]
@@ -347,7 +361,7 @@ def test_ctrl_c_on_the_driver_then_restart(cluster, inputs, tmp_path) -> None:
     assert proc.returncode == 130, err[-3000:]
     assert "run again to continue" in err and "Traceback" not in err
     partial = _shard_paths(out)
-    assert max(partial.values()) == 1 and 2 <= sum(partial.values()) < 41
+    assert max(partial.values()) == 1 and 2 <= sum(partial.values()) < 43
     res = subprocess.run(command, env=cluster["env"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     source: dict[str, str] = inputs["source"]  # type: ignore[assignment]
