@@ -376,3 +376,32 @@ def test_cli_without_ray_says_how_to_install(monkeypatch, tmp_path, capsys) -> N
     code = main(["ray", str(EXAMPLES), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and 'pip install "dfl-infer[ray]"' in err and err.count("\n") == 1
+
+
+def test_predict_dataset_from_ray_data_reader(cluster, tmp_path) -> None:
+    """The Python API on any Ray Data source: ``read_binary_files(..., include_paths=True)``
+    (``path`` and ``bytes`` columns) -> predict_dataset -> write_results."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for example in sorted(EXAMPLES.glob("*.jpg"))[:3]:
+        shutil.copy(example, photos / example.name)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    out = tmp_path / "out"
+    script = f"""
+import json, ray
+from dfl_infer import ray_batch
+ray.init(address={cluster["address"]!r}, log_to_driver=False)
+ds = ray.data.read_binary_files({str(photos)!r}, include_paths=True)
+rows = ray_batch.predict_dataset(ds, cpus_per_actor=0.5, cpus_per_task=0.5, batch_size=2)
+s = ray_batch.write_results(rows, {str(out)!r})
+print(json.dumps([s.written, s.succeeded]))
+"""
+    res = subprocess.run([sys.executable, "-c", script], env=cluster["env"], capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == [4, 3]
+    records = {Path(str(r["path"])).name: r for r in _records(out)}
+    assert sorted(records) == ["broken.jpg", *sorted(p.name for p in EXAMPLES.glob("*.jpg"))[:3]]
+    assert records["broken.jpg"]["error"] and all(
+        r["hands"] and r["error"] is None for n, r in records.items() if n != "broken.jpg"
+    )
