@@ -127,6 +127,10 @@ def _api_cases(weights: Path, root: Path) -> list[tuple[str, Callable[[], Any]]]
         ("presence_threshold=2", lambda: DFLPredictor(weights, device="cpu", presence_threshold=2)),
         ("device='bogus'", lambda: DFLPredictor(weights, device="bogus")),
         (
+            "predict_batch, the second of 2 images missing",
+            lambda: predictor.predict_batch([img, root / "missing.jpg"], [box, box]),
+        ),
+        (
             "predict_batch, one missing file, return_errors=True",
             lambda: [
                 type(r).__name__

@@ -9,12 +9,13 @@ from dfl_infer.joints import JOINT_NAMES
 from dfl_infer.lift import Intrinsics
 from dfl_infer.model import DFLConfig
 from dfl_infer.predictor import DFLPredictor
-from dfl_infer.results import Hand, Prediction, PredictionError
+from dfl_infer.results import BatchItemError, Hand, Prediction, PredictionError
 
 if TYPE_CHECKING:
     from dfl_infer.model import DFLModel
 
 __all__ = [
+    "BatchItemError",
     "DFLConfig",
     "DFLModel",
     "DFLPredictor",

@@ -8,6 +8,8 @@
     dfl-infer fetch-detector [--dest PATH] [--source auto|google|pip] [--wheel WHEEL] [--force]
     dfl-infer export-onnx --weights DIR_OR_HUB_ID --out model.onnx [--opset N] [--batch dynamic|N]
     dfl-infer export-onnx --weights DIR --into-weights   (DIR/model.onnx, used by --backend auto)
+    dfl-infer ray INPUT... --out DIR [--address ADDR] [--actors N] [--cpus-per-actor C]
+              [--gpus-per-actor G] [--batch-size B]   (a Ray cluster: dfl_infer.ray_batch)
 
 ``predict`` is the default subcommand, so ``dfl-infer photo.jpg`` predicts. The work is done by
 ``files.predict_files`` (predicting), ``bundle.fetch_detector`` and ``export.export_onnx``; this
@@ -38,7 +40,7 @@ if TYPE_CHECKING:  # imported when used: `dfl-infer --help` stays quick
 
 logger = logging.getLogger("dfl_infer")
 
-SUBCOMMANDS = ("predict", "fetch-detector", "export-onnx")
+SUBCOMMANDS = ("predict", "fetch-detector", "export-onnx", "ray")
 
 
 class UsageError(Exception):
@@ -104,6 +106,16 @@ def _default_workers() -> int:
     # cores, 2 workers made the CLI 0-12% slower (docs/performance.md), so they start at 3.
     cpus = os.cpu_count() or 1
     return 0 if cpus <= 2 else min(4, cpus)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got {text!r}")
+    return v
 
 
 def _onnx_batch(text: str) -> int | None:
@@ -294,7 +306,77 @@ def build_parser() -> argparse.ArgumentParser:
         help="'dynamic' (default): any batch size; or a fixed batch size N",
     )
     p.set_defaults(func=export)
+    _add_ray_parser(sub, common)
     return parser
+
+
+def _add_ray_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "ray",
+        parents=[common],
+        help="batch inference on a Ray cluster (pip install 'dfl-infer[ray]')",
+        description="Predict many images on a Ray cluster (Ray Data): decoding and MediaPipe in "
+        "tasks, the network in an actor pool. Writes JSON Lines shards and manifest.json into "
+        "--out; run again with the same --out to continue: inputs already written are skipped. "
+        "See docs/scale.md.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders, .txt files listing paths, or URIs (s3://, gs://, file://)",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the shards")
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="the cluster, as ray.init(address=...) takes it (default: $RAY_ADDRESS, else a "
+        "cluster started on this machine with `ray start`, else a new local Ray)",
+    )
+    p.add_argument(
+        "--actors", type=_positive_int, default=1, metavar="N", help="network actors (default 1)"
+    )
+    p.add_argument(
+        "--cpus-per-actor",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="C",
+        help="CPUs reserved by each network actor (default 1)",
+    )
+    p.add_argument(
+        "--gpus-per-actor",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="G",
+        help="GPUs of each network actor (default 0; > 0 runs PyTorch on CUDA, bf16)",
+    )
+    p.add_argument(
+        "--cpus-per-task",
+        type=_positive_float,
+        default=1.0,
+        metavar="C",
+        help="CPUs of each decoding + hand-detection task (default 1)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=8,
+        metavar="B",
+        help="images per task and per network call (default 8)",
+    )
+    p.add_argument("--weights", metavar="DIR_OR_HUB_ID", help="as for predict")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto")
+    p.add_argument("--threshold", type=_probability, default=0.5, metavar="P")
+    p.add_argument("--focal", type=_positive_float, metavar="F")
+    p.add_argument(
+        "--shard-rows",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="rows per shard (a shard is also written after 30 s; default 256)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or info messages")
+    p.set_defaults(func=ray_predict)
 
 
 def _predictor(args: argparse.Namespace) -> DFLPredictor:
@@ -602,6 +684,81 @@ def export(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ImportError) as exc:
         raise UsageError(str(exc)) from None
     print(path)
+    return 0
+
+
+def ray_predict(args: argparse.Namespace) -> int:
+    """``dfl-infer ray``: :func:`dfl_infer.ray_batch.run` on a cluster, and its messages."""
+    from dfl_infer import ray_batch
+    from dfl_infer.files import check_writable
+
+    try:
+        ray = ray_batch.require_ray()
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    paths = ray_batch.list_inputs(args.inputs)
+    if not paths:
+        raise UsageError("no images to process")
+    out = Path(args.out)
+    try:
+        ray_batch.check_out(out, paths, args.weights)
+        check_writable(out, "--out")
+    except (ray_batch.RayOutputError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.quiet:
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    ray.init(
+        address=args.address,
+        logging_level=logging.WARNING if args.quiet else logging.INFO,
+        log_to_driver=not args.quiet,
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = not args.quiet
+    try:
+        summary = ray_batch.run(
+            paths,
+            out,
+            weights=args.weights,
+            shard_rows=args.shard_rows,
+            actors=args.actors,
+            cpus_per_actor=args.cpus_per_actor,
+            gpus_per_actor=args.gpus_per_actor,
+            cpus_per_task=args.cpus_per_task,
+            batch_size=args.batch_size,
+            threshold=args.threshold,
+            focal=args.focal,
+            backend=args.backend,
+        )
+    except KeyboardInterrupt:
+        logger.error("stopped; the rows written so far are in %s: run again to continue", out)
+        raise
+    except OSError as exc:
+        logger.error(
+            "cannot write into %s (%s); the shards written are whole: run again to continue",
+            out,
+            exc.strerror or exc,
+        )
+        return 1
+    except ray.exceptions.RayError as exc:
+        first = str(exc).strip().splitlines()
+        logger.error("the Ray job failed: %s", first[0] if first else type(exc).__name__)
+        return 1
+    finally:
+        ray.shutdown()
+    logger.info(
+        "wrote %d rows (%d succeeded) in %d shards into %s; %d inputs were there already",
+        summary.written,
+        summary.succeeded,
+        summary.shards,
+        out,
+        summary.skipped,
+    )
+    if summary.missing:
+        logger.error("%d inputs got no row; run again to continue", summary.missing)
+        return 1
+    if summary.written and not summary.succeeded:
+        logger.error("no image succeeded")
+        return 1
     return 0
 
 

@@ -294,7 +294,9 @@ class HandDetector:
     def close(self) -> None:
         """Release MediaPipe's graph; a later :meth:`detect` rebuilds it."""
         if self._landmarker is not None:
-            self._landmarker.close()
+            # Closing logs "DestroyAccelerator" notices from C++ (at exit too): to the log.
+            with _native_stderr_to_log():
+                self._landmarker.close()
             self._landmarker = None
 
     def __enter__(self) -> HandDetector:

@@ -56,7 +56,7 @@ from dfl_infer.joints import HANDS, NUM_HAND_JOINTS
 from dfl_infer.lift import Intrinsics, relative_to_wrist
 from dfl_infer.model import DFLConfig
 from dfl_infer.preprocess import crop_batch
-from dfl_infer.results import Hand, Prediction, PredictionError
+from dfl_infer.results import BatchItemError, Hand, Prediction, PredictionError
 from dfl_infer.smooth import SmoothParams
 from dfl_infer.video import FrameResult, FrameSource, predict_frames
 
@@ -306,7 +306,10 @@ class DFLPredictor:
         the detector). ``intrinsics``: (fx, fy, cx, cy), a 3x3 matrix, a dict or an
         ``Intrinsics``; when None they are assumed (``Intrinsics.default``), with ``focal`` in
         pixels if given."""
-        return self.predict_batch([image], boxes=[box], intrinsics=[intrinsics], focal=focal)[0]
+        try:
+            return self._predict_batch([image], [box], [intrinsics], focal, None)[0]
+        except BatchItemError as err:  # one image: what it raised, as it raised it
+            raise err.exception from None
 
     def predict_video(
         self,
@@ -383,11 +386,19 @@ class DFLPredictor:
         ``detections``: per image, the detector's hands if already found (e.g. by
         ``HandDetector.detect`` in another process), or None to run the detector here.
         ``return_errors``: False (default): the first bad image (unreadable, bad intrinsics,
-        ...) raises and nothing is returned; True: a bad image gets a
-        :class:`~dfl_infer.results.PredictionError` in its place and the others their
-        predictions (a missing detector model still raises: it concerns every image)."""
+        bad box, ...) raises and nothing is returned: with several images a
+        :class:`~dfl_infer.results.BatchItemError` (a ValueError) whose ``index`` says which one
+        and whose ``exception`` is what it raised; with one image, that exception itself.
+        True: a bad image gets a :class:`~dfl_infer.results.PredictionError` in its place and
+        the others their predictions (a missing detector model still raises: it concerns every
+        image)."""
         if not return_errors:
-            return self._predict_batch(images, boxes, intrinsics, focal, detections)
+            try:
+                return self._predict_batch(images, boxes, intrinsics, focal, detections)
+            except BatchItemError as err:
+                if len(images) > 1:
+                    raise
+                raise err.exception from None
         n = len(images)
         per_image = [
             list(v) if v is not None else [None] * n for v in (boxes, intrinsics, detections)
@@ -407,6 +418,8 @@ class DFLPredictor:
                 out.append(self._predict_batch([image], [b], [k], focal, [d])[0])
             except DetectorUnavailableError:
                 raise
+            except BatchItemError as err:
+                out.append(PredictionError(str(err.exception), err.exception))
             except Exception as exc:  # noqa: BLE001 - one bad image must not lose the others
                 out.append(PredictionError(str(exc), exc))
         return out
@@ -425,14 +438,21 @@ class DFLPredictor:
         dets_in = list(detections) if detections is not None else [None] * n
         if len(boxes) != n or len(intr_in) != n or len(dets_in) != n:
             raise ValueError("boxes, intrinsics and detections must have one entry per image")
-        # Files over LARGE_IMAGE_PIXELS stay LargeImages: preview for the detector, crops decoded
-        # around their boxes only (preprocess.crop_batch).
-        rgbs = [open_image(img) for img in images]
-        intr = [
-            Intrinsics.resolve(k, rgb.shape[1], rgb.shape[0], focal)
-            for k, rgb in zip(intr_in, rgbs)
-        ]
-        tasks = [t for i, rgb in enumerate(rgbs) for t in self._plan(i, rgb, boxes[i], dets_in[i])]
+        rgbs: list[np.ndarray | LargeImage] = []
+        intr: list[Intrinsics] = []
+        tasks: list[_Task] = []
+        for i, image in enumerate(images):
+            try:
+                # Files over LARGE_IMAGE_PIXELS stay LargeImages: preview for the detector, crops
+                # decoded around their boxes only (preprocess.crop_batch).
+                rgb = open_image(image)
+                intr.append(Intrinsics.resolve(intr_in[i], rgb.shape[1], rgb.shape[0], focal))
+                tasks.extend(self._plan(i, rgb, boxes[i], dets_in[i]))
+            except DetectorUnavailableError:  # concerns every image, not this one
+                raise
+            except Exception as exc:  # noqa: BLE001 - say which image (predict_batch)
+                raise BatchItemError(i, n, exc) from exc
+            rgbs.append(rgb)
         self._run(tasks, rgbs)
         tasks = self._refine(tasks, rgbs)
         return [

@@ -136,6 +136,18 @@ class PredictionError:
     exception: Exception
 
 
+class BatchItemError(ValueError):
+    """What ``DFLPredictor.predict_batch`` (without ``return_errors``) raises when one image of a
+    batch of several fails: ``index`` is its position in the list given (from 0), so a caller
+    knows which one to drop; ``exception`` is what it raised (also the ``__cause__``)."""
+
+    def __init__(self, index: int, size: int, exception: Exception) -> None:
+        super().__init__(f"images[{index}] (of {size}): {exception}")
+        self.index = index
+        self.size = size
+        self.exception = exception
+
+
 def image_entry(
     shape: Sequence[int] | None, prediction: Prediction | None, error: str | None
 ) -> dict[str, Any]:

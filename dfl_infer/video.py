@@ -42,6 +42,13 @@ class VideoError(ValueError):
     """A video or frame folder that cannot be read (missing, not a video, frames of mixed size)."""
 
 
+def _quiet_ffmpeg() -> None:
+    """FFmpeg (inside OpenCV) writes a line to stderr for every damaged macroblock of a broken
+    clip; its frames still decode as well as they can, so keep it silent unless the user set a
+    level (OpenCV reads ``OPENCV_FFMPEG_LOGLEVEL`` when it first opens a video; -8 is quiet)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
 def is_video(path: str | Path) -> bool:
     """Whether ``path`` names a video file (by its ending)."""
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
@@ -82,6 +89,7 @@ class FrameSource:
             raise VideoError(f"{self.path}: no such file or folder")
         import cv2
 
+        _quiet_ffmpeg()
         capture = cv2.VideoCapture(str(self.path))
         try:
             ok, _ = capture.read() if capture.isOpened() else (False, None)
@@ -122,6 +130,7 @@ class FrameSource:
             return
         import cv2
 
+        _quiet_ffmpeg()
         capture = cv2.VideoCapture(str(self.path))
         try:
             index = 0

@@ -450,13 +450,22 @@ def test_overlay_write_failure_keeps_the_json(
 
 def test_predict_batch_returns_per_item_errors(predictor, photos) -> None:
     from dfl_infer import PredictionError
-    from dfl_infer.results import Prediction
+    from dfl_infer.image import ImageError
+    from dfl_infer.results import BatchItemError, Prediction
 
     good = np.zeros((64, 80, 3), np.uint8)
     images = [good, photos / "missing.jpg", good, np.zeros((4,), np.uint8)]
     boxes = [(0, 0, 40, 40)] * 4
-    with pytest.raises(ValueError):
+    with pytest.raises(BatchItemError, match=r"^images\[1\] \(of 4\): .*no such file") as info:
         predictor.predict_batch(images, boxes=boxes)
+    assert info.value.index == 1 and isinstance(info.value.exception, ImageError)
+    assert isinstance(info.value, ValueError)  # what callers caught before
+    bad_box = [(0, 0, 40, 40), (0, 0, 40, 40), (9, 9, 1, 1)]  # a failure after decoding
+    with pytest.raises(BatchItemError, match=r"^images\[2\] .*x1 > x0") as info:
+        predictor.predict_batch([good, good, good], boxes=bad_box)
+    assert info.value.index == 2
+    with pytest.raises(ImageError, match="no such file"):  # one image: its own error, as before
+        predictor.predict_batch([photos / "missing.jpg"], boxes=boxes[:1])
     out = predictor.predict_batch(images, boxes=boxes, return_errors=True)
     assert [type(r) for r in out] == [Prediction, PredictionError, Prediction, PredictionError]
     assert "no such file" in out[1].message  # type: ignore[union-attr]
@@ -646,3 +655,42 @@ def test_unreachable_hub_fails_within_seconds(tmp_path) -> None:
     assert float(seconds) < 8, res.stdout
     assert "unreachable" in message and "local weights folder" in message
     assert "not in the local Hub cache" in message
+
+
+def test_quiet_prints_nothing_with_the_real_detector_and_a_damaged_video(
+    tmp_path, tiny_weights
+) -> None:
+    """``-q`` on a successful run: not a byte on stderr, also none of MediaPipe's native lines
+    when its graph closes at exit ("DestroyAccelerator") nor FFmpeg's on a damaged clip."""
+    import cv2
+
+    from dfl_infer.bundle import DetectorUnavailableError, resolve_bundle
+
+    try:
+        resolve_bundle(allow_download=False)
+    except DetectorUnavailableError as exc:
+        pytest.skip(f"no hand_landmarker.task bundle here ({exc}); run `dfl-infer fetch-detector`")
+    rng = np.random.default_rng(0)
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (128, 128))
+    for _ in range(30):
+        writer.write(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    writer.release()
+    data = bytearray(clip.read_bytes())
+    for k in range(2000, len(data) - 2000, 997):  # zeroed runs inside the frames' data
+        data[k : k + 40] = bytes(40)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    example = Path(__file__).resolve().parent.parent / "examples" / "one_hand.jpg"
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    for source, out in ((example, "j.json"), (damaged, "j.jsonl")):
+        res = subprocess.run(
+            [sys.executable, "-m", "dfl_infer.cli", str(source), "--out", str(tmp_path / out)]
+            + ["--weights", str(tiny_weights), "--device", "cpu", "--workers", "0", "-q"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert res.returncode == 0 and res.stderr == "", (source.name, res.stderr[-2000:])
+    assert len((tmp_path / "j.jsonl").read_text().splitlines()) >= 3  # header, frames, summary

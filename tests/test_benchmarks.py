@@ -97,3 +97,21 @@ def test_folder_run(tmp_path) -> None:
     assert mem["images"] == 8 and len(mem["rss_mib"]) == 8 and mem["cycled"] is True
     assert mem["window"] == 4 and mem["peak_rss_mib"] >= max(mem["rss_mib"]) - 1
     assert mem["growth"] == pytest.approx(mem["mean_rss_last_mib"] / mem["mean_rss_first_mib"] - 1)
+
+
+def test_ray_scale(tmp_path) -> None:
+    """The four rows of benchmarks/ray_scale.py on the 6 examples (two local Ray starts)."""
+    pytest.importorskip("ray.data", reason='Ray is not installed: pip install "dfl-infer[ray]"')
+    from dfl_infer.bundle import DetectorUnavailableError, resolve_bundle
+
+    try:
+        resolve_bundle(allow_download=False)
+    except DetectorUnavailableError as exc:
+        pytest.skip(f"no hand_landmarker.task bundle here ({exc}); run `dfl-infer fetch-detector`")
+    examples = BENCH.parent / "examples"
+    rows = _run("ray_scale.py", "--dir", str(examples), "--n", "6", tmp_path=tmp_path)
+    names = ["local --workers 0", "local --workers 2", "ray, 1 actor", "ray, 2 actors"]
+    assert [r["row"] for r in rows] == names
+    for r in rows:
+        assert r["images"] == 6 and r["images_per_s"] > 0 and r["peak_pss_mib"] > 0
+        assert 0 < r["first_result_s"] <= r["wall_s"]

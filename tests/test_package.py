@@ -45,6 +45,15 @@ def test_inference_path_imports_no_torch() -> None:
     )
 
 
+def test_normal_paths_never_import_ray() -> None:
+    """Ray is an extra (``dfl-infer[ray]``): only dfl_infer.ray_batch uses it, inside functions."""
+    _imported_at_import(
+        "dfl_infer, dfl_infer.cli, dfl_infer.predictor, dfl_infer.files, dfl_infer.video, "
+        "dfl_infer.ray_batch",
+        "m == 'ray' or m.startswith('ray.')",
+    )
+
+
 # Every inference module, each after everything it may import (docs/architecture.md): stages
 # below, the predictor, the files pipeline and the CLI above. A module may import only modules
 # listed before it, at the top or inside a function, so imports run one way and cannot cycle.
@@ -81,6 +90,7 @@ LAYERS = (
     "dfl_infer.backends",
     "dfl_infer.predictor",
     "dfl_infer.files",
+    "dfl_infer.ray_batch",
     "dfl_infer.cli",
     "dfl_infer",
 )
