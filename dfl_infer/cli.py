@@ -8,6 +8,7 @@
     dfl-infer fetch-detector [--dest PATH] [--source auto|google|pip] [--wheel WHEEL] [--force]
     dfl-infer export-onnx --weights DIR_OR_HUB_ID --out model.onnx [--opset N] [--batch dynamic|N]
     dfl-infer export-onnx --weights DIR --into-weights   (DIR/model.onnx, used by --backend auto)
+    dfl-infer demo [--port P] [--host 127.0.0.1] [--weights DIR_OR_HUB_ID] [--share]
 
 ``predict`` is the default subcommand, so ``dfl-infer photo.jpg`` predicts. The work is done by
 ``files.predict_files`` (predicting), ``bundle.fetch_detector`` and ``export.export_onnx``; this
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # imported when used: `dfl-infer --help` stays quick
 
 logger = logging.getLogger("dfl_infer")
 
-SUBCOMMANDS = ("predict", "fetch-detector", "export-onnx")
+SUBCOMMANDS = ("predict", "fetch-detector", "export-onnx", "demo")
 
 
 class UsageError(Exception):
@@ -104,6 +105,16 @@ def _default_workers() -> int:
     # cores, 2 workers made the CLI 0-12% slower (docs/performance.md), so they start at 3.
     cpus = os.cpu_count() or 1
     return 0 if cpus <= 2 else min(4, cpus)
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 1..65535, got {text!r}")
+    return v
 
 
 def _onnx_batch(text: str) -> int | None:
@@ -294,6 +305,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="'dynamic' (default): any batch size; or a fixed batch size N",
     )
     p.set_defaults(func=export)
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="a local web page to try the model on a photo or a webcam",
+        description="Start a web page (Gradio) to try the model on a photo or a webcam; needs "
+        'pip install "dfl-infer[demo]". See docs/demo.md.',
+    )
+    p.add_argument(
+        "--port", type=_port, default=7860, metavar="P", help="port to listen on (default 7860)"
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 lets any "
+        "machine that reaches this one use the page)",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="DIR_OR_HUB_ID",
+        help="weights folder or Hub id (default: the package's own model)",
+    )
+    p.add_argument(
+        "--share",
+        action="store_true",
+        help="also give the page a public address (Gradio's share servers; needs the internet)",
+    )
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="what runs the network (as for predict)",
+    )
+    p.set_defaults(func=demo, threshold=0.5, compile=False)
     return parser
 
 
@@ -602,6 +647,17 @@ def export(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ImportError) as exc:
         raise UsageError(str(exc)) from None
     print(path)
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise UsageError('the demo needs Gradio: pip install "dfl-infer[demo]"')
+    from dfl_infer.demo import serve
+
+    serve(_predictor(args), args.weights, args.host, args.port, args.share)
     return 0
 
 
