@@ -39,7 +39,7 @@ from dfl_infer.image import ImageError, open_image
 from dfl_infer.joints import HAND_JOINT_NAMES
 from dfl_infer.results import Prediction, results_document
 from dfl_infer.video import Frame, LiveVideo
-from dfl_infer.vis import draw_prediction
+from dfl_infer.vis import confidence_colours, draw_prediction
 from dfl_infer.vis3d import View3D
 
 if TYPE_CHECKING:
@@ -54,8 +54,10 @@ DEFAULT_PORT = 7860
 # image.open_image's pixel limit instead).
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 # The overlay shown on the page is reduced to at most this many pixels on its longer side (the
-# PNG of a 12 MP overlay takes about a second to encode; the page shows it smaller anyway).
+# page shows it smaller anyway) and sent as a JPEG of this quality: a PNG, Gradio's way with an
+# array, took 20-40 ms more to encode for a 512 x 512 photo (docs/demo.md, "Latency").
 DISPLAY_SIDE = 1600
+OVERLAY_QUALITY = 92
 # The webcam: a gap between two frames longer than this starts the tracker and the smoother
 # afresh (the stream was stopped, or the tab left); the frame rate shown is over this window.
 LIVE_RESTART_S = 2.0
@@ -92,13 +94,16 @@ def listen_warning(host: str, port: int) -> str | None:
 @dataclass(frozen=True)
 class PhotoResult:
     """What the Photo tab shows for one upload: ``overlay`` (H, W, 3) uint8 RGB (at most
-    ``DISPLAY_SIDE`` on its longer side), ``view3d`` the 3D view page's HTML, ``table`` one row
-    per joint (name, then each hand's confidence), ``columns`` its header, ``json_path`` the
-    results JSON (schema of ``dfl-infer --out``), ``message`` a line for the user (Markdown).
-    On failure only ``message`` is set."""
+    ``DISPLAY_SIDE`` on its longer side) and ``overlay_path`` the JPEG of it that the page
+    shows, ``view3d`` the 3D view page's HTML, ``table`` one row per joint (name, then each
+    hand's confidence), ``columns`` its header, ``json_path`` the results JSON (schema of
+    ``dfl-infer --out``; ``document`` its content), ``message`` a line for the user (Markdown),
+    ``seconds`` the time from reading the file to the JSON written. On failure only ``message``
+    is set."""
 
     message: str
     overlay: np.ndarray | None = None
+    overlay_path: Path | None = None
     view3d: str | None = None
     table: list[list[Any]] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
@@ -165,6 +170,7 @@ class DemoModel:
             workdir = self._tmp.name
         self.workdir = Path(workdir)
         self._count = 0
+        self._count_lock = threading.Lock()
 
     # --- the Photo tab ----------------------------------------------------------------------
     def photo(self, upload: Any, threshold: float = 0.5, focal: float | None = None) -> PhotoResult:
@@ -199,8 +205,11 @@ class DemoModel:
         overlay = _display(draw_prediction(rgb, prediction))
         entry = FileResult(Path(name), rgb, prediction, None).to_dict()
         document = results_document(self.model, [entry])
-        json_path = self._json_path(name)
+        folder = self._next_folder()
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem)
+        json_path = folder / f"{stem or 'photo'}.joints.json"
         write_json(json_path, document)
+        overlay_path = _write_jpeg(folder / f"{stem or 'photo'}.overlay.jpg", overlay)
         seconds = time.perf_counter() - start
         columns, table = joint_table(prediction)
         view = View3D(title=f"{name}: 3D joints")
@@ -215,7 +224,15 @@ class DemoModel:
         if not n:
             message += f". Nothing above the threshold {threshold:g}: try a lower one."
         return PhotoResult(
-            message, overlay, view.html(), table, columns, json_path, document, seconds
+            message,
+            overlay,
+            overlay_path,
+            view.html(),
+            table,
+            columns,
+            json_path,
+            document,
+            seconds,
         )
 
     def _upload_path(self, upload: Any) -> tuple[Path | None, str]:
@@ -246,21 +263,18 @@ class DemoModel:
             data = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             raise _Refused("the pasted data is not valid base64") from None
-        path = self._next_path("pasted", ".img")
+        path = self._next_folder() / "pasted.img"
         path.write_bytes(data)
         return path
 
-    def _next_path(self, stem: str, suffix: str) -> Path:
-        with self.lock:
+    def _next_folder(self) -> Path:
+        """A new folder for one request's files (the names the user sees stay theirs)."""
+        with self._count_lock:
             self._count += 1
             count = self._count
         folder = self.workdir / f"{count:06d}"
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{stem}{suffix}"
-
-    def _json_path(self, name: str) -> Path:
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem) or "photo"
-        return self._next_path(stem, ".joints.json")
+        return folder
 
     # --- the Webcam tab ---------------------------------------------------------------------
     def frame(
@@ -345,6 +359,18 @@ def _video_detector(predictor: DFLPredictor) -> Any:
     )
 
 
+def _write_jpeg(path: Path, rgb: np.ndarray) -> Path:
+    import cv2
+
+    ok, data = cv2.imencode(
+        ".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, OVERLAY_QUALITY]
+    )
+    if not ok:
+        raise OSError(f"cannot encode the overlay as a JPEG ({rgb.shape})")
+    path.write_bytes(data.tobytes())
+    return path
+
+
 def _display(rgb: np.ndarray) -> np.ndarray:
     """``rgb`` reduced to at most ``DISPLAY_SIDE`` pixels on its longer side."""
     import cv2
@@ -380,6 +406,29 @@ def joint_table(prediction: Prediction) -> tuple[list[str], list[list[Any]]]:
 
 def _cell(value: float) -> float | None:
     return round(float(value), 2) if np.isfinite(value) else None
+
+
+def table_html(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """The per-joint confidence table as HTML, each value's cell filled with its colour on the
+    overlays' ramp (red 0, yellow 0.5, white 1)."""
+    if len(columns) < 2:
+        return '<div id="hands-empty" style="color:#888">No hand.</div>'
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for name, *values in rows:
+        cells = [f"<td>{html.escape(str(name))}</td>"]
+        for v in values:
+            if v is None:
+                cells.append("<td>?</td>")
+                continue
+            r, g, b = confidence_colours(np.array([v]), 1)[0]
+            cells.append(f'<td style="background:rgb({r},{g},{b});color:#111">{v:.2f}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        '<div style="max-height:420px;overflow:auto"><table class="joint-table" '
+        'style="width:100%;border-collapse:collapse;font-size:13px">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def view3d_frame(page: str | None, height: int = 420) -> str:
@@ -456,8 +505,7 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
                 with gr.Column(scale=1):
                     overlay = gr.Image(
                         label="Joints",
-                        type="numpy",
-                        format="png",
+                        type="filepath",
                         interactive=False,
                         buttons=["download", "fullscreen"],
                         elem_id="overlay",
@@ -471,29 +519,33 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
                 with gr.Column(scale=1):
                     view3d = gr.HTML(view3d_frame(None), label="3D joints", elem_id="view3d")
                 with gr.Column(scale=1):
-                    table = gr.Dataframe(
-                        headers=["joint"],
-                        label="Per-joint confidence (0 to 1) per hand",
-                        interactive=False,
-                        max_height=420,
-                        elem_id="hands",
-                    )
+                    gr.Markdown("Per-joint confidence (0 to 1), per hand: side and score")
+                    table = gr.HTML(table_html([], []), elem_id="hands")
+
+            details = gr.State(None)
 
             def on_photo(upload: Any, t: Any, f: Any) -> tuple[Any, ...]:
                 r = model.photo(upload, t, f)
                 return (
-                    r.overlay,
+                    str(r.overlay_path) if r.overlay_path else None,
                     r.message,
-                    view3d_frame(r.view3d),
-                    gr.Dataframe(value=r.table or None, headers=r.columns or ["joint"]),
                     gr.DownloadButton(
                         value=str(r.json_path) if r.json_path else None,
                         visible=r.json_path is not None,
                     ),
+                    (r.view3d, r.columns, r.table),
                 )
 
-            outputs = [overlay, message, view3d, table, download]
-            photo.clear(lambda: on_photo(None, 0.5, 0), outputs=outputs, show_progress="hidden")
+            def on_details(d: tuple[Any, ...] | None) -> tuple[str, str]:
+                view, columns, rows = d or (None, [], [])
+                return view3d_frame(view), table_html(columns, rows)
+
+            # The overlay first, then the 3D view and the table: the page shows the photo's
+            # joints as soon as they are drawn (docs/demo.md, "Latency").
+            outputs = [overlay, message, download, details]
+            photo.clear(
+                lambda: on_photo(None, 0.5, 0), outputs=outputs, show_progress="hidden"
+            ).then(on_details, inputs=[details], outputs=[view3d, table], show_progress="hidden")
             for trigger in (photo.change, threshold.release, focal.submit):
                 trigger(
                     on_photo,
@@ -502,6 +554,12 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
                     preprocess=False,  # the file as uploaded: image.open_image reads it
                     trigger_mode="always_last",
                     show_progress="minimal",
+                    show_progress_on=overlay,
+                ).then(
+                    on_details,
+                    inputs=[details],
+                    outputs=[view3d, table],
+                    show_progress="hidden",
                 )
         with gr.Tab("Webcam", id="webcam-tab"):
             gr.Markdown(
@@ -520,6 +578,7 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
                 )
                 live = gr.Image(
                     label="Live joints",
+                    format="jpeg",
                     interactive=False,
                     buttons=["fullscreen"],
                     elem_id="live",
