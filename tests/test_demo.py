@@ -415,3 +415,30 @@ def test_page_webcam_streams_through_the_tracker(server, browser_module, tmp_pat
         time.sleep(0.5)
         live = b.screenshot("#live img")
         assert _hand_pixels(live) > _hand_pixels(b.screenshot("#camera video")) + 300
+
+
+def test_latency_benchmark_runs(browser_module, tmp_path) -> None:
+    """benchmarks/demo_latency.py at its smallest (its figures: docs/demo.md; none is checked
+    against the target here, on a machine of unknown load)."""
+    out = tmp_path / "latency.json"
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "demo_latency.py"),
+            "--repeats",
+            "1",
+            "--cli-repeats",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    ms = json.loads(out.read_text())["median_ms"]
+    assert ms["page"] > ms["server"] > 0 and ms["cli_image"] > 0
+    assert ms["cli_command"] > ms["cli_image"]
+    assert "the page adds" in res.stdout
