@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -58,6 +59,9 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 # array, took 20-40 ms more to encode for a 512 x 512 photo (docs/demo.md, "Latency").
 DISPLAY_SIDE = 1600
 OVERLAY_QUALITY = 92
+# The files of this many past requests are kept in the page's work folder (Gradio serves its
+# own copies; its cache of uploads and answers is emptied of files over an hour old, hourly).
+KEEP_REQUESTS = 100
 # The webcam: a gap between two frames longer than this starts the tracker and the smoother
 # afresh (the stream was stopped, or the tab left); the frame rate shown is over this window.
 LIVE_RESTART_S = 2.0
@@ -117,9 +121,9 @@ class LiveSession:
     the causal smoother (``video.LiveVideo``), restarted after a gap of ``LIVE_RESTART_S``; and
     the frame rate over the last ``FPS_WINDOW_S``. :meth:`close` frees MediaPipe's graph."""
 
-    def __init__(self, detector_factory: Any = None) -> None:
-        self._factory = detector_factory
+    def __init__(self) -> None:
         self.detector: Any = None
+        self.owns_detector = False
         self.live: LiveVideo | None = None
         self.start = time.monotonic()
         self.last = -math.inf
@@ -145,9 +149,10 @@ class LiveSession:
         return (len(self.times) - 1) / (self.times[-1] - self.times[0])
 
     def close(self) -> None:
-        if self.detector is not None and hasattr(self.detector, "close"):
+        if self.owns_detector and hasattr(self.detector, "close"):
             self.detector.close()
         self.detector = None
+        self.owns_detector = False
 
 
 class DemoModel:
@@ -179,6 +184,8 @@ class DemoModel:
         failure is a ``PhotoResult`` with only its ``message``."""
         try:
             return self._photo(upload, threshold, focal)
+        except _BadControl as exc:
+            return PhotoResult(f"**Check the controls:** {exc}")
         except _Refused as exc:
             return PhotoResult(f"**Cannot use this file:** {exc}")
         except Exception as exc:  # noqa: BLE001 - the page must say it and go on serving
@@ -268,10 +275,13 @@ class DemoModel:
         return path
 
     def _next_folder(self) -> Path:
-        """A new folder for one request's files (the names the user sees stay theirs)."""
+        """A new folder for one request's files (the names the user sees stay theirs); the
+        folder of ``KEEP_REQUESTS`` requests ago is removed (Gradio has copied what it serves
+        into its own cache by then)."""
         with self._count_lock:
             self._count += 1
             count = self._count
+        shutil.rmtree(self.workdir / f"{count - KEEP_REQUESTS:06d}", ignore_errors=True)
         folder = self.workdir / f"{count:06d}"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
@@ -295,7 +305,8 @@ class DemoModel:
             start = time.perf_counter()
             with self.lock:
                 if session.detector is None:
-                    session.detector = (session._factory or _video_detector)(self.predictor)
+                    session.detector = _video_detector(self.predictor)
+                    session.owns_detector = session.detector is not self.predictor.detector
                 if session.live is None:
                     session.live = LiveVideo(self.predictor, session.detector, fps=10.0)
                 self.predictor.presence_threshold = threshold
@@ -320,25 +331,31 @@ class _Refused(Exception):
     """An upload the page cannot use: its message is shown to the user."""
 
 
+class _BadControl(_Refused):
+    """A threshold or focal length the predictor cannot take: its message is shown."""
+
+
 def _controls(threshold: Any, focal: Any) -> tuple[float, float | None]:
     """The page's threshold and focal length as the predictor takes them (a focal length of 0
     or none: assumed from the image's size)."""
     try:
         t = float(threshold)
     except (TypeError, ValueError):
-        raise _Refused(f"the threshold must be a number, got {threshold!r}") from None
+        raise _BadControl(f"the threshold must be a number, got {threshold!r}") from None
     if not 0.0 <= t <= 1.0:
-        raise _Refused(f"the threshold must lie in [0, 1], got {t:g}")
+        raise _BadControl(f"the threshold must lie in [0, 1], got {t:g}")
     if focal in (None, ""):
         return t, None
     try:
         f = float(focal)
     except (TypeError, ValueError):
-        raise _Refused(f"the focal length must be a number, got {focal!r}") from None
+        raise _BadControl(f"the focal length must be a number, got {focal!r}") from None
     if f == 0:
         return t, None
     if not (math.isfinite(f) and f > 0):
-        raise _Refused(f"the focal length must be positive (pixels), or 0 for assumed; got {f:g}")
+        raise _BadControl(
+            f"the focal length must be positive (pixels), or 0 for assumed; got {f:g}"
+        )
     return t, f
 
 
@@ -471,7 +488,9 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
     import gradio as gr
 
     examples = example_files() if examples is None else list(examples)
-    with gr.Blocks(title="dfl-infer demo", analytics_enabled=False) as page:
+    with gr.Blocks(
+        title="dfl-infer demo", analytics_enabled=False, delete_cache=(3600, 3600)
+    ) as page:
         gr.Markdown(_intro(model.model))
         with gr.Row():
             threshold = gr.Slider(
@@ -546,7 +565,7 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
             photo.clear(
                 lambda: on_photo(None, 0.5, 0), outputs=outputs, show_progress="hidden"
             ).then(on_details, inputs=[details], outputs=[view3d, table], show_progress="hidden")
-            for trigger in (photo.change, threshold.release, focal.submit):
+            for trigger in (photo.change, threshold.release, focal.submit, focal.blur):
                 trigger(
                     on_photo,
                     inputs=[photo, threshold, focal],

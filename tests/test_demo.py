@@ -142,6 +142,7 @@ def test_controls_threshold_and_focal(model) -> None:
     for threshold, focal, words in [(1.5, 0, "threshold"), (0.5, -3, "focal length")]:
         refused = model.photo(upload, threshold, focal)
         assert refused.overlay is None and words in refused.message
+        assert refused.message.startswith("**Check the controls:**")
 
 
 def test_bad_uploads_are_messages(model, bad_files) -> None:
