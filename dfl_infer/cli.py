@@ -655,9 +655,12 @@ def demo(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("gradio") is None:
         raise UsageError('the demo needs Gradio: pip install "dfl-infer[demo]"')
-    from dfl_infer.demo import serve
+    from dfl_infer.demo import PortInUseError, serve
 
-    serve(_predictor(args), args.weights, args.host, args.port, args.share)
+    try:
+        serve(_predictor(args), args.weights, args.host, args.port, args.share)
+    except PortInUseError as exc:
+        raise UsageError(str(exc)) from None
     return 0
 
 

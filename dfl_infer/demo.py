@@ -327,6 +327,10 @@ class DemoModel:
             return None, f"Something went wrong: {type(exc).__name__}: {exc}"
 
 
+class PortInUseError(OSError):
+    """The page's port cannot be listened on."""
+
+
 class _Refused(Exception):
     """An upload the page cannot use: its message is shown to the user."""
 
@@ -643,24 +647,34 @@ def serve(
         logger.warning("%s", warning)
     if share:
         logger.warning("--share: the page gets a public address on Gradio's share servers")
-    logger.info("the demo is at http://%s:%d (Ctrl+C stops it)", _url_host(host), port)
     # System fonts: the default theme's web fonts would be fetched from the internet.
     theme = gr.themes.Default(
         font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
     page.queue(default_concurrency_limit=1)
     try:
-        page.launch(
-            server_name=host,
-            server_port=port,
-            share=share,
-            max_file_size=MAX_UPLOAD_BYTES,
-            allowed_paths=[str(EXAMPLES)] if EXAMPLES.is_dir() else None,
-            theme=theme,
-            ssr_mode=False,
-            quiet=True,
-            footer_links=["settings"],
-        )
+        try:
+            page.launch(
+                prevent_thread_lock=True,  # started here; served below until Ctrl+C
+                server_name=host,
+                server_port=port,
+                share=share,
+                max_file_size=MAX_UPLOAD_BYTES,
+                allowed_paths=[str(EXAMPLES)] if EXAMPLES.is_dir() else None,
+                theme=theme,
+                ssr_mode=False,
+                quiet=True,
+                footer_links=["settings"],
+            )
+        except OSError as exc:
+            if "empty port" in str(exc):  # Gradio's words for a port it cannot bind
+                raise PortInUseError(
+                    f"cannot listen on {host}:{port} (in use, or not allowed): choose another "
+                    "--port"
+                ) from None
+            raise
+        logger.info("the demo is at http://%s:%d (Ctrl+C stops it)", _url_host(host), port)
+        page.block_thread()
     finally:
         predictor.close()
 
@@ -679,6 +693,7 @@ __all__ = [
     "DemoModel",
     "LiveSession",
     "PhotoResult",
+    "PortInUseError",
     "build_page",
     "example_files",
     "is_loopback",

@@ -207,6 +207,25 @@ def test_cli_demo_arguments(capsys) -> None:
     assert "port number" in capsys.readouterr().err
 
 
+def test_cli_demo_without_gradio_is_one_line() -> None:
+    code = (
+        "import sys; sys.modules['gradio'] = None\n"  # as if not installed
+        "from dfl_infer.cli import main; sys.exit(main(['demo']))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert res.returncode == 2
+    assert (
+        res.stderr.strip()
+        == 'dfl-infer: error: the demo needs Gradio: pip install "dfl-infer[demo]"'
+    )
+
+
 # --- the page in a real browser --------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
@@ -366,7 +385,7 @@ def _save_screenshot(b, path: Path) -> None:
     page = b.screenshot()
     picture = Image.fromarray(page[:1250])
     picture = picture.resize((picture.width * 2 // 3, picture.height * 2 // 3), Image.LANCZOS)
-    picture.quantize(colors=96, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    picture.quantize(colors=160, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
 def test_page_answers_bad_files_and_keeps_serving(server, browser_module, bad_files, tmp_path):
