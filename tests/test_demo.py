@@ -362,6 +362,10 @@ def test_page_shows_overlay_3d_view_and_json(server, browser_module, tmp_path) -
         header = b.eval("document.querySelector('#hands').innerText")
         assert "hand 1: right, score" in header and "hand 2: left, score" in header, header
         assert "thumb_tip" in header and "wrist" in header
+        # Nothing fetched from elsewhere (the page says so): no web fonts, scripts or images.
+        fetched = b.eval("performance.getEntriesByType('resource').map(e => e.name)")
+        elsewhere = [u for u in fetched if not u.startswith((server["url"], "data:", "blob:"))]
+        assert fetched and not elsewhere, elsewhere
         if os.environ.get("DFL_DEMO_SCREENSHOT"):  # the README's picture: docs/demo.md says how
             _save_screenshot(b, Path(os.environ["DFL_DEMO_SCREENSHOT"]))
         # The JSON download, as the browser saves it.
