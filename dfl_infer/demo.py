@@ -66,6 +66,9 @@ KEEP_REQUESTS = 100
 # afresh (the stream was stopped, or the tab left); the frame rate shown is over this window.
 LIVE_RESTART_S = 2.0
 FPS_WINDOW_S = 2.0
+# The frame rate the webcam's smoother expects (it restarts a hand missing for longer than
+# SmoothParams.max_gap frames of it): what the page answered here, 7-9 frames/s on 2 cores.
+LIVE_FPS = 10.0
 # Frames per second the page asks the webcam for (the server answers as fast as it can).
 STREAM_EVERY_S = 0.05
 # The examples of a source checkout (a wheel has none: the page then shows no examples).
@@ -308,7 +311,7 @@ class DemoModel:
                     session.detector = _video_detector(self.predictor)
                     session.owns_detector = session.detector is not self.predictor.detector
                 if session.live is None:
-                    session.live = LiveVideo(self.predictor, session.detector, fps=10.0)
+                    session.live = LiveVideo(self.predictor, session.detector, fps=LIVE_FPS)
                 self.predictor.presence_threshold = threshold
                 result = session.live.add(Frame(session.index, now, image), focal=focal)
             session.index += 1
@@ -322,6 +325,8 @@ class DemoModel:
             )
             overlay = draw_prediction(image, result.prediction)
             return overlay, f"{rate}, {ms:.0f} ms per frame; hands: {hands or 'none'}"
+        except _Refused as exc:
+            return None, f"Check the controls: {exc}"
         except Exception as exc:  # noqa: BLE001 - the stream must go on
             logger.exception("the demo failed on a webcam frame")
             return None, f"Something went wrong: {type(exc).__name__}: {exc}"

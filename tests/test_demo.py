@@ -178,6 +178,8 @@ def test_webcam_frames_go_through_the_tracker(model) -> None:
     finally:
         session.close()
     assert model.frame(LiveSession(), None)[0] is None
+    drawn, line = model.frame(LiveSession(), rgb, threshold=2.0)
+    assert drawn is None and line.startswith("Check the controls: the threshold")
 
 
 def test_joint_table_and_hosts() -> None:
