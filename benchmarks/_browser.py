@@ -80,6 +80,7 @@ class Browser:
             "--headless",
             "--no-sandbox",  # tests run as root, where Chromium's sandbox refuses to start
             "--disable-gpu",
+            "--disable-dev-shm-usage",  # containers often have a small /dev/shm
             "--hide-scrollbars",
             "--no-first-run",
             "--no-default-browser-check",
