@@ -10,6 +10,7 @@
     dfl-infer export-onnx --weights DIR --into-weights   (DIR/model.onnx, used by --backend auto)
     dfl-infer ray INPUT... --out DIR [--address ADDR] [--actors N] [--cpus-per-actor C]
               [--gpus-per-actor G] [--batch-size B]   (a Ray cluster: dfl_infer.ray_batch)
+    dfl-infer demo [--port P] [--host 127.0.0.1] [--weights DIR_OR_HUB_ID] [--share]
 
 ``predict`` is the default subcommand, so ``dfl-infer photo.jpg`` predicts. The work is done by
 ``files.predict_files`` (predicting), ``bundle.fetch_detector`` and ``export.export_onnx``; this
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # imported when used: `dfl-infer --help` stays quick
 
 logger = logging.getLogger("dfl_infer")
 
-SUBCOMMANDS = ("predict", "fetch-detector", "export-onnx", "ray")
+SUBCOMMANDS = ("predict", "fetch-detector", "export-onnx", "ray", "demo")
 
 
 class UsageError(Exception):
@@ -115,6 +116,16 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (v >= 0 and math.isfinite(v)):
         raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got {text!r}")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 1..65535, got {text!r}")
     return v
 
 
@@ -307,6 +318,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=export)
     _add_ray_parser(sub, common)
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="a local web page to try the model on a photo or a webcam",
+        description="Start a web page (Gradio) to try the model on a photo or a webcam; needs "
+        'pip install "dfl-infer[demo]". See docs/demo.md.',
+    )
+    p.add_argument(
+        "--port", type=_port, default=7860, metavar="P", help="port to listen on (default 7860)"
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 lets any "
+        "machine that reaches this one use the page)",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="DIR_OR_HUB_ID",
+        help="weights folder or Hub id (default: the package's own model)",
+    )
+    p.add_argument(
+        "--share",
+        action="store_true",
+        help="also give the page a public address (Gradio's share servers; needs the internet)",
+    )
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="what runs the network (as for predict)",
+    )
+    p.set_defaults(func=demo, threshold=0.5, compile=False)
     return parser
 
 
@@ -759,6 +804,20 @@ def ray_predict(args: argparse.Namespace) -> int:
     if summary.written and not summary.succeeded:
         logger.error("no image succeeded")
         return 1
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise UsageError('the demo needs Gradio: pip install "dfl-infer[demo]"')
+    from dfl_infer.demo import PortInUseError, serve
+
+    try:
+        serve(_predictor(args), args.weights, args.host, args.port, args.share)
+    except PortInUseError as exc:
+        raise UsageError(str(exc)) from None
     return 0
 
 

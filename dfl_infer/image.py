@@ -154,7 +154,9 @@ def _read_file(path: Path, read: Callable[[Any], _T]) -> _T:
             return read(img)
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError: PIL refuses images of over 2 x Image.MAX_IMAGE_PIXELS pixels
+        # (179 MP) before decoding them; it is not an OSError.
         raise ImageError(f"{path}: cannot read image: {exc}") from None
 
 

@@ -244,18 +244,17 @@ def predict_frames(
     if smooth not in SMOOTH_MODES:
         raise ValueError(f"smooth must be one of {SMOOTH_MODES}, got {smooth!r}")
     params = params or SmoothParams()
-    args = (predictor, frames, detector, track, max_missed, intrinsics, focal, progress)
     if smooth != "offline":
-        causal = CausalSmoother(params, frames.fps) if smooth == "causal" else None
-        for result in _predict_pass(*args):
-            if causal is not None and result.prediction is not None:
-                result = dataclasses.replace(
-                    result, prediction=causal(result.prediction, result.time)
-                )
+        live = LiveVideo(predictor, detector, track, smooth, params, max_missed, frames.fps)
+        for frame in frames:
+            result = live.add(frame, intrinsics, focal)
+            if progress is not None:
+                progress()
             yield result
         return
     # Offline: a first pass keeps the results without their pixels, then the frames are
     # decoded again to go with the smoothed joints.
+    args = (predictor, frames, detector, track, max_missed, intrinsics, focal, progress)
     first = [dataclasses.replace(r, image=None) for r in _predict_pass(*args)]
     smoothed, filled = smooth_offline([r.prediction for r in first], params)
     for frame, result, pred, sides in zip(frames, first, smoothed, filled):
@@ -274,14 +273,53 @@ def _predict_pass(
     focal: float | None,
     progress: Callable[[], object] | None,
 ) -> Iterator[FrameResult]:
-    tracker = HandTracker(max_missed) if track else None
-    last_ms = -1
+    live = LiveVideo(predictor, detector, track, "none", None, max_missed, frames.fps)
     for frame in frames:
-        result = _predict_frame(predictor, frame, detector, tracker, intrinsics, focal, last_ms)
+        result = live.add(frame, intrinsics, focal)
         if progress is not None:
             progress()
-        last_ms = max(last_ms + 1, int(round(frame.time * 1000)))
         yield result
+
+
+class LiveVideo:
+    """:func:`predict_frames` for frames that come one at a time from a live source (the demo's
+    webcam): :meth:`add` runs one frame through the detector (``detect(rgb, timestamp_ms)``
+    when it has ``video = True``, MediaPipe's VIDEO mode), the ``track.HandTracker`` (unless
+    ``track`` is False) and the causal smoother (``smooth``: "causal" or "none"; offline
+    smoothing needs the whole clip), exactly as ``predict_frames`` does, and returns the frame's
+    :class:`FrameResult`. ``fps``: the rate the smoother expects (a hand missing for longer than
+    ``params.max_gap`` frames of it starts afresh). Frame times must increase."""
+
+    def __init__(
+        self,
+        predictor: Any,
+        detector: Any,
+        track: bool = True,
+        smooth: str = "causal",
+        params: SmoothParams | None = None,
+        max_missed: int = 5,
+        fps: float = DEFAULT_FPS,
+    ) -> None:
+        if smooth not in ("causal", "none"):
+            raise ValueError(f"a live stream is smoothed 'causal' or 'none', got {smooth!r}")
+        self.predictor = predictor
+        self.detector = detector
+        self.tracker = HandTracker(max_missed) if track else None
+        self.smoother = CausalSmoother(params, fps) if smooth == "causal" else None
+        self._last_ms = -1
+
+    def add(self, frame: Frame, intrinsics: Any = None, focal: float | None = None) -> FrameResult:
+        """The result of one frame (``Frame``: index, time in seconds, RGB image); a frame that
+        fails gets an ``error``, as in a clip."""
+        result = _predict_frame(
+            self.predictor, frame, self.detector, self.tracker, intrinsics, focal, self._last_ms
+        )
+        self._last_ms = max(self._last_ms + 1, int(round(frame.time * 1000)))
+        if self.smoother is not None and result.prediction is not None:
+            result = dataclasses.replace(
+                result, prediction=self.smoother(result.prediction, result.time)
+            )
+        return result
 
 
 def _predict_frame(
@@ -323,6 +361,7 @@ __all__ = [
     "Frame",
     "FrameResult",
     "FrameSource",
+    "LiveVideo",
     "OverlayVideo",
     "VideoError",
     "is_video",

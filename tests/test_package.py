@@ -54,6 +54,16 @@ def test_normal_paths_never_import_ray() -> None:
     )
 
 
+def test_demo_is_never_imported_on_the_normal_paths() -> None:
+    """The web page (``dfl-infer demo``) and Gradio stay out of the CLI, the predictor and the
+    video path: the CLI imports ``dfl_infer.demo`` only when ``demo`` runs."""
+    _imported_at_import(
+        "dfl_infer, dfl_infer.cli, dfl_infer.predictor, dfl_infer.files, dfl_infer.video, "
+        "dfl_infer.vis, dfl_infer.vis3d",
+        "m == 'dfl_infer.demo' or m == 'gradio' or m.startswith('gradio.')",
+    )
+
+
 # Every inference module, each after everything it may import (docs/architecture.md): stages
 # below, the predictor, the files pipeline and the CLI above. A module may import only modules
 # listed before it, at the top or inside a function, so imports run one way and cannot cycle.
@@ -91,6 +101,7 @@ LAYERS = (
     "dfl_infer.predictor",
     "dfl_infer.files",
     "dfl_infer.ray_batch",
+    "dfl_infer.demo",
     "dfl_infer.cli",
     "dfl_infer",
 )

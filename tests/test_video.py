@@ -334,6 +334,29 @@ def test_predict_video(tiny_model, tmp_path, track, smooth) -> None:
         assert record["frame"] == r.index and record["width"] == SIZE
 
 
+def test_live_video_is_predict_frames_one_frame_at_a_time(tiny_model, tmp_path) -> None:
+    """``LiveVideo`` (the demo's webcam) gives what ``predict_video`` gives for the same frames:
+    the same detector calls, tracker and causal smoother."""
+    from dfl_infer import DFLPredictor
+    from dfl_infer.video import LiveVideo
+
+    clip = _write_clip(tmp_path / "c.mp4", frames=5)
+    model = copy.deepcopy(tiny_model)
+    clip_detector, live_detector = _Detector(video=True), _Detector(video=True)
+    predictor = DFLPredictor(model, device="cpu", detector=clip_detector, presence_threshold=0.0)
+    whole = list(predictor.predict_video(clip, smooth="causal"))
+    live = LiveVideo(predictor, live_detector, fps=FrameSource(clip).fps)
+    one_by_one = [live.add(frame) for frame in FrameSource(clip)]
+    assert live_detector.calls == clip_detector.calls == [0, 40, 80, 120, 160]
+    assert [r.to_dict() for r in one_by_one] == [r.to_dict() for r in whole]
+    assert all(r.prediction is not None and r.prediction.hands for r in one_by_one)
+    raw = LiveVideo(predictor, _Detector(video=True), smooth="none", fps=25.0)
+    unsmoothed = [raw.add(frame) for frame in FrameSource(clip)]
+    assert [r.to_dict() for r in unsmoothed] != [r.to_dict() for r in whole]  # it did smooth
+    with pytest.raises(ValueError, match="'causal' or 'none'"):
+        LiveVideo(predictor, live_detector, smooth="offline")
+
+
 def test_cli_video_end_to_end(tiny_weights, tmp_path) -> None:
     clip = _write_clip(tmp_path / "c.mp4", frames=4)
     out, vis = tmp_path / "res" / "joints.jsonl", tmp_path / "res" / "overlay.mp4"
