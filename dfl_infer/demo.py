@@ -412,13 +412,16 @@ def _display(rgb: np.ndarray) -> np.ndarray:
 
 def joint_table(prediction: Prediction) -> tuple[list[str], list[list[Any]]]:
     """The per-joint confidence table: header (``joint``, then one column per hand, named by
-    its side and score) and one row per joint (``HAND_JOINT_NAMES`` order, confidence rounded
+    its side, the side's probability where known, and score) and one row per joint (``HAND_JOINT_NAMES`` order, confidence rounded
     to 0.01, None where unknown), then a ``mean`` row."""
     columns = ["joint"]
     values: list[np.ndarray] = []
     for k, hand in enumerate(prediction.hands, 1):
         score = f"{hand.score:.2f}" if np.isfinite(hand.score) else "?"
-        columns.append(f"hand {k}: {hand.handedness}, score {score}")
+        side = hand.handedness
+        if hand.handedness_score is not None:
+            side += f" ({hand.handedness_score:.2f})"  # how sure the network is of the side
+        columns.append(f"hand {k}: {side}, score {score}")
         conf = hand.joint_confidence
         values.append(
             np.full(len(HAND_JOINT_NAMES), np.nan) if conf is None else np.asarray(conf, float)

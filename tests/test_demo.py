@@ -362,7 +362,7 @@ def test_page_shows_overlay_3d_view_and_json(server, browser_module, tmp_path) -
         assert np.abs(turned.astype(int) - view.astype(int)).max(-1).astype(bool).sum() > 500
         # The table: a row per joint, a column per hand with its side and score.
         header = b.eval("document.querySelector('#hands').innerText")
-        assert "hand 1: right, score" in header and "hand 2: left, score" in header, header
+        assert "hand 1: right" in header and "hand 2: left" in header, header
         assert "thumb_tip" in header and "wrist" in header
         # Nothing fetched from elsewhere (the page says so): no web fonts, scripts or images.
         fetched = b.eval("performance.getEntriesByType('resource').map(e => e.name)")
