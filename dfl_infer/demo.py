@@ -412,8 +412,9 @@ def _display(rgb: np.ndarray) -> np.ndarray:
 
 def joint_table(prediction: Prediction) -> tuple[list[str], list[list[Any]]]:
     """The per-joint confidence table: header (``joint``, then one column per hand, named by
-    its side, the side's probability where known, and score) and one row per joint (``HAND_JOINT_NAMES`` order, confidence rounded
-    to 0.01, None where unknown), then a ``mean`` row."""
+    its side, the side's probability where known, and score) and one row per joint
+    (``HAND_JOINT_NAMES`` order, confidence rounded to 0.01, None where unknown), then a
+    ``mean`` row."""
     columns = ["joint"]
     values: list[np.ndarray] = []
     for k, hand in enumerate(prediction.hands, 1):
