@@ -60,7 +60,8 @@ def test_hand_json_carries_the_confidence_strictly() -> None:
 
 def test_default_model_is_surer_of_a_real_hand_than_of_noise() -> None:
     """The shipped model, a fixed box (no detector): the right hand of a held-out real photo
-    (mean 0.73 when written) against random noise (0.22) and a flat grey image (0.07)."""
+    (mean 0.69 with weights version 2; 0.73 with version 1) against random noise (0.43 / 0.21
+    for its two hand slots; 0.22) and a flat grey image (0.10 / 0.09; 0.07)."""
     from dfl_infer import DFLPredictor
 
     predictor = DFLPredictor(device="cpu", presence_threshold=0.0)
@@ -74,4 +75,5 @@ def test_default_model_is_surer_of_a_real_hand_than_of_noise() -> None:
         pred = predictor.predict(image.astype(np.uint8), box=(0, 0, 639, 479))
         for hand in pred.hands:
             assert hand.joint_confidence is not None
-            assert hand.joint_confidence.mean() < 0.4, hand.handedness
+            assert hand.joint_confidence.mean() < 0.5, hand.handedness
+            assert hand.joint_confidence.mean() < right.joint_confidence.mean() - 0.2
