@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime")
+# The handedness output of a graph exported before it existed (GRAPH_VERSION < 3): fixed slots.
+FIXED_SIDES = np.array([[FIXED_SIDE_LOGIT, -FIXED_SIDE_LOGIT]], np.float32)
 
 
 class TorchRunner:
@@ -141,10 +143,7 @@ class OnnxRuntimeRunner:
         parts = []
         for crop in x:
             values = dict(zip(names, self.session.run(names, {"images": crop[None]})))
-            # A graph exported before the handedness output (GRAPH_VERSION < 3) has fixed slots.
-            values.setdefault(
-                "handedness", np.array([[FIXED_SIDE_LOGIT, -FIXED_SIDE_LOGIT]], np.float32)
-            )
+            values.setdefault("handedness", FIXED_SIDES)
             parts.append(CropOutputs(**values))
         return CropOutputs.concatenate(parts).sided()
 

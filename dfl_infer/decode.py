@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dfl_infer.crop import Crop
-from dfl_infer.joints import FIXED_SIDE_LOGIT
+from dfl_infer.joints import FIXED_SIDE_LOGIT, FLIP_PERMUTATION
 from dfl_infer.lift import Intrinsics, lift_to_3d
 
 if TYPE_CHECKING:
@@ -71,8 +71,7 @@ class CropOutputs:
         swap = self.swapped()
         if not swap.any():
             return self
-        n = self.joints_25d.shape[-2] // 2
-        perm = np.r_[n : 2 * n, 0:n]
+        perm = list(FLIP_PERMUTATION)
 
         def pick(a: np.ndarray, swapped_a: np.ndarray) -> np.ndarray:
             mask = swap.reshape((-1,) + (1,) * (a.ndim - 1))

@@ -299,14 +299,15 @@ class Decoder(nn.Module):
         r, l_ = ROOT_INDICES
         root_in = torch.cat([jp[:, r], jp[:, l_], ja[:, :n].mean(1), ja[:, n:].mean(1)], dim=-1)
         rel_root = self.root_depth(root_in).squeeze(-1).float() * (cfg.root_depth_range_mm / 2)
-        side = self._sides(uvd, ja, jp, global_a)
+        side = self._sides(uvd, hand_a, jp, global_a)
         init_attn = attn.view(b, -1, *appearance[0].shape[-2:])
         return DecoderOutput(uvd, uv_iter, presence, rel_root, side, init_attn)
 
     def _sides(
-        self, uvd: torch.Tensor, ja: torch.Tensor, jp: torch.Tensor, global_a: torch.Tensor
+        self, uvd: torch.Tensor, slot_a: torch.Tensor, jp: torch.Tensor, global_a: torch.Tensor
     ) -> torch.Tensor:
-        """(B, 2) logits that slot 0 / slot 1 holds a right hand."""
+        """(B, 2) logits that slot 0 / slot 1 holds a right hand; ``slot_a`` (B, 2, A): each
+        slot's mean appearance feature (the presence head's)."""
         b, n = uvd.shape[0], self.config.num_hand_joints
         if self.handedness is None:
             side = torch.tensor([FIXED_SIDE_LOGIT, -FIXED_SIDE_LOGIT], device=uvd.device)
@@ -318,7 +319,6 @@ class Decoder(nn.Module):
         rel = skel - skel[:, :, WRIST : WRIST + 1]
         scale = torch.tensor([s, s, self.config.depth_range_mm / 2], device=uvd.device)
         rel = (rel / scale).flatten(2)
-        slot_a = torch.stack([ja[:, :n].mean(1), ja[:, n:].mean(1)], dim=1)
         slot_p = torch.stack([jp[:, :n].mean(1), jp[:, n:].mean(1)], dim=1)
         x = torch.cat([slot_a, global_a, slot_p.to(slot_a.dtype), rel.to(slot_a.dtype)], dim=-1)
         logits: torch.Tensor = self.handedness(x).squeeze(-1).float()

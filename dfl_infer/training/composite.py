@@ -42,7 +42,7 @@ from dfl_infer.crop import points_box
 from dfl_infer.joints import HAND_BONES, NUM_HAND_JOINTS, NUM_JOINTS, WRIST
 from dfl_infer.lift import Intrinsics
 from dfl_infer.training.data import Sample, load_samples
-from dfl_infer.training.interhand import AnnotationWriter, images_dir
+from dfl_infer.training.interhand import AnnotationWriter, camera_fields, images_dir
 from dfl_infer.training.pseudolabel import hand_camera_joints
 
 logger = logging.getLogger(__name__)
@@ -279,12 +279,7 @@ def make_composites(
             height=h,
             capture=0,
             camera_name=str(writer.next_id),
-            camera={
-                "campos": [0.0, 0.0, 0.0],
-                "camrot": np.eye(3).tolist(),
-                "focal": [intr.fx, intr.fy],
-                "princpt": [intr.cx, intr.cy],
-            },
+            camera=camera_fields(intr),
             world_coord=xyz.round(3).tolist(),
             joint_valid=[1] * NUM_JOINTS,
             hand_type="interacting",

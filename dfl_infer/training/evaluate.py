@@ -54,7 +54,7 @@ import torch
 
 from dfl_infer.decode import CropOutputs, decode
 from dfl_infer.device import autocast, resolve_device
-from dfl_infer.joints import NUM_HAND_JOINTS, ROOT_INDICES
+from dfl_infer.joints import FLIP_PERMUTATION, NUM_HAND_JOINTS, ROOT_INDICES
 from dfl_infer.lift import Intrinsics, relative_to_wrist
 from dfl_infer.model import DFLModel
 from dfl_infer.preprocess import normalize
@@ -127,8 +127,7 @@ def evaluate_predictions(
         )
         sided = hand_box_errors(uv_img, s)
         box_err.extend(sided)
-        swapped_uv = np.concatenate([uv_img[NUM_HAND_JOINTS:], uv_img[:NUM_HAND_JOINTS]])
-        other = hand_box_errors(swapped_uv, s)
+        other = hand_box_errors(uv_img[list(FLIP_PERMUTATION)], s)
         nearest_err.extend(other if _total(other) < _total(sided) else sided)
         if s.hand_type == "interacting" and present.all():
             both_found.append(bool((presence_logits[i] > 0).all()))

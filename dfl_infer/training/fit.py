@@ -389,8 +389,6 @@ def build_model(cfg: FitConfig) -> DFLModel:
         if cfg.upright:
             overrides["upright"] = True
         model = DFLModel(getattr(DFLConfig, cfg.config)(**overrides))
-    if cfg.pair_loss == "matched" and not model.config.handedness_head:
-        model = with_handedness_head(model)
     if cfg.init_backbone:
         from dfl_infer.training.init_backbone import init_backbone
 
@@ -400,29 +398,27 @@ def build_model(cfg: FitConfig) -> DFLModel:
         changes["input_size"] = cfg.input_size
     if cfg.upright and not model.config.upright:
         changes["upright"] = True
+    if cfg.pair_loss == "matched" and not model.config.handedness_head:
+        changes["handedness_head"] = True
     if changes:
-        # Neither changes a weight's shape (the position features are computed, not stored):
-        # the same weights, rebuilt for the new crops.
-        moved = DFLModel(dataclasses.replace(model.config, **changes))
-        moved.load_state_dict(model.state_dict(), strict=True)
-        logger.info("crop contract changed from the init weights: %s", changes)
-        model = moved
+        model = rebuilt(model, changes)
     freeze_trunk(model, cfg.freeze_trunk)
     return model.train()
 
 
-def with_handedness_head(model: DFLModel) -> DFLModel:
-    """A copy of a fixed-slot ``model`` with a (freshly initialised) handedness head, every
-    other weight carried over; the state dicts must differ by exactly the head's keys."""
-    config = dataclasses.replace(model.config, handedness_head=True)
-    grown = DFLModel(config)
-    state = model.state_dict()
-    missing, unexpected = grown.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("decoder.handedness.") for k in missing):
+def rebuilt(model: DFLModel, changes: dict[str, Any]) -> DFLModel:
+    """``model`` rebuilt with its config changed by ``changes``, every weight carried over.
+    ``input_size`` and ``upright`` change no weight's shape (the position features are computed,
+    not stored); ``handedness_head`` adds the head's weights, freshly initialised. Any other
+    difference between the two state dicts is an error."""
+    grown = DFLModel(dataclasses.replace(model.config, **changes))
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    new_head = "decoder.handedness." if changes.get("handedness_head") else None
+    if unexpected or any(new_head is None or not k.startswith(new_head) for k in missing):
         raise ValueError(
-            f"cannot add a handedness head: missing {missing}, unexpected {unexpected}"
+            f"cannot rebuild with {changes}: missing {missing}, unexpected {unexpected}"
         )
-    logger.info("added a handedness head (%s) for the matched pair loss", ", ".join(missing))
+    logger.info("init weights rebuilt with %s", changes)
     return grown.train(model.training)
 
 
@@ -568,8 +564,6 @@ def _train(t: _Trainer, start: int) -> None:
     if info.distributed:
         cuda = dev.type == "cuda"
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
-    if cfg.pair_loss == "matched" and not model.config.handedness_head:
-        raise ValueError("--pair-loss matched needs a model with a handedness head")
     loss_cfg = LossConfig(pair_loss=cfg.pair_loss, w_attn=cfg.attn_loss)
     loss_fn = DFLLoss(loss_cfg, input_size=model.config.input_size)
     specs, iters = build_sources(cfg, model.config, info, start + 1)

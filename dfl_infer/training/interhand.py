@@ -142,6 +142,18 @@ def read_annotations(root: str | Path, split: str) -> list[Record]:
     return records
 
 
+def camera_fields(intr: Intrinsics) -> dict[str, Any]:
+    """The ``camera`` argument of :meth:`AnnotationWriter.add` for a camera at the world origin,
+    axes aligned (world = camera frame), with intrinsics ``intr``: the pseudo-labels' and the
+    composites' camera."""
+    return {
+        "campos": [0.0, 0.0, 0.0],
+        "camrot": np.eye(3).tolist(),
+        "focal": [intr.fx, intr.fy],
+        "princpt": [intr.cx, intr.cy],
+    }
+
+
 @dataclass
 class AnnotationWriter:
     """Collects images with their annotation, camera and 3D joints, then writes the three

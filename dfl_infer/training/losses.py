@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfl_infer.joints import NUM_HAND_JOINTS, flip_seg_classes
+from dfl_infer.joints import FLIP_PERMUTATION, NUM_HAND_JOINTS, flip_seg_classes
 from dfl_infer.model.outputs import DFLOutput
 
 # Pixels of the paper's crop: the unit in which tau_uv = 1 was chosen.
@@ -197,14 +197,13 @@ def swap_targets(batch: dict[str, torch.Tensor], swap: torch.Tensor) -> dict[str
     slot: joints (B, 42, ...) halves exchanged, (B, 2) per-hand flags reversed, the relative
     root depth negated, right/left part classes mirrored. Adds ``side`` (B, 2): 1 where the
     slot's label is a right hand."""
-    n = NUM_HAND_JOINTS
     out = dict(batch)
     b = swap.shape[0]
     side = torch.tensor([1.0, 0.0], device=swap.device).expand(b, 2)
     out["side"] = torch.where(swap[:, None], side.flip(1), side)
     if not bool(swap.any()):
         return out
-    perm = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(swap.device)
+    perm = torch.tensor(FLIP_PERMUTATION, device=swap.device)
     for key in ("joints_uvd", "joint_valid", "depth_weight"):
         if key in batch:
             v = batch[key]

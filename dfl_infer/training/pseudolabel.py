@@ -55,7 +55,7 @@ from dfl_infer.image import IMAGE_SUFFIXES
 from dfl_infer.joints import NUM_HAND_JOINTS, NUM_JOINTS, WRIST
 from dfl_infer.lift import MAX_ROOT_DEPTH_MM, MIN_ROOT_DEPTH_MM, Intrinsics
 from dfl_infer.training.holdout import HOLDOUT_SIZE, SUBSETS, photo_names, select_subset
-from dfl_infer.training.interhand import AnnotationWriter, images_dir
+from dfl_infer.training.interhand import AnnotationWriter, camera_fields, images_dir
 
 logger = logging.getLogger(__name__)
 
@@ -195,12 +195,7 @@ def pseudolabel_folder(
                 height=h,
                 capture=0,
                 camera_name=str(writer.next_id),  # one camera per annotation: its own intrinsics
-                camera={
-                    "campos": [0.0, 0.0, 0.0],
-                    "camrot": np.eye(3).tolist(),
-                    "focal": [intr.fx, intr.fy],
-                    "princpt": [intr.cx, intr.cy],
-                },
+                camera=camera_fields(intr),
                 world_coord=cam_xyz.round(3).tolist(),
                 joint_valid=valid.tolist(),
                 hand_type=hand_type,
