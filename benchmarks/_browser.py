@@ -6,6 +6,7 @@ and spoken to as it expects, JSON messages ended by a NUL byte on its file descr
 4 (out), with the standard library only. :class:`Browser` opens one page; :meth:`Browser.eval`
 runs JavaScript in it, :meth:`Browser.upload` sets the files of an ``<input type=file>`` as a
 user's choice does (with its change event), :meth:`Browser.screenshot` returns its pixels.
+:func:`demo_server` runs ``dfl-infer demo`` on a free port for as long as a ``with`` lasts.
 """
 
 from __future__ import annotations
@@ -16,14 +17,74 @@ import json
 import os
 import queue
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def demo_server(
+    log: Path, start_timeout: float = 180.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``dfl-infer demo --port P`` (this checkout) in a process of its own, output to ``log``:
+    yields (its address, the process) once the page answers; stopped with Ctrl+C (SIGINT) at the
+    end. RuntimeError if it exits or does not answer within ``start_timeout`` seconds, or does not
+    stop on Ctrl+C within 30 s (then it is killed)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dfl_infer.cli", "demo", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+    try:
+        end = time.monotonic() + start_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the demo exited: {log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as page:
+                    if page.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > end:
+                raise RuntimeError(
+                    f"the demo did not start in {start_timeout:g} s: {log.read_text()}"
+                )
+            time.sleep(0.5)
+        yield url, proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError("the demo did not stop on Ctrl+C (SIGINT) within 30 s") from None
 
 
 def find_chromium() -> str | None:

@@ -31,19 +31,16 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper module only
 
-from _browser import Browser  # noqa: E402
+from _browser import Browser, demo_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,12 +61,6 @@ document.addEventListener('load', (e) => {
 }, true);
 true
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli_times(
@@ -109,28 +100,7 @@ def cli_times(
 
 def page_times(photo: Path, repeats: int, work: Path) -> tuple[list[float], list[float]]:
     """(the page's choice-to-overlay times, the server's own times from its message), s."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = (work / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dfl_infer.cli", "demo", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    try:
-        end = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"the demo exited: {(work / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > end:
-                    raise SystemExit("the demo did not start in 180 s") from None
-                time.sleep(0.5)
+    with demo_server(work / "server.log") as (url, _):
         copies = []
         for k in range(repeats + 1):
             copy = work / f"{photo.stem}-{k}{photo.suffix}"
@@ -165,13 +135,6 @@ def page_times(photo: Path, repeats: int, work: Path) -> tuple[list[float], list
                     page.append((lat["end"] - lat["start"]) / 1000)
                     server_s.append(float(message.rsplit(", ", 1)[1].split(" ms")[0]) / 1000)
         return page, server_s
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
 
 
 def main() -> None:

@@ -30,9 +30,9 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dfl_infer.bundle import DetectorUnavailableError
 
@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # imported when used: `dfl-infer --help` stays quick
     from dfl_infer.predictor import DFLPredictor
 
 logger = logging.getLogger("dfl_infer")
+
+_T = TypeVar("_T")
 
 SUBCOMMANDS = ("predict", "fetch-detector", "export-onnx", "ray", "demo")
 
@@ -62,44 +64,34 @@ def _box(text: str) -> tuple[float, float, float, float]:
     return vals
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return v
+def _checked(
+    convert: Callable[[str], _T], ok: Callable[[_T], bool], kind: str, expected: str
+) -> Callable[[str], _T]:
+    """An argparse ``type=``: ``convert`` the text, then accept it only where ``ok`` holds; the
+    two messages say ``expected KIND`` (not convertible) and ``expected EXPECTED``."""
+
+    def parse(text: str) -> _T:
+        try:
+            v = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return v
+
+    return parse
 
 
-def _probability(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
-    return v
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+_positive_float = _checked(
+    float, lambda v: v > 0 and math.isfinite(v), "a number", "a positive finite number"
+)
+_non_negative_float = _checked(
+    float, lambda v: v >= 0 and math.isfinite(v), "a number", "0 or a positive number"
+)
+_probability = _checked(float, lambda v: 0.0 <= v <= 1.0, "a number", "a probability in [0, 1]")
+_positive_int = _checked(int, lambda v: v >= 1, "an integer", "a positive integer")
+_non_negative_int = _checked(int, lambda v: v >= 0, "an integer", "0 or a positive integer")
+_port = _checked(int, lambda v: 1 <= v <= 65535, "a port number", "a port number in 1..65535")
 
 
 def _default_workers() -> int:
@@ -107,26 +99,6 @@ def _default_workers() -> int:
     # cores, 2 workers made the CLI 0-12% slower (docs/performance.md), so they start at 3.
     cpus = os.cpu_count() or 1
     return 0 if cpus <= 2 else min(4, cpus)
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got {text!r}")
-    return v
-
-
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 1 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number in 1..65535, got {text!r}")
-    return v
 
 
 def _onnx_batch(text: str) -> int | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -229,12 +228,6 @@ def test_cli_demo_without_gradio_is_one_line() -> None:
 
 
 # --- the page in a real browser --------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def browser_module():
     if importlib.util.find_spec("gradio") is None:
@@ -250,40 +243,11 @@ def browser_module():
 
 @pytest.fixture(scope="module")
 def server(browser_module, tmp_path_factory):
-    """``dfl-infer demo --port P`` in a process of its own; stopped (Ctrl+C) at the end."""
-    port = _free_port()
+    """``dfl-infer demo --port P`` in a process of its own (``_browser.demo_server``); stopped
+    with Ctrl+C at the end, and then nothing answers at its address any more."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dfl_infer.cli", "demo", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        end = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(url, timeout=5) as page:
-                    if page.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < end, "the demo did not start in 180 s: " + log.read_text()
-            time.sleep(0.5)
-        yield {"url": url, "port": port, "proc": proc, "log": log}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            pytest.fail("the demo did not stop on Ctrl+C (SIGINT) within 30 s")
+    with browser_module.demo_server(log) as (url, proc):
+        yield {"url": url, "port": int(url.rsplit(":", 1)[1].strip("/")), "proc": proc, "log": log}
     with pytest.raises(OSError):  # stopped: nothing answers there any more
         urllib.request.urlopen(url, timeout=5)
 
