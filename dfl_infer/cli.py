@@ -2,7 +2,8 @@
 
     dfl-infer [predict] IMAGE_OR_DIR... [--out joints.json] [--vis DIR] [--weights DIR_OR_HUB_ID]
               [--box x0,y0,x1,y1] [--focal F] [--device D] [--batch-size N] [--workers N]
-              [--compile] [--backend auto|torch|onnxruntime] [--threshold P] [--force] [-q]
+              [--compile] [--backend auto|torch|onnxruntime] [--threshold P] [--no-hand-pass]
+              [--force] [-q]
     dfl-infer CLIP.mp4 | FRAMES_DIR --video [--out joints.jsonl] [--vis overlay.mp4]
               [--smooth causal|offline|none] [--no-track] [--max-missed N] [--fps F] [...]
     dfl-infer fetch-detector [--dest PATH] [--source auto|google|pip] [--wheel WHEEL] [--force]
@@ -197,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         metavar="P",
         help="minimum hand-presence probability (default 0.5)",
+    )
+    p.add_argument(
+        "--no-hand-pass",
+        action="store_true",
+        help="do not re-run each hand of a two-hand crop in a crop of its own (one network "
+        "pass fewer per hand of a pair; looser joints on hands close together)",
     )
     p.add_argument(
         "--force",
@@ -413,6 +420,7 @@ def _predictor(args: argparse.Namespace) -> DFLPredictor:
             presence_threshold=args.threshold,
             compile=args.compile,
             backend=args.backend,
+            hand_pass=not getattr(args, "no_hand_pass", False),
         )
     except (FileNotFoundError, ValueError, ImportError) as exc:
         raise UsageError(str(exc)) from None

@@ -23,6 +23,11 @@ UP_JOINT = 11
 # Two hands in one crop are turned by their mean direction only while the two agree this well
 # (length of the mean of the two unit vectors: 0.5 = 120 degrees apart); otherwise not at all.
 PAIR_AGREEMENT = 0.5
+# A second pass whose crop overlaps the first one's by at least this IoU is skipped: it would
+# see (nearly) the same pixels again (the predictor's re-crop, hand_pass). A lone hand whose
+# network output has both slots on that hand (presence for both) re-crops to exactly its first
+# crop.
+SAME_CROP_IOU = 0.9
 
 
 def square_box(box: Sequence[float] | np.ndarray, scale: float = 1.25) -> np.ndarray:

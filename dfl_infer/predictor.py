@@ -40,6 +40,7 @@ from dfl_infer.backends import (
 )
 from dfl_infer.bundle import DetectorUnavailableError
 from dfl_infer.crop import (
+    SAME_CROP_IOU,
     Crop,
     box_iou,
     crop_around,
@@ -51,6 +52,7 @@ from dfl_infer.crop import (
 )
 from dfl_infer.decode import decode
 from dfl_infer.detect import HandDetector, detect_hands
+from dfl_infer.hand_pass import hand_crops, merge_hand_passes, same_place
 from dfl_infer.image import ImageInput, LargeImage, open_image
 from dfl_infer.joints import HANDS, NUM_HAND_JOINTS
 from dfl_infer.lift import Intrinsics, relative_to_wrist
@@ -75,12 +77,6 @@ DEFAULT_HUB_ID = "dfl-infer/dfl-r18"
 LONE_HAND_WIDEN = 1.0
 # A re-crop on the network's joints smaller than this share of the first pass's crop is refused.
 MIN_RECROP_FRACTION = 0.15
-# A second pass whose crop overlaps the first one's by at least this IoU is skipped: it would
-# see (nearly) the same pixels again. A lone hand whose network output has both slots on that
-# hand (presence for both) re-crops to exactly its first crop.
-SAME_CROP_IOU = 0.9
-# Hands from different crops closer than this (mean joint distance / hand size) are one hand.
-DUPLICATE_DISTANCE = 0.25
 
 
 class NoWeightsError(FileNotFoundError):
@@ -145,7 +141,9 @@ class DFLPredictor:
     ``lone_hand_widen`` (>= 1) and ``recrop_lone_hands``: how a lone detected hand is cropped
     (module docstring): by default one pass on the hand's own crop, and a second pass only when
     the network finds a second hand there; ``lone_hand_widen=2`` also finds a missed hand beside
-    it, ``recrop_lone_hands=True`` always adds the second pass.
+    it, ``recrop_lone_hands=True`` always adds the second pass. ``hand_pass``: each hand of a
+    crop that holds two is seen once more in a crop of its own (``dfl_infer.hand_pass``; one
+    more network pass per hand of a pair).
     """
 
     def __init__(
@@ -160,6 +158,7 @@ class DFLPredictor:
         backend: str = "auto",
         lone_hand_widen: float = LONE_HAND_WIDEN,
         recrop_lone_hands: bool = False,
+        hand_pass: bool = True,
     ) -> None:
         if not 0.0 <= float(presence_threshold) <= 1.0:  # also rejects NaN
             raise ValueError(
@@ -206,6 +205,7 @@ class DFLPredictor:
         self.full_image_fallback = full_image_fallback
         self.lone_hand_widen = float(lone_hand_widen)
         self.recrop_lone_hands = bool(recrop_lone_hands)
+        self.hand_pass = bool(hand_pass)
 
     def _prepare(self, weights: Any, device: Any) -> DFLModel:
         """The PyTorch model (``weights`` itself, or loaded), on its device, in eval mode and
@@ -455,6 +455,8 @@ class DFLPredictor:
             rgbs.append(rgb)
         self._run(tasks, rgbs)
         tasks = self._refine(tasks, rgbs)
+        if self.hand_pass:
+            self._hand_pass(tasks, rgbs)
         return [
             self._collect(i, rgbs[i], intr[i], [t for t in tasks if t.image == i]) for i in range(n)
         ]
@@ -566,6 +568,40 @@ class DFLPredictor:
         self._run(second, rgbs)
         return final + second
 
+    def _hand_pass(self, tasks: list[_Task], rgbs: list[np.ndarray | LargeImage]) -> None:
+        """Each hand of every crop with two hands present, re-run in its own crop; the nearer
+        slot replaces the hand's joints and per-joint confidence (``dfl_infer.hand_pass``)."""
+        pairs: list[tuple[_Task, list[_Task | None]]] = []
+        own: list[_Task] = []
+        for task in tasks:
+            if task.joints_25d is None or not task.present(self.presence_threshold).all():
+                continue
+            cfg = self.config
+            crops = hand_crops(
+                task.crop, task.joints_25d[:, :2], cfg.input_size, cfg.box_scale, cfg.upright
+            )
+            runs: list[_Task | None] = [
+                None if c is None else _Task(task.image, c, "hand") for c in crops
+            ]
+            pairs.append((task, runs))
+            own.extend(r for r in runs if r is not None)
+        self._run(own, rgbs)
+        for task, runs in pairs:
+            assert task.joints_25d is not None
+            task.joints_25d, taken = merge_hand_passes(
+                task.crop,
+                task.joints_25d,
+                [None if r is None else r.crop for r in runs],
+                [None if r is None else r.joints_25d for r in runs],
+            )
+            for h, (k, run) in enumerate(zip(taken, runs)):
+                if k is not None and run is not None and run.confidence is not None:
+                    assert task.confidence is not None
+                    task.confidence = task.confidence.copy()
+                    task.confidence[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS] = (
+                        run.confidence[k * NUM_HAND_JOINTS : (k + 1) * NUM_HAND_JOINTS]
+                    )
+
     def _run(self, tasks: list[_Task], rgbs: list[np.ndarray | LargeImage]) -> None:
         """Run the network on every task's crop, in batches; fills the tasks' outputs."""
         for start in range(0, len(tasks), self.batch_size):
@@ -633,11 +669,8 @@ def _deduplicate(candidates: list[tuple[int, Hand]]) -> list[Hand]:
     """Drop hands that another crop already found (same place, lower score)."""
     kept: list[tuple[int, Hand]] = []
     for number, hand in sorted(candidates, key=lambda c: -c[1].score):
-        size = float(np.ptp(hand.joints_2d, axis=0).max()) + 1e-6
         duplicate = any(
-            other_number != number
-            and float(np.linalg.norm(hand.joints_2d - other.joints_2d, axis=1).mean()) / size
-            < DUPLICATE_DISTANCE
+            other_number != number and same_place(hand.joints_2d, other.joints_2d)
             for other_number, other in kept
         )
         if not duplicate:

@@ -38,6 +38,7 @@ import numpy as np
 
 from dfl_infer.crop import box_intersection, box_iou, points_box
 from dfl_infer.detect import HandDetection
+from dfl_infer.hand_pass import same_place
 from dfl_infer.joints import HANDS
 from dfl_infer.lift import relative_to_wrist
 from dfl_infer.results import Hand, Prediction
@@ -50,9 +51,6 @@ COVER_IOU = 0.2
 GATE = 1.0
 LABEL_COST = 0.3
 MISS_COST = 1.0
-# Two hands closer than this (mean joint distance / hand size, as predictor.DUPLICATE_DISTANCE)
-# are one hand predicted twice (the network's two slots collapsed onto one hand).
-DUPLICATE_DISTANCE = 0.25
 # A new joints' box smaller than this share of the track's box (a collapsed prediction) keeps the
 # track's size, centred on the new box.
 MIN_SIZE_RATIO = 0.5
@@ -67,10 +65,9 @@ def hand_order(hand: Hand) -> tuple[int, float]:
 
 
 def _same_place(a: Hand, b: Hand) -> bool:
-    size = float(np.ptp(a.joints_2d, axis=0).max()) + 1e-6
-    return (
-        float(np.linalg.norm(a.joints_2d - b.joints_2d, axis=1).mean()) / size < DUPLICATE_DISTANCE
-    )
+    """One hand predicted twice (the network's two slots collapsed onto one hand):
+    ``hand_pass.same_place``."""
+    return same_place(a.joints_2d, b.joints_2d)
 
 
 def _centre(box: np.ndarray) -> np.ndarray:

@@ -89,6 +89,7 @@ LAYERS = (
     "dfl_infer.results",
     "dfl_infer.preprocess",
     "dfl_infer.decode",
+    "dfl_infer.hand_pass",
     "dfl_infer.bundle",
     "dfl_infer.detect",
     "dfl_infer.export",

@@ -123,6 +123,7 @@ def test_lone_hand_costs_one_pass_unless_a_second_hand_appears(
         presence_threshold=threshold,
         lone_hand_widen=widen,
         recrop_lone_hands=recrop,
+        hand_pass=False,  # the crop planning alone (test_hand_pass_runs_each_hand_...)
     )
     net, calls = p._net, []
     p._net = lambda batch: calls.append(len(batch)) or net(batch)  # type: ignore[assignment]
@@ -252,7 +253,9 @@ def test_second_hand_recrops_only_when_the_crop_changes(
     """A second hand found in a lone hand's crop costs a re-crop pass only when the re-crop
     differs from the first crop: not when the network put both hands on the detected one."""
     det = np.array([100.0, 100, 200, 220])
-    p = DFLPredictor(tiny_weights, device="cpu", detector=FixedDetector([Det(det, "right")]))
+    p = DFLPredictor(
+        tiny_weights, device="cpu", detector=FixedDetector([Det(det, "right")]), hand_pass=False
+    )
     p._net, calls = _fake_runner(p.config, offset)  # type: ignore[assignment]
     pred = p.predict(image)
     assert len(calls) == passes
@@ -260,6 +263,33 @@ def test_second_hand_recrops_only_when_the_crop_changes(
     if passes == 2:  # re-cropped on both hands: wider than the detected hand's own crop
         side = (det[3] - det[1]) * p.config.box_scale
         assert crop[2] - crop[0] > 1.2 * side
+
+
+@pytest.mark.parametrize(
+    ("offset", "hand_pass", "batches"),
+    [
+        (200.0, True, [1, 1, 2]),  # lone crop, re-crop on both hands, then one crop per hand
+        (200.0, False, [1, 1]),
+        (0.0, True, [1]),  # both hands on one place: their own crops would be the same crop again
+    ],
+)
+def test_hand_pass_runs_each_hand_of_a_pair_in_a_crop_of_its_own(
+    tiny_weights, image, offset, hand_pass, batches
+) -> None:
+    det = np.array([100.0, 100, 200, 220])
+    p = DFLPredictor(
+        tiny_weights,
+        device="cpu",
+        detector=FixedDetector([Det(det, "right")]),
+        hand_pass=hand_pass,
+    )
+    p._net, calls = _fake_runner(p.config, offset)  # type: ignore[assignment]
+    pred = p.predict(image)
+    assert [len(c) for c in calls] == batches
+    assert len(pred.hands) == 2
+    if hand_pass and offset:
+        # Each hand's crop is about a quarter of the pair crop's side: the pair's size here.
+        assert calls[2].shape[1:] == calls[1].shape[1:]
 
 
 @dataclass(frozen=True)

@@ -48,5 +48,8 @@ def test_default_model_reproduces_the_stored_reference(backend: str) -> None:
         assert ref["hands"], f"{name}: the reference holds no hand"
         for g, r in zip(got["hands"], ref["hands"]):
             assert g["score"] == pytest.approx(r["score"], abs=1e-3)
-            np.testing.assert_allclose(g["joints_2d"], r["joints_2d"], atol=0.05)  # pixels
+            # 0.2 px: a hand of a pair is re-run in a crop placed by its first-pass joints
+            # (hand_pass), so the backends' fp16 difference (<= 0.05 px) moves that crop too;
+            # the two backends differed by up to 0.13 px on two_hands.jpg (2026-12-04).
+            np.testing.assert_allclose(g["joints_2d"], r["joints_2d"], atol=0.2)  # pixels
             np.testing.assert_allclose(g["joints_3d"], r["joints_3d"], atol=0.5)  # mm

@@ -3,6 +3,7 @@ evaluation with injected predictions, pseudo-labels, and the dfl-train CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfl_infer.crop import apply_affine
+from dfl_infer.crop import apply_affine, make_crop, turned_box, upright_rotation
 from dfl_infer.joints import FLIP_PERMUTATION, NUM_HAND_JOINTS, ROOT_INDICES, seg_class
 from dfl_infer.model import DFLConfig
 from dfl_infer.training.data import AugmentConfig, InterHandDataset, StepBatchSampler
@@ -216,6 +217,47 @@ def test_augmentation_keeps_labels_consistent(fixture_root, flip):
     )
     # The same (index, seed) gives the same item: augmentation is a function of the seed.
     assert torch.equal(ds[(0, seed)]["image"], item["image"])
+
+
+@pytest.mark.parametrize("upright", [False, True])
+def test_hand_crops_frame_one_of_two_hands_and_keep_both_labelled(fixture_root, upright):
+    """AugmentConfig.hand_crop_prob: a two-hand image is cropped around one hand (as the
+    predictor's per-hand pass crops it), either hand over the seeds, both hands' labels kept;
+    single-hand images are cropped as before."""
+    still = dataclasses.replace(AugmentConfig.none(), hand_crop_prob=1.0, upright_jitter_deg=0.0)
+    ds = InterHandDataset(fixture_root, "train", size=256, augment=still, upright=upright)
+    s = ds.samples[0]
+    assert s.hand_type == "interacting"
+    plain = InterHandDataset(fixture_root, "train", size=256, upright=upright)
+    seen = set()
+    for seed in range(12):
+        crop = ds.make_crop(0, np.random.default_rng(seed))
+        own = [
+            make_crop(
+                turned_box(s.box_points(h), crop.rotation) if upright else s.box(h),
+                256,
+                1.25,
+                rotation=crop.rotation,
+            )
+            for h in (0, 1)
+        ]
+        match = [h for h in (0, 1) if np.allclose(crop.matrix, own[h].matrix, atol=1e-6)]
+        assert len(match) == 1
+        seen.add(match[0])
+        if upright:  # turned by that hand's own direction
+            want = upright_rotation(s.upright_joints(match[0]))
+            assert crop.rotation == pytest.approx(want)
+        assert crop.box[2] - crop.box[0] < plain.make_crop(0).box[2] - plain.make_crop(0).box[0]
+        item = ds[(0, seed)]
+        assert (item["hand_valid"].numpy() == 1).all()
+        valid = item["joint_valid"].numpy() > 0
+        uv = crop.to_crop(s.joints_img)
+        assert np.allclose(item["joints_uvd"][:, :2].numpy()[valid], uv[valid], atol=1e-3)
+    assert seen == {0, 1}
+    single = next(i for i, x in enumerate(ds.samples) if x.hand_type != "interacting")
+    np.testing.assert_allclose(
+        ds.make_crop(single, np.random.default_rng(0)).matrix, plain.make_crop(single).matrix
+    )
 
 
 def test_step_sampler_is_a_function_of_step():

@@ -70,6 +70,10 @@ class AugmentConfig:
     scale: float = 0.25  # box side multiplied by a factor uniform in [1 - scale, 1 + scale]
     translation: float = 0.15  # box centre shifted by up to this fraction of its side, per axis
     color: float = 0.2  # brightness, contrast and saturation factors in [1 - color, 1 + color]
+    # With this probability an image with both hands annotated is cropped around one of them
+    # (either, at random) instead of both, as the predictor's per-hand pass crops it
+    # (dfl_infer.hand_pass); both hands stay labelled. 0: off (the paper's crops).
+    hand_crop_prob: float = 0.0
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -104,26 +108,35 @@ class Sample:
         ]
         return np.array([present[h] and bool(self.joint_valid[ROOT_INDICES[h]]) for h in (0, 1)])
 
-    def upright_joints(self) -> list[np.ndarray]:
-        """The (21, 2) image joints of each annotated hand whose wrist and middle MCP are valid:
-        what ``crop.upright_rotation`` turns upright (the detector's landmarks at inference)."""
+    def _hands(self, only: int | None) -> np.ndarray:
+        """(2,) bool: the annotated hands, or of them only hand ``only`` (0 right, 1 left)."""
+        hands = self.hand_valid
+        if only is not None:
+            hands = hands & (np.arange(2) == only)
+        return hands
+
+    def upright_joints(self, only: int | None = None) -> list[np.ndarray]:
+        """The (21, 2) image joints of each annotated hand (or only of hand ``only``) whose wrist
+        and middle MCP are valid: what ``crop.upright_rotation`` turns upright (the detector's
+        landmarks at inference)."""
         out = []
-        for h in np.flatnonzero(self.hand_valid):
+        for h in np.flatnonzero(self._hands(only)):
             sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
             if self.joint_valid[sl][[WRIST, UP_JOINT]].all():
                 out.append(self.joints_img[sl])
         return out
 
-    def box_points(self) -> np.ndarray:
+    def box_points(self, only: int | None = None) -> np.ndarray:
         """(N, 2) image pixels of the joints the GT box holds: the valid joints of the annotated
-        hands (of any valid joint when no hand has a valid wrist)."""
-        valid = self.joint_valid & np.repeat(self.hand_valid, NUM_HAND_JOINTS)
+        hands, or of hand ``only`` (of any valid joint when no such hand has a valid wrist)."""
+        valid = self.joint_valid & np.repeat(self._hands(only), NUM_HAND_JOINTS)
         pts: np.ndarray = self.joints_img[valid if valid.any() else self.joint_valid]
         return pts
 
-    def box(self) -> np.ndarray:
-        """GT box (xyxy): the tight box of the valid joints' projections (InterNet-style)."""
-        box = points_box(self.box_points())
+    def box(self, only: int | None = None) -> np.ndarray:
+        """GT box (xyxy): the tight box of the valid joints' projections (InterNet-style), of
+        hand ``only`` when given."""
+        box = points_box(self.box_points(only))
         # A degenerate box (one valid joint) still needs an area for make_crop.
         if box[2] - box[0] < 1 or box[3] - box[1] < 1:
             c = (box[:2] + box[2:]) / 2
@@ -185,7 +198,7 @@ def load_samples(root: str | Path, split: str) -> list[Sample]:
     return samples
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> np.ndarray:
     import cv2
 
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -244,15 +257,20 @@ class InterHandDataset(Dataset[dict[str, torch.Tensor]]):
         return len(self.samples)
 
     def make_crop(self, index: int, rng: np.random.Generator | None = None) -> Crop:
-        """The crop of sample ``index``: the GT box x box_scale, randomly moved when ``rng``."""
+        """The crop of sample ``index``: the GT box x box_scale, randomly moved when ``rng``
+        (and then, with ``hand_crop_prob``, around one of two annotated hands)."""
         sample = self.samples[index]
-        box, upright = sample.box(), 0.0
-        if self.upright:
-            hands = sample.upright_joints()
-            upright = upright_rotation(hands)
-            if hands and len(pts := sample.box_points()) > 1:
-                box = turned_box(pts, upright)
         aug = self.augment
+        only = None
+        if rng is not None and aug is not None and aug.hand_crop_prob > 0:
+            if sample.hand_valid.all() and rng.uniform() < aug.hand_crop_prob:
+                only = int(rng.integers(2))
+        box, upright = sample.box(only), 0.0
+        if self.upright:
+            hands = sample.upright_joints(only)
+            upright = upright_rotation(hands)
+            if hands and len(pts := sample.box_points(only)) > 1:
+                box = turned_box(pts, upright)
         if rng is None or aug is None:
             return make_crop(box, self.size, self.box_scale, rotation=upright)
         c = (box[:2] + box[2:]) / 2
@@ -276,7 +294,7 @@ class InterHandDataset(Dataset[dict[str, torch.Tensor]]):
         rng = None if seed is None or self.augment is None else np.random.default_rng(seed)
         s = self.samples[index]
         crop = self.make_crop(index, rng)
-        rgb = _read_rgb(s.image_path)
+        rgb = read_rgb(s.image_path)
         image = crop.warp(rgb).astype(np.float32) / 255.0
         if rng is not None and self.augment is not None and self.augment.color > 0:
             image = _jitter(image, rng, self.augment.color).astype(np.float32)

@@ -158,6 +158,9 @@ class FitConfig:
     # direction plus a jitter (AugmentConfig.upright_jitter_deg), inference by the detector's.
     upright: bool = False
     attn_loss: float = 0.0  # weight of the initial-attention loss (LossConfig.w_attn); 0: off
+    # Share of two-hand images cropped around one of their hands (AugmentConfig.hand_crop_prob),
+    # as the predictor's per-hand pass crops them.
+    hand_crops: float = 0.0
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -246,7 +249,7 @@ def _dataset_iter(
     from dfl_infer.training.data import AugmentConfig, InterHandDataset, StepBatchSampler
 
     assert src.root is not None
-    augment = AugmentConfig() if cfg.augment else None
+    augment = AugmentConfig(hand_crop_prob=cfg.hand_crops) if cfg.augment else None
     size, box_scale, upright = model_cfg.input_size, model_cfg.box_scale, model_cfg.upright
     ds = InterHandDataset(src.root, cfg.split, size, box_scale, augment=augment, upright=upright)
     keep_hand_types(ds, cfg.hand_types)
@@ -895,6 +898,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="weight of the cross-entropy between each joint query's initial attention and a "
         "Gaussian at its labelled joint (0: off, the paper's loss)",
     )
+    p.add_argument(
+        "--hand-crops",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of two-hand images (folder / InterHand sources) cropped around one of their "
+        "hands, as the predictor's per-hand pass sees them (default 0)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -941,7 +952,10 @@ def _run(args: argparse.Namespace) -> int:
         pair_loss=args.pair_loss,
         upright=args.upright,
         attn_loss=args.attn_loss,
+        hand_crops=args.hand_crops,
     )
+    if not 0.0 <= cfg.hand_crops <= 1.0:  # also rejects NaN
+        raise ValueError(f"--hand-crops must be a share in [0, 1], got {cfg.hand_crops!r}")
     for guard in cfg.best_guard:
         parse_guard(guard, len(cfg.val))  # fail on a bad --best-guard before training
     parse_data(cfg.data)  # fail on a bad --data before any process group starts
