@@ -134,7 +134,11 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
             random_model(args.config).save_pretrained(weights)
         rss_before = peak_rss_mib()
         predictor = DFLPredictor(
-            weights=weights, device="cpu", compile=args.compile, backend=backend
+            weights=weights,
+            device="cpu",
+            compile=args.compile,
+            backend=backend,
+            hand_pass=args.child_hand_pass == "on",
         )
         onnx_exported = onnx_dir.is_dir() and set(os.listdir(onnx_dir)) != onnx_before
         if args.channels_last and predictor.backend == "torch":
@@ -256,9 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="DFLPredictor(compile=True), torch only")
     p.add_argument("--channels-last", action="store_true", help="force channels_last weights")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument(
+        "--hand-pass",
+        default="on",
+        help="DFLPredictor(hand_pass=...): on (default), off, or on,off for both side by side",
+    )
     # Child mode: one preset and backend, JSON on stdout.
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--child-backend", default="torch", help=argparse.SUPPRESS)
+    p.add_argument("--child-hand-pass", default="on", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.config:
         print(json.dumps(run_child(args)))
@@ -280,10 +290,17 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    hand_passes = [h.strip() for h in args.hand_pass.split(",") if h.strip()]
+    if not hand_passes or any(h not in ("on", "off") for h in hand_passes):
+        print(
+            f"end_to_end: --hand-pass takes on and/or off, got {args.hand_pass!r}",
+            file=sys.stderr,
+        )
+        return 2
     results = []
     load_start = loadavg()
     print(f"load average at start: {load_start}; {os.cpu_count()} CPUs")
-    header = f"{'config':7} {'backend (ran)':25} {'mode':8} "
+    header = f"{'config':7} {'backend (ran)':25} {'mode':8} {'hand pass':9} "
     header += " ".join(f"{s:>10}" for s in STAGES) + f" {'passes':>6} {'peak RSS MiB':>12} torch"
     print(header)
     # The children export and load ONNX graphs in a temporary cache folder (the user's cache is
@@ -296,33 +313,35 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[ENV_BUNDLE] = str(resolve_bundle())
     with tempfile.TemporaryDirectory(prefix="dfl-e2e-cache-") as cache:
         os.environ[ENV_CACHE_DIR] = cache
-        for name in args.configs.split(","):
-            for backend in backends:
-                cmd = [sys.executable, __file__, "--config", name.strip()]
-                cmd += ["--images", str(args.images), "--child-backend", backend]
-                flags = ["box", "channels_last"] + (["compile"] if backend == "torch" else [])
-                for flag in flags:
-                    if getattr(args, flag):
-                        cmd.append("--" + flag.replace("_", "-"))
-                if args.dir:
-                    cmd += ["--dir", args.dir, "--limit", str(args.limit)]
-                if backend == "onnxruntime":  # export here: neither timed nor in the child's RSS
-                    exported_model(random_model(name.strip()), Path(cache) / "onnx")
-                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if out.returncode != 0:
-                    print(out.stderr[-3000:], file=sys.stderr)
-                    return 1
-                res = json.loads(out.stdout.strip().splitlines()[-1])
-                res["loadavg_after"] = loadavg()
-                results.append(res)
-                ran = f"{res['backend']} ({res['ran']})"
-                print(
-                    f"{res['config']:7} {ran:25} {res['mode']:8} "
-                    + " ".join(f"{res['median_ms'][s]:10.1f}" for s in STAGES)
-                    + f" {res['passes_per_image']:6.2f} {res['peak_rss_mib']:12.0f} "
-                    + ("yes" if res["torch_imported"] else "no"),
-                    flush=True,
-                )
+        runs = [(n, b, h) for n in args.configs.split(",") for b in backends for h in hand_passes]
+        for name, backend, hand_pass in runs:
+            cmd = [sys.executable, __file__, "--config", name.strip()]
+            cmd += ["--images", str(args.images), "--child-backend", backend]
+            cmd += ["--child-hand-pass", hand_pass]
+            flags = ["box", "channels_last"] + (["compile"] if backend == "torch" else [])
+            for flag in flags:
+                if getattr(args, flag):
+                    cmd.append("--" + flag.replace("_", "-"))
+            if args.dir:
+                cmd += ["--dir", args.dir, "--limit", str(args.limit)]
+            if backend == "onnxruntime":  # export here: neither timed nor in the child's RSS
+                exported_model(random_model(name.strip()), Path(cache) / "onnx")
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if out.returncode != 0:
+                print(out.stderr[-3000:], file=sys.stderr)
+                return 1
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res["loadavg_after"] = loadavg()
+            res["hand_pass"] = hand_pass
+            results.append(res)
+            ran = f"{res['backend']} ({res['ran']})"
+            print(
+                f"{res['config']:7} {ran:25} {res['mode']:8} {hand_pass:9} "
+                + " ".join(f"{res['median_ms'][s]:10.1f}" for s in STAGES)
+                + f" {res['passes_per_image']:6.2f} {res['peak_rss_mib']:12.0f} "
+                + ("yes" if res["torch_imported"] else "no"),
+                flush=True,
+            )
     print("(median ms per image over", results[0]["images"], "images;", results[0]["source"], ")")
     for res in results:
         if res["config"] == "r18":
@@ -344,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             verdict = {k: "met" if v else "MISSED" for k, v in ok.items()}
             print(
-                f"target default CPU ({res['backend']} -> {res['ran']}): "
+                f"target default CPU ({res['backend']} -> {res['ran']}, hand pass "
+                f"{res['hand_pass']}): "
                 f"<= {DEFAULT_TARGET_MS_PER_IMAGE:.0f} ms/image: {tot:.0f} ms ({verdict['ms']}); "
                 f"<= {DEFAULT_TARGET_X_DETECTOR:.0f}x "
                 f"MediaPipe alone ({det:.0f} ms): {tot / det:.2f}x ({verdict['x']}); "
