@@ -10,7 +10,8 @@ the interacting MPJPE; then, per arm, the first step at which the nearer-label 2
 ``--target`` (% of the hand's box), the convergence figure of tracker issue 21.
 
 Arms (``--arms``): ``fixed`` (the paper's slots), ``matched`` (the cheaper slot assignment per
-image, with a handedness head), ``matched+attn`` (plus ``--attn-loss 1``).
+image, with a handedness head), ``matched+attn`` (plus ``--attn-loss W``, ``--attn-weight W``,
+default 1).
 
     python benchmarks/pair_loss.py --init weights --data interhand:SYNTH --val SYNTH_VAL:val \\
         [--steps 300] [--val-every 100] [--target 30,35] [--out runs/pair_loss] [--reuse]
@@ -37,7 +38,7 @@ from pathlib import Path
 ARMS = {
     "fixed": ["--pair-loss", "fixed"],
     "matched": ["--pair-loss", "matched"],
-    "matched+attn": ["--pair-loss", "matched", "--attn-loss", "1"],
+    "matched+attn": ["--pair-loss", "matched"],  # + --attn-loss (--attn-weight, default 1)
 }
 COLUMNS = (
     ("mean_2d_box_pct", "2D % box (sided)", "{:.1f}"),
@@ -76,6 +77,8 @@ def train(arm: str, args: argparse.Namespace) -> float | None:
     cmd += ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
     cmd += ["--save-every", str(args.val_every), "--val", args.val, "--seed", str(args.seed)]
     cmd += ["--num-workers", "1", "--no-progress", "--out", str(out), *ARMS[arm]]
+    if arm == "matched+attn":
+        cmd += ["--attn-loss", str(args.attn_weight)]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     return time.perf_counter() - start
@@ -89,6 +92,7 @@ def main() -> None:
     p.add_argument("--data", required=True, help="fit --data (interacting images are kept)")
     p.add_argument("--val", required=True, help="ROOT:SPLIT scored every --val-every steps")
     p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--attn-weight", type=float, default=1.0, help="--attn-loss of matched+attn")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
@@ -110,7 +114,8 @@ def main() -> None:
     print(
         f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}; {args.steps} steps x "
-        f"{args.batch_size}, lr {args.lr}, init {init}, val {args.val}\n"
+        f"{args.batch_size}, lr {args.lr}, init {init}, val {args.val}, attention loss weight "
+        f"{args.attn_weight:g}\n"
     )
     print("| arm | step | " + " | ".join(c[1] for c in COLUMNS) + " |")
     print("|---|---:|" + "---:|" * len(COLUMNS))
