@@ -689,7 +689,11 @@ def _save(
         return
     out = Path(cfg.out)
     meta = {"trained_steps": step, "data": cfg.data, "batch_size": cfg.batch_size * info.world_size}
-    export = DFLModel(dataclasses.replace(model.config, metadata={**model.config.metadata, **meta}))
+    # The init weights' notes carry over, except how they were selected: that was about them.
+    kept = {k: v for k, v in model.config.metadata.items() if k != "selected_by"}
+    if cfg.init:
+        meta["init"] = str(cfg.init)
+    export = DFLModel(dataclasses.replace(model.config, metadata={**kept, **meta}))
     export.load_state_dict(ema.state_dict() if ema is not None else model.state_dict())
     export.save_pretrained(out)
     if validator is not None:
