@@ -571,12 +571,12 @@ class DFLPredictor:
     def _hand_pass(self, tasks: list[_Task], rgbs: list[np.ndarray | LargeImage]) -> None:
         """Each hand of every crop with two hands present, re-run in its own crop; the nearer
         slot replaces the hand's joints and per-joint confidence (``dfl_infer.hand_pass``)."""
+        cfg = self.config
         pairs: list[tuple[_Task, list[_Task | None]]] = []
         own: list[_Task] = []
         for task in tasks:
             if task.joints_25d is None or not task.present(self.presence_threshold).all():
                 continue
-            cfg = self.config
             crops = hand_crops(
                 task.crop, task.joints_25d[:, :2], cfg.input_size, cfg.box_scale, cfg.upright
             )

@@ -326,6 +326,37 @@ def _shifted_uvd(ds: InterHandDataset, shift: tuple[float, float]) -> np.ndarray
     return uvd
 
 
+def test_hand_pass_dataset_reruns_only_pairs(fixture_root):
+    """evaluate --hand-pass: samples without two predicted hands keep their joints; the others
+    go through hand_pass (their crops' joints change, in the evaluation crop's pixels)."""
+    from dfl_infer.decode import CropOutputs
+    from dfl_infer.model.dfl import DFLModel
+    from dfl_infer.training.evaluate import hand_pass_dataset
+
+    torch.manual_seed(0)
+    model = DFLModel(DFLConfig.tiny(input_size=64))
+    ds = InterHandDataset(fixture_root, "test", size=64)
+    n = len(ds)
+    uvd = np.stack(
+        [
+            np.concatenate([ds.make_crop(i).to_crop(s.joints_img), np.zeros((42, 1))], 1)
+            for i, s in enumerate(ds.samples)
+        ]
+    ).astype(np.float32)
+    presence = np.where(np.arange(n)[:, None] == 0, 5.0, -5.0).repeat(2, 1).astype(np.float32)
+    first = CropOutputs(
+        uvd,
+        presence,
+        np.zeros(n, np.float32),
+        uvd[:, None, :, :2],
+        np.tile(np.float32([[1.0, -1.0]]), (n, 1)),
+    )
+    out = hand_pass_dataset(model, ds, first, batch_size=4)
+    assert out.shape == uvd.shape
+    np.testing.assert_array_equal(out[1:], uvd[1:])
+    assert np.isfinite(out[0]).all()
+
+
 def test_evaluate_2d_box_metrics(fixture_root):
     ds = InterHandDataset(fixture_root, "test", size=64)
     zeros2, zeros = np.zeros((len(ds), 2)), np.zeros(len(ds))

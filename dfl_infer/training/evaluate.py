@@ -57,14 +57,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfl_infer.crop import Crop
+from dfl_infer.backends import TorchRunner
 from dfl_infer.decode import CropOutputs, decode
 from dfl_infer.device import autocast, resolve_device
 from dfl_infer.hand_pass import hand_crops, merge_hand_passes
 from dfl_infer.joints import FLIP_PERMUTATION, NUM_HAND_JOINTS, ROOT_INDICES
 from dfl_infer.lift import Intrinsics, relative_to_wrist
 from dfl_infer.model import DFLModel
-from dfl_infer.preprocess import normalize
+from dfl_infer.preprocess import crop_batch, normalize
 from dfl_infer.training.data import AugmentConfig, InterHandDataset, Sample, read_rgb
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,6 @@ def predict_dataset(
     return CropOutputs.concatenate(parts)
 
 
-@torch.inference_mode()
 def hand_pass_dataset(
     model: DFLModel,
     dataset: InterHandDataset,
@@ -219,33 +218,30 @@ def hand_pass_dataset(
 ) -> np.ndarray:
     """``first.joints_25d`` (N, 42, 3, in the crops of ``dataset.make_crop``) after the
     predictor's per-hand pass on every sample whose two hands ``first`` found (presence logit >
-    0): :func:`dfl_infer.hand_pass.hand_crops` -> the network -> ``merge_hand_passes``."""
+    0): :func:`dfl_infer.hand_pass.hand_crops` -> the network (the predictor's ``TorchRunner``
+    on ``crop_batch``'s uint8 crops) -> ``merge_hand_passes``. Each image is read once."""
     cfg = model.config
     dev = torch.device(device)
-    model.eval().to(dev)
+    run = TorchRunner(model.eval().to(dev), dev)
     uvd: np.ndarray = first.joints_25d.copy()
-    jobs: list[tuple[int, int, Crop]] = []  # (sample, hand, its crop)
-    for i in map(int, np.flatnonzero((first.hand_presence > 0).all(axis=1))):
-        crops = hand_crops(
-            dataset.make_crop(i), uvd[i, :, :2], cfg.input_size, cfg.box_scale, cfg.upright
-        )
-        jobs.extend((i, h, c) for h, c in enumerate(crops) if c is not None)
-    outs: dict[tuple[int, int], np.ndarray] = {}
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start : start + batch_size]
-        pixels = np.stack([c.warp(read_rgb(dataset.samples[i].image_path)) for i, _, c in chunk])
-        x = torch.from_numpy(pixels).to(dev).permute(0, 3, 1, 2).float() / 255.0
-        with autocast(dev):
-            out = CropOutputs.from_model(model(normalize(x, cfg)))
-        for k, (i, h, _) in enumerate(chunk):
-            outs[(i, h)] = out.joints_25d[k]
-    crops_of: dict[int, list[Crop | None]] = {}
-    for i, h, c in jobs:
-        crops_of.setdefault(i, [None, None])[h] = c
-    for i, crops in crops_of.items():
-        uvd[i], _ = merge_hand_passes(
-            dataset.make_crop(i), uvd[i], crops, [outs.get((i, h)) for h in (0, 1)]
-        )
+    pairs = [int(i) for i in np.flatnonzero((first.hand_presence > 0).all(axis=1))]
+    per_batch = max(1, batch_size // 2)  # up to two hand crops per sample
+    for start in range(0, len(pairs), per_batch):
+        own = {}  # sample -> (its crop, its hands' crops)
+        for i in pairs[start : start + per_batch]:
+            crop = dataset.make_crop(i)
+            size, scale = cfg.input_size, cfg.box_scale
+            own[i] = crop, hand_crops(crop, uvd[i, :, :2], size, scale, cfg.upright)
+        jobs = [
+            (i, h, c) for i, (_, crops) in own.items() for h, c in enumerate(crops) if c is not None
+        ]
+        if not jobs:
+            continue
+        rgb = {i: read_rgb(dataset.samples[i].image_path) for i, _, _ in jobs}
+        out = run(crop_batch([rgb[i] for i, _, _ in jobs], [c for _, _, c in jobs]))
+        joints = {(i, h): out.joints_25d[k] for k, (i, h, _) in enumerate(jobs)}
+        for i, (crop, crops) in own.items():
+            uvd[i], _ = merge_hand_passes(crop, uvd[i], crops, [joints.get((i, h)) for h in (0, 1)])
     return uvd
 
 
