@@ -33,6 +33,9 @@ DUPLICATE_DISTANCE = 0.25
 # The per-hand result is refused when the two hands' mean joint distance falls below this share
 # of the first pass's (both hand crops' nearer slots on one hand).
 COLLAPSE_RATIO = 0.5
+# A hand is re-run only when its own crop enlarges it at least this much over the pair crop
+# (``benchmarks/hand_pass.py`` measured the trade: docs/architecture.md, "The per-hand pass").
+MIN_GAIN = 1.0
 
 _J = NUM_HAND_JOINTS
 
@@ -49,13 +52,19 @@ def same_place(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def hand_crops(
-    crop: Crop, joints_uv: np.ndarray, size: int, scale: float, upright: bool
+    crop: Crop,
+    joints_uv: np.ndarray,
+    size: int,
+    scale: float,
+    upright: bool,
+    min_gain: float = MIN_GAIN,
 ) -> list[Crop | None]:
     """The crop of each hand (right, left) of a two-hand result: ``joints_uv`` (42, 2) in
     ``crop``'s pixels; each hand's crop holds its 21 joints as the model's crops hold a hand
     (``size`` pixels, ``scale`` x the joints' extent, upright by the hand's own direction when
-    ``upright``). None for a hand whose joints are not finite or whose crop is (nearly) ``crop``
-    itself, and for both when the two are one hand (:func:`same_place`)."""
+    ``upright``). None for a hand whose joints are not finite, whose crop is (nearly) ``crop``
+    itself, or whose crop would enlarge it by less than ``min_gain`` (its crop pixels per image
+    pixel over ``crop``'s), and for both when the two are one hand (:func:`same_place`)."""
     uv = crop.to_image(np.asarray(joints_uv, dtype=np.float64))
     if same_place(_hand(uv, 0), _hand(uv, 1)):
         return [None, None]
@@ -68,7 +77,7 @@ def hand_crops(
         rotation = upright_rotation([pts]) if upright else 0.0
         own = crop_around(pts, size, scale, rotation)
         same = box_iou(np.asarray(own.box), np.asarray(crop.box)) >= SAME_CROP_IOU
-        out.append(None if same else own)
+        out.append(None if same or own.scale < min_gain * crop.scale else own)
     return out
 
 

@@ -52,6 +52,26 @@ def test_no_crop_for_a_hand_that_is_the_pair_or_not_finite(pair) -> None:
     assert crops[0] is not None and crops[1] is None
 
 
+def test_min_gain_skips_a_hand_its_own_crop_would_not_enlarge(pair) -> None:
+    crop, joints = pair
+    gains = [
+        own.scale / crop.scale
+        for own in hand_crops(crop, crop.to_crop(joints), SIZE, SCALE, False, 0.0)
+        if own is not None
+    ]
+    assert len(gains) == 2 and min(gains) > 1.0
+    low, high = sorted(gains)
+    crops = hand_crops(crop, crop.to_crop(joints), SIZE, SCALE, False, (low + high) / 2)
+    kept = [own is not None for own in crops]
+    assert kept == [gains[0] > gains[1], gains[1] > gains[0]]  # only the hand enlarged more
+    # A hand spread wider than the pair crop holds it (its crop would shrink it): skipped by
+    # the default rule, run without it.
+    wide = joints.copy()
+    wide[21:] = (wide[21:] - wide[21:].mean(0)) * 4 + wide[21:].mean(0)
+    assert hand_crops(crop, crop.to_crop(wide), SIZE, SCALE, False)[1] is None
+    assert hand_crops(crop, crop.to_crop(wide), SIZE, SCALE, False, 0.0)[1] is not None
+
+
 def test_the_nearer_slot_replaces_each_hand_exactly(pair) -> None:
     crop, joints = pair
     rng = np.random.default_rng(0)

@@ -60,7 +60,7 @@ import torch
 from dfl_infer.backends import TorchRunner
 from dfl_infer.decode import CropOutputs, decode
 from dfl_infer.device import autocast, resolve_device
-from dfl_infer.hand_pass import hand_crops, merge_hand_passes
+from dfl_infer.hand_pass import MIN_GAIN, hand_crops, merge_hand_passes
 from dfl_infer.joints import FLIP_PERMUTATION, NUM_HAND_JOINTS, ROOT_INDICES
 from dfl_infer.lift import Intrinsics, relative_to_wrist
 from dfl_infer.model import DFLModel
@@ -215,6 +215,7 @@ def hand_pass_dataset(
     first: CropOutputs,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
+    min_gain: float = MIN_GAIN,
 ) -> np.ndarray:
     """``first.joints_25d`` (N, 42, 3, in the crops of ``dataset.make_crop``) after the
     predictor's per-hand pass on every sample whose two hands ``first`` found (presence logit >
@@ -231,7 +232,7 @@ def hand_pass_dataset(
         for i in pairs[start : start + per_batch]:
             crop = dataset.make_crop(i)
             size, scale = cfg.input_size, cfg.box_scale
-            own[i] = crop, hand_crops(crop, uvd[i, :, :2], size, scale, cfg.upright)
+            own[i] = crop, hand_crops(crop, uvd[i, :, :2], size, scale, cfg.upright, min_gain)
         jobs = [
             (i, h, c) for i, (_, crops) in own.items() for h, c in enumerate(crops) if c is not None
         ]
