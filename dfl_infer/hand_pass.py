@@ -8,11 +8,12 @@ on those crops, and of each crop's two hand slots the one nearer to that hand's 
 joints replaces them. Presence, side and the relative root depth stay the first pass's: the pair
 crop sees both hands, the hand crop may not.
 
-Three guards keep the first pass where a second one would not help: two hands on one place
+Four guards keep the first pass where a second one would not help: two hands on one place
 (:func:`same_place`: the first pass found one hand twice) are not re-run, nor is a hand whose
-own crop is (nearly) the pair crop (IoU >= ``SAME_CROP_IOU``: one hand covers the other); and
-when the two re-run hands end up on one place (their mean joint distance below
-``COLLAPSE_RATIO`` times the first pass's), the first pass is kept for both.
+own crop is (nearly) the pair crop (IoU >= ``SAME_CROP_IOU``: one hand covers the other) or
+would not enlarge it (``MIN_GAIN``); and when the two re-run hands end up on one place (their
+mean joint distance below ``COLLAPSE_RATIO`` times the first pass's), the first pass is kept for
+both.
 
 Both the predictor (``DFLPredictor(hand_pass=True)``, the default) and ``dfl-train evaluate
 --hand-pass`` use these two functions, so the figures measure what users get.

@@ -483,12 +483,14 @@ def test_fit_mixed_batches_frozen_trunk_and_best_on_val(fixture_root, tmp_path):
 
 
 def test_best_guard_keeps_best_only_within_the_limit(fixture_root, tmp_path):
-    """--best-guard N:METRIC:MAX: a save that improves the first folder's metric is kept as
-    OUT/best only while folder N stays within MAX; malformed guards are one clear ValueError."""
+    """--best-guard N:METRIC:MAX (or N:METRIC:>=MIN): a save that improves the first folder's
+    metric is kept as OUT/best only while folder N stays within the bound; malformed guards are
+    one clear ValueError."""
     from dfl_infer.model import DFLModel
     from dfl_infer.training.fit import Validator, parse_guard
 
-    assert parse_guard("2:mean_2d_box_pct:4", 2) == (1, "mean_2d_box_pct", 4.0)
+    assert parse_guard("2:mean_2d_box_pct:4", 2) == (1, "mean_2d_box_pct", 4.0, False)
+    assert parse_guard("1:both_found:>=0.95", 2) == (0, "both_found", 0.95, True)
     for bad in ("2:mean_2d_box_pct", "x:m:1", "3:m:1", "0:m:1", "1:m:nan", "1::1"):
         with pytest.raises(ValueError, match="--best-guard"):
             parse_guard(bad, 2)
@@ -497,10 +499,10 @@ def test_best_guard_keeps_best_only_within_the_limit(fixture_root, tmp_path):
     val = (f"{fixture_root}:test", f"{other}:test")
     with pytest.raises(ValueError, match="already a --val folder"):
         Validator(_fit_cfg(fixture_root, tmp_path, val=(val[0], val[0])), model.config)
-    for limit, kept in ((1e9, True), (0.0, False)):
-        out = tmp_path / f"guard{kept}"
+    for n, (bound, kept) in enumerate(((1e9, True), (0.0, False), (">=0", True), (">=1e9", False))):
+        out = tmp_path / f"guard{n}"
         out.mkdir()
-        cfg = _fit_cfg(fixture_root, out, val=val, best_guard=(f"2:mean_2d_box_pct:{limit}",))
+        cfg = _fit_cfg(fixture_root, out, val=val, best_guard=(f"2:mean_2d_box_pct:{bound}",))
         validator = Validator(cfg, model.config)
         validator(model, 1, out)
         assert (out / "best").is_dir() == kept

@@ -755,13 +755,17 @@ class Validator:
             raise ValueError(f"--best-metric {self.metric!r} is not one of {sorted(first)}")
         improved = math.isfinite(value) and (self.best is None or value < self.best)
         scores = list(results.values())
-        for index, metric, limit in self.guards:
+        for index, metric, limit, at_least in self.guards:
             guarded = scores[index].get(metric)
             if guarded is None:
                 raise ValueError(f"--best-guard: {metric!r} is not one of {sorted(scores[index])}")
-            if not (math.isfinite(guarded) and guarded <= limit):
+            within = guarded >= limit if at_least else guarded <= limit
+            if not (math.isfinite(guarded) and within):
                 if improved:
-                    logger.info("step %d: %s = %.4g > %g, not kept", step, metric, guarded, limit)
+                    side = "<" if at_least else ">"
+                    logger.info(
+                        "step %d: %s = %.4g %s %g, not kept", step, metric, guarded, side, limit
+                    )
                 improved = False
         with (out / METRICS_NAME).open("a") as f:
             f.write(json.dumps({"step": step, "val": results, "best": improved}) + "\n")
@@ -772,19 +776,25 @@ class Validator:
         return results
 
 
-def parse_guard(spec: str, n_val: int) -> tuple[int, str, float]:
-    """``N:METRIC:MAX`` -> (0-based --val index, metric, limit); ValueError names what is wrong."""
-    malformed = ValueError(f"--best-guard {spec!r}: not N:METRIC:MAX (e.g. 2:mean_2d_box_pct:4)")
+def parse_guard(spec: str, n_val: int) -> tuple[int, str, float, bool]:
+    """``N:METRIC:MAX`` or ``N:METRIC:>=MIN`` -> (0-based --val index, metric, limit, whether the
+    limit is a minimum); ValueError names what is wrong."""
+    malformed = ValueError(
+        f"--best-guard {spec!r}: not N:METRIC:MAX or N:METRIC:>=MIN "
+        "(e.g. 2:mean_2d_box_pct:4, 2:both_found:>=0.95)"
+    )
     parts = spec.split(":")
     try:
-        index, metric, limit = int(parts[0]) - 1, parts[1], float(parts[2])
+        bound = parts[2]
+        at_least = bound.startswith(">=")
+        index, metric, limit = int(parts[0]) - 1, parts[1], float(bound.removeprefix(">="))
     except (ValueError, IndexError):
         raise malformed from None
     if len(parts) != 3 or not metric or not math.isfinite(limit):
         raise malformed
     if not 0 <= index < n_val:
         raise ValueError(f"--best-guard {spec!r}: there are {n_val} --val folders")
-    return index, metric, limit
+    return index, metric, limit, at_least
 
 
 def parse_val(spec: str) -> tuple[str, str]:
@@ -870,8 +880,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="append",
         default=[],
         metavar="N:METRIC:MAX",
-        help="a save becomes OUT/best only while --val folder N (1-based) has METRIC <= MAX "
-        "(repeatable), e.g. 2:mean_2d_box_pct:4 keeps the real-photo error in bounds",
+        help="a save becomes OUT/best only while --val folder N (1-based) has METRIC <= MAX, "
+        "or METRIC >= MIN when written N:METRIC:>=MIN (repeatable), e.g. 2:mean_2d_box_pct:4 "
+        "keeps the real-photo error in bounds, 2:both_found:>=0.95 the two-hand recall",
     )
     p.add_argument(
         "--hand-types",
