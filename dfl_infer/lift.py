@@ -169,7 +169,10 @@ def solve_root_depth(
     b = float(2 * (g * h).sum())
     c = float((h * h).sum() - (lengths**2).sum())
     if a <= 0:
-        raise ValueError("cannot solve the root depth: all joints project to one point")
+        raise ValueError(
+            "cannot solve the root depth: all joints project to one ray with these intrinsics "
+            f"(fx={intrinsics.fx:g}, fy={intrinsics.fy:g})"
+        )
     disc = b * b - 4 * a * c
     # A negative discriminant means the relative depths alone are longer than the hand: take the
     # closest fit (the parabola's minimum) instead.
