@@ -131,7 +131,7 @@ def test_controls_threshold_and_focal(model) -> None:
     assert "no hand" in none.message and "lower" in none.message
     # The focal length sets the depth: twice the focal length, about twice as far (the hand's
     # own depths, from the network, stay), with the same 2D joints.
-    near, far = model.photo(upload, 0.0, 500), model.photo(upload, 0.0, 1000)
+    near, far = model.photo(upload, 0.5, 500), model.photo(upload, 0.5, 1000)
     assert near.document is not None and far.document is not None
     for a, b in zip(near.document["images"][0]["hands"], far.document["images"][0]["hands"]):
         np.testing.assert_allclose(a["joints_2d"], b["joints_2d"], atol=0.05)
