@@ -6,11 +6,12 @@ pseudolabel --subset holdout``) once per plan (``PLANS``): a crop twice as wide 
 with a second pass only when the network finds a second hand there (``lone_hand_widen=2``), the
 same crop always followed by a re-crop pass (``recrop_lone_hands=True``, the plan before
 2026-12-01), a 1.5x crop, and the default since then, one pass on the hand's own box
-(``lone_hand_widen=1``). Prints one
-table: network passes per image, labelled hands found (same handedness), PCK at 10% of the
-hand's box and the mean 2D error in % of it (found hands), and the median time per image (the
-plans alternate image by image, so machine load hits them alike); "hands reported" counts every
-hand the predictor reports, labelled or not (a copied second hand on a lone hand shows there).
+(``lone_hand_widen=1``). Prints one table: network passes per image, labelled hands found
+(same handedness), every hand reported, the extra hands (reported hands that are no labelled
+hand's match: a copied second hand on a lone hand, or a real hand the labels lack) with the
+range of their presence scores (each one, by image, in ``--json``), PCK at 10% of the hand's box
+and the mean 2D error in % of it (found hands), and the median time per image (the plans
+alternate image by image, so machine load hits them alike).
 
     python benchmarks/crop_planning.py --data REAL_HO [--split test] [--weights weights]
         [--limit N] [--json PATH]
@@ -46,19 +47,26 @@ PLANS = {
 }
 
 
-def score(pred: Any, labels: list[tuple[str, np.ndarray]]) -> list[float | None]:
-    """Per labelled hand: 2D mean error / box size of the predicted hand of the same handedness
-    nearest to it, or None when the prediction has no hand of that handedness."""
-    out: list[float | None] = []
+def match(pred: Any, labels: list[tuple[str, np.ndarray]]) -> list[tuple[int, float] | None]:
+    """Per labelled hand: (index in ``pred.hands``, 2D mean error / box size) of the predicted
+    hand of the same handedness nearest to it, or None when the prediction has no hand of that
+    handedness."""
+    out: list[tuple[int, float] | None] = []
     for side, gt in labels:
         size = float(np.ptp(gt, axis=0).max())
         errs = [
-            float(np.linalg.norm(h.joints_2d - gt, axis=1).mean()) / size
-            for h in pred.hands
+            (i, float(np.linalg.norm(h.joints_2d - gt, axis=1).mean()) / size)
+            for i, h in enumerate(pred.hands)
             if h.handedness == side
         ]
-        out.append(min(errs) if errs else None)
+        out.append(min(errs, key=lambda e: e[1]) if errs else None)
     return out
+
+
+def _extra(found: list[tuple[str, float]]) -> str:
+    """``n (min-max)`` of the extra hands' presence scores."""
+    scores = [score for _, score in found]
+    return f"{len(scores)} ({min(scores):.2f}-{max(scores):.2f})" if scores else "0"
 
 
 def main() -> None:
@@ -94,6 +102,7 @@ def main() -> None:
     passes: dict[str, list[int]] = {name: [] for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     errors: dict[str, list[float | None]] = {name: [] for name in names}
+    extra: dict[str, list[tuple[str, float]]] = {name: [] for name in names}
     reported: dict[str, int] = {name: 0 for name in names}
     for path in paths:
         for name, p in predictors.items():
@@ -104,8 +113,13 @@ def main() -> None:
             pred = p.predict(path)
             times[name].append(time.perf_counter() - t0)
             passes[name].append(net.calls - calls)
-            errors[name].extend(score(pred, labels[path]))
             reported[name] += len(pred.hands)
+            matched = match(pred, labels[path])
+            errors[name].extend(None if m is None else m[1] for m in matched)
+            taken = {m[0] for m in matched if m is not None}
+            extra[name].extend(
+                (path.name, h.score) for k, h in enumerate(pred.hands) if k not in taken
+            )
 
     n_hands = sum(len(labels[p]) for p in paths)
     print(
@@ -114,10 +128,10 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f} at the end\n"
     )
     print(
-        "| plan | passes/image | hands found | hands reported | PCK@10% box | mean 2D % box "
-        "| median ms/image |"
+        "| plan | passes/image | hands found | hands reported | extra hands (scores) | PCK@10% box "
+        "| mean 2D % box | median ms/image |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     rows = []
     for name in names:
         found = [e for e in errors[name] if e is not None]
@@ -127,6 +141,7 @@ def main() -> None:
             "found": len(found),
             "labelled": n_hands,
             "reported": reported[name],
+            "extra_hands": [{"image": i, "score": round(c, 3)} for i, c in extra[name]],
             "pck2d_10": float(np.mean([e <= PCK2D_THRESHOLD for e in found])),
             "mean_2d_box_pct": 100.0 * float(np.mean(found)),
             "median_ms": 1000.0 * statistics.median(times[name]),
@@ -134,7 +149,7 @@ def main() -> None:
         rows.append(row)
         print(
             f"| {name} | {row['passes_per_image']:.2f} | {len(found)}/{n_hands} | "
-            f"{reported[name]} | "
+            f"{reported[name]} | {_extra(extra[name])} | "
             f"{row['pck2d_10']:.3f} | {row['mean_2d_box_pct']:.2f} | {row['median_ms']:.0f} |"
         )
     if args.json:

@@ -20,12 +20,10 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
-from dfl_infer.hand_pass import MIN_GAIN, hand_crops
+from dfl_infer.hand_pass import MIN_GAIN
 from dfl_infer.model import DFLModel
 from dfl_infer.training.data import AugmentConfig, InterHandDataset
 from dfl_infer.training.evaluate import (
@@ -41,23 +39,6 @@ COLUMNS = (
     ("handedness_acc", "hand-set acc", "{:.3f}"),
     ("mpjpe_interacting", "MPJPE int mm", "{:.1f}"),
 )
-
-
-def crops_per_image(model: DFLModel, ds: InterHandDataset, first: Any, gain: float) -> float:
-    """Hand crops the pass runs per image of ``ds`` at ``min_gain=gain``."""
-    cfg = model.config
-    n = 0
-    for i in np.flatnonzero((first.hand_presence > 0).all(axis=1)):
-        crops = hand_crops(
-            ds.make_crop(int(i)),
-            first.joints_25d[i, :, :2],
-            cfg.input_size,
-            cfg.box_scale,
-            cfg.upright,
-            gain,
-        )
-        n += sum(c is not None for c in crops)
-    return n / max(1, len(ds))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             if gain is None:
                 uvd, per_image = first.joints_25d, 0.0
             else:
-                uvd = hand_pass_dataset(model, ds, first, args.batch_size, min_gain=gain)
-                per_image = crops_per_image(model, ds, first, gain)
+                stats: dict[str, int] = {}
+                uvd = hand_pass_dataset(
+                    model, ds, first, args.batch_size, min_gain=gain, stats=stats
+                )
+                per_image = stats.get("hand_crops", 0) / max(1, len(ds))
             seconds = time.perf_counter() - start
             metrics = evaluate_predictions(ds, uvd, first.hand_presence, first.rel_root_depth)
             label = "off" if gain is None else f"{gain:g}"

@@ -216,11 +216,13 @@ def hand_pass_dataset(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     min_gain: float = MIN_GAIN,
+    stats: dict[str, int] | None = None,
 ) -> np.ndarray:
     """``first.joints_25d`` (N, 42, 3, in the crops of ``dataset.make_crop``) after the
     predictor's per-hand pass on every sample whose two hands ``first`` found (presence logit >
     0): :func:`dfl_infer.hand_pass.hand_crops` -> the network (the predictor's ``TorchRunner``
-    on ``crop_batch``'s uint8 crops) -> ``merge_hand_passes``. Each image is read once."""
+    on ``crop_batch``'s uint8 crops) -> ``merge_hand_passes``. Each image is read once. ``stats``,
+    when given, gets ``hand_crops``: the network passes the hand crops took."""
     cfg = model.config
     dev = torch.device(device)
     run = TorchRunner(model.eval().to(dev), dev)
@@ -236,6 +238,8 @@ def hand_pass_dataset(
         jobs = [
             (i, h, c) for i, (_, crops) in own.items() for h, c in enumerate(crops) if c is not None
         ]
+        if stats is not None:
+            stats["hand_crops"] = stats.get("hand_crops", 0) + len(jobs)
         if not jobs:
             continue
         rgb = {i: read_rgb(dataset.samples[i].image_path) for i, _, _ in jobs}
