@@ -16,12 +16,13 @@ mean joint distance below ``COLLAPSE_RATIO`` times the first pass's), the first 
 both.
 
 Both the predictor (``DFLPredictor(hand_pass=True)``, the default) and ``dfl-train evaluate
---hand-pass`` use these two functions, so the figures measure what users get.
+--hand-pass`` run the pass through :func:`hand_pass` (each gives it its own way to run the
+network), so the figures measure what users get.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -116,3 +117,31 @@ def merge_hand_passes(
             return first.astype(np.float32), [None, None]
     new[:, :2] = crop.to_crop(new_uv)
     return new.astype(np.float32), taken
+
+
+def hand_pass(
+    pairs: Sequence[tuple[Crop, np.ndarray]],
+    run: Callable[[list[tuple[int, Crop]]], Sequence[np.ndarray]],
+    size: int,
+    scale: float,
+    upright: bool,
+    min_gain: float = MIN_GAIN,
+) -> list[tuple[np.ndarray, list[int | None], list[int | None]]]:
+    """The pass on two-hand results ``pairs`` (crop, joints_25d (42, 3) in its pixels): the
+    hand crops of every pair (:func:`hand_crops`), all given to ``run`` at once as (pair index,
+    hand crop) jobs (it returns each job's (42, 3) joints_25d in that crop, in job order), then
+    :func:`merge_hand_passes`. Per pair: (its joints_25d after the pass, in its crop's pixels;
+    per hand the slot taken or None; per hand its job's index or None where it was not run)."""
+    plans = [
+        hand_crops(crop, joints[:, :2], size, scale, upright, min_gain) for crop, joints in pairs
+    ]
+    jobs = [(i, h) for i, crops in enumerate(plans) for h, c in enumerate(crops) if c is not None]
+    outs = run([(i, plans[i][h]) for i, h in jobs]) if jobs else []  # type: ignore[misc]
+    where = {job: k for k, job in enumerate(jobs)}
+    results = []
+    for i, ((crop, joints), crops) in enumerate(zip(pairs, plans)):
+        index = [where.get((i, h)) for h in (0, 1)]
+        hands = [None if k is None else outs[k] for k in index]
+        merged, taken = merge_hand_passes(crop, joints, crops, hands)
+        results.append((merged, taken, index))
+    return results

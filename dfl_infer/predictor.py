@@ -52,7 +52,7 @@ from dfl_infer.crop import (
 )
 from dfl_infer.decode import decode
 from dfl_infer.detect import HandDetector, detect_hands
-from dfl_infer.hand_pass import hand_crops, merge_hand_passes, same_place
+from dfl_infer.hand_pass import hand_pass, same_place
 from dfl_infer.image import ImageInput, LargeImage, open_image
 from dfl_infer.joints import HANDS, NUM_HAND_JOINTS
 from dfl_infer.lift import Intrinsics, relative_to_wrist
@@ -572,35 +572,29 @@ class DFLPredictor:
         """Each hand of every crop with two hands present, re-run in its own crop; the nearer
         slot replaces the hand's joints and per-joint confidence (``dfl_infer.hand_pass``)."""
         cfg = self.config
-        pairs: list[tuple[_Task, list[_Task | None]]] = []
+        pairs = [
+            t
+            for t in tasks
+            if t.joints_25d is not None and t.present(self.presence_threshold).all()
+        ]
         own: list[_Task] = []
-        for task in tasks:
-            if task.joints_25d is None or not task.present(self.presence_threshold).all():
-                continue
-            crops = hand_crops(
-                task.crop, task.joints_25d[:, :2], cfg.input_size, cfg.box_scale, cfg.upright
-            )
-            runs: list[_Task | None] = [
-                None if c is None else _Task(task.image, c, "hand") for c in crops
-            ]
-            pairs.append((task, runs))
-            own.extend(r for r in runs if r is not None)
-        self._run(own, rgbs)
-        for task, runs in pairs:
-            assert task.joints_25d is not None
-            task.joints_25d, taken = merge_hand_passes(
-                task.crop,
-                task.joints_25d,
-                [None if r is None else r.crop for r in runs],
-                [None if r is None else r.joints_25d for r in runs],
-            )
-            for h, (k, run) in enumerate(zip(taken, runs)):
-                if k is not None and run is not None and run.confidence is not None:
-                    assert task.confidence is not None
-                    task.confidence = task.confidence.copy()
-                    task.confidence[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS] = (
-                        run.confidence[k * NUM_HAND_JOINTS : (k + 1) * NUM_HAND_JOINTS]
-                    )
+
+        def run(jobs: list[tuple[int, Crop]]) -> list[np.ndarray]:
+            own.extend(_Task(pairs[i].image, crop, "hand") for i, crop in jobs)
+            self._run(own, rgbs)
+            return [np.asarray(t.joints_25d) for t in own]
+
+        first = [(t.crop, np.asarray(t.joints_25d)) for t in pairs]
+        results = hand_pass(first, run, cfg.input_size, cfg.box_scale, cfg.upright)
+        for task, (joints, taken, index) in zip(pairs, results):
+            task.joints_25d = joints
+            for h, (k, j) in enumerate(zip(taken, index)):
+                hand_conf = None if k is None or j is None else own[j].confidence
+                if k is None or hand_conf is None or task.confidence is None:
+                    continue
+                task.confidence = task.confidence.copy()
+                slot = slice(k * NUM_HAND_JOINTS, (k + 1) * NUM_HAND_JOINTS)
+                task.confidence[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS] = hand_conf[slot]
 
     def _run(self, tasks: list[_Task], rgbs: list[np.ndarray | LargeImage]) -> None:
         """Run the network on every task's crop, in batches; fills the tasks' outputs."""

@@ -32,8 +32,11 @@ def _hand(rng: np.random.Generator, centre: np.ndarray, size: float) -> np.ndarr
     return pts
 
 
-def _fixture(root: Path) -> None:
-    """Four 320x240 grey photos, each with one hand drawn in its own colour (sides r, l, r, l)."""
+def _fixture(root: Path, second_hand: bool = False) -> None:
+    """Four 320x240 grey photos, each with one hand drawn in its own colour (sides r, l, r, l);
+    ``second_hand``: photo 0 also holds a labelled left hand of its own annotation beside its
+    right one (a photo of two hands that do not touch), drawn in grey (it only has to be
+    labelled)."""
     import cv2
 
     rng = np.random.default_rng(0)
@@ -52,29 +55,32 @@ def _fixture(root: Path) -> None:
         intr = Intrinsics.default(320, 240)
         world = np.column_stack([uv - uv.mean(0), rng.normal(0, 5, 21)]) * 0.8 / 1000
         xyz, _ = hand_camera_joints(uv, world, intr)
-        side = k % 2
-        joints = np.zeros((42, 3))
-        valid = np.zeros(42)
-        joints[side * 21 : (side + 1) * 21], valid[side * 21 : (side + 1) * 21] = xyz, 1
-        writer.add(
-            file_name=name,
-            width=320,
-            height=240,
-            capture=0,
-            camera_name=str(k),
-            camera={
-                "campos": [0.0, 0.0, 0.0],
-                "camrot": np.eye(3).tolist(),
-                "focal": [intr.fx, intr.fy],
-                "princpt": [intr.cx, intr.cy],
-            },
-            world_coord=joints.tolist(),
-            joint_valid=valid.tolist(),
-            hand_type="right" if side == 0 else "left",
-            hand_type_valid=1,
-            bbox=[0, 0, 1, 1],
-            extra={"depth_confidence": 0.5},
-        )
+        hands = [(k % 2, xyz)]
+        if second_hand and k == 0:
+            hands.append((1, hand_camera_joints(uv + [120.0, 0.0], world, intr)[0]))
+        for side, hand_xyz in hands:
+            joints = np.zeros((42, 3))
+            valid = np.zeros(42)
+            joints[side * 21 : (side + 1) * 21], valid[side * 21 : (side + 1) * 21] = hand_xyz, 1
+            writer.add(
+                file_name=name,
+                width=320,
+                height=240,
+                capture=0,
+                camera_name=str(writer.next_id),
+                camera={
+                    "campos": [0.0, 0.0, 0.0],
+                    "camrot": np.eye(3).tolist(),
+                    "focal": [intr.fx, intr.fy],
+                    "princpt": [intr.cx, intr.cy],
+                },
+                world_coord=joints.tolist(),
+                joint_valid=valid.tolist(),
+                hand_type="right" if side == 0 else "left",
+                hand_type_valid=1,
+                bbox=[0, 0, 1, 1],
+                extra={"depth_confidence": 0.5},
+            )
     writer.write(root, "train")
 
 
@@ -159,3 +165,20 @@ def test_needs_two_photos(tmp_path) -> None:
     data_path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="two photos"):
         make_composites(src, "train", tmp_path / "out", n=1)
+
+
+def test_base_photos_other_hands_stay_out_of_the_crop(tmp_path) -> None:
+    """Photo 0 holds two hands that do not touch (two annotations): pasting beside either one
+    would leave the other, unlabelled, in the pair's crop, so neither is ever a base; both can
+    still be donors (the donor is cut out by its mask)."""
+    src = tmp_path / "two"
+    _fixture(src, second_hand=True)
+    out = tmp_path / "out"
+    counts = make_composites(src, "train", out, n=12, seed=3, config=CompositeConfig())
+    data = json.loads((out / "annotations/train/InterHand2.6M_train_data.json").read_text())
+    bases = [a["sources"][0] for a in data["annotations"]]
+    donors = [a["sources"][1] for a in data["annotations"]]
+    assert "photo_0.png" not in bases
+    assert counts["redrawn"] > 0 and counts["composites"] == 12
+    assert set(bases) == {"photo_1.png", "photo_2.png", "photo_3.png"}
+    assert "photo_0.png" in donors

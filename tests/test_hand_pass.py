@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dfl_infer.crop import crop_around, make_crop, points_box, union_box, upright_rotation
-from dfl_infer.hand_pass import hand_crops, merge_hand_passes
+from dfl_infer.hand_pass import hand_crops, hand_pass, merge_hand_passes
 
 SIZE, SCALE = 256, 1.25
 
@@ -110,3 +110,39 @@ def test_two_hands_that_collapse_onto_one_keep_the_first_pass(pair) -> None:
     merged, taken = merge_hand_passes(crop, first, crops, outs)
     assert taken == [None, None]
     np.testing.assert_allclose(merged, first, atol=1e-4)
+
+
+def test_hand_pass_runs_every_hand_crop_at_once_and_maps_results_back(pair) -> None:
+    """hand_pass: one call of ``run`` for all pairs' hand crops, each pair merged from its own
+    jobs (a network that sees the true hand in its crop's slot 1 gives the truth back)."""
+    crop, joints = pair
+    rng = np.random.default_rng(1)
+    loose = crop.to_crop(joints) + rng.normal(0, 6, (42, 2))
+    one_crop = crop_around(joints[:21], SIZE, SCALE)
+    on_one = one_crop.to_crop(np.concatenate([joints[:21], joints[:21]]))
+    pairs = [
+        (crop, np.column_stack([loose, np.zeros(42)])),
+        (one_crop, np.column_stack([on_one, np.zeros(42)])),  # one hand twice: no crops
+    ]
+    calls: list[list] = []
+
+    def run(jobs):
+        calls.append(jobs)
+        out = []
+        for i, own in jobs:
+            assert i == 0
+            h = 0 if np.allclose(own.matrix, crops[0].matrix) else 1
+            truth = own.to_crop(joints[21 * h : 21 * (h + 1)])
+            slots = np.concatenate([truth + 40.0, truth])  # slot 1 is the true hand
+            out.append(np.column_stack([slots, np.full(42, 7.0)]))
+        return out
+
+    crops = hand_crops(crop, loose, SIZE, SCALE, False)
+    results = hand_pass(pairs, run, SIZE, SCALE, False)
+    assert len(calls) == 1 and len(calls[0]) == 2
+    (merged, taken, index), (kept, none_taken, no_jobs) = results
+    np.testing.assert_allclose(crop.to_image(merged[:, :2]), joints, atol=1e-3)
+    assert taken == [1, 1] and index == [0, 1]
+    np.testing.assert_allclose(merged[:, 2], 7.0)
+    np.testing.assert_allclose(kept, pairs[1][1], atol=1e-5)
+    assert none_taken == [None, None] and no_jobs == [None, None]

@@ -512,6 +512,24 @@ def test_best_guard_keeps_best_only_within_the_limit(fixture_root, tmp_path):
         Validator(cfg, model.config)(model, 1, tmp_path)
 
 
+def test_fit_rejects_bad_settings_before_training(fixture_root, tmp_path):
+    """fit() itself (not only the command line) refuses settings no run can use, with one clear
+    ValueError and nothing written."""
+    from dfl_infer.training.fit import fit
+
+    bad = (
+        ({"hand_crops": 1.5}, "--hand-crops"),
+        ({"hand_crops": float("nan")}, "--hand-crops"),
+        ({"steps": 0}, "--steps"),
+        ({"best_guard": ("3:mean_2d_box_pct:4",)}, "--best-guard"),
+    )
+    for n, (kw, match) in enumerate(bad):
+        out = tmp_path / f"bad{n}"
+        with pytest.raises(ValueError, match=match):
+            fit(_fit_cfg(fixture_root, out, **kw))
+        assert not out.exists()
+
+
 @pytest.mark.slow
 def test_tiny_overfits(tmp_path):
     """tiny memorizes one sample: the loss falls more than 5x in 80 steps at lr 1e-3 (about 15 s

@@ -14,7 +14,10 @@ and pastes the donor over or beside the base hand:
   hand), and its centre put at a random distance of 0.25-0.9 hand sizes from the base hand's
   centre, in a random direction: from heavy overlap to side by side. In ``behind_prob`` of the
   composites the base hand is then pasted back on top with its own mask, so the donor is the
-  covered one.
+  covered one. The base photo's other labelled hands (a photo may hold two hands that do not
+  touch, each its own annotation) must stay out of the square the pair's crop can cover
+  (``clear_margin`` times the pair's box, the evaluation crop turned to any angle); a draw that
+  would leave one of them there, unlabelled beside the labelled pair, is drawn again.
 - **Labels.** Both hands' 2D joints (the covered hand's covered joints stay labels, as in
   InterHand2.6M), relative depths from the sources (mirroring keeps z; the in-plane turn and the
   mirror move the metric x, y the same way as the pixels), each hand's wrist depth fitted to its
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,18 +67,25 @@ class CompositeConfig:
     distance: tuple[float, float] = (0.25, 0.9)  # centre to centre, in base hand sizes
     behind_prob: float = 0.35  # the base hand pasted back over the donor
     min_hand_px: float = 24.0  # smaller source hands are not used
+    # The base photo's other hands stay outside a square of this many times the pair's box side
+    # around its centre: the crop (x1.25 of the box) turned to any angle (upright crops) is
+    # within 1.25 * sqrt(2) = 1.77 of it.
+    clear_margin: float = 1.8
+    max_draws: int = 50  # draws of (base, donor, placement) per composite before giving up
 
 
 @dataclass(frozen=True)
 class Hand:
     """One labelled hand of a source annotation: its photo, side (0 right, 1 left), 2D joints
-    (21, 2) pixels, camera-frame joints (21, 3) mm and depth weights (21,)."""
+    (21, 2) pixels, camera-frame joints (21, 3) mm, depth weights (21,), and the boxes (k, 4:
+    x0, y0, x1, y1 pixels) of the other labelled hands in its photo."""
 
     image_path: Path
     side: int
     uv: np.ndarray
     xyz: np.ndarray
     depth_weight: np.ndarray
+    others: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
 
     @property
     def size(self) -> float:
@@ -85,16 +95,31 @@ class Hand:
 
 def single_hands(samples: list[Sample], min_px: float) -> list[Hand]:
     """The hands of the single-hand annotations whose 21 joints are all labelled, whose side is
-    sure (``hand_type_valid``) and whose box is at least ``min_px`` pixels."""
+    sure (``hand_type_valid``) and whose box is at least ``min_px`` pixels; each knows the boxes
+    of the other labelled hands (any annotation) of its photo."""
+    boxes: dict[Path, list[tuple[int, np.ndarray]]] = {}
+    for k, s in enumerate(samples):
+        for h in np.flatnonzero(s.hand_valid):
+            sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
+            uv = s.joints_img[sl][s.joint_valid[sl]]
+            boxes.setdefault(s.image_path, []).append((k, points_box(uv)))
     hands = []
-    for s in samples:
+    for k, s in enumerate(samples):
         if s.hand_type not in ("right", "left") or not s.hand_type_valid:
             continue
         side = 0 if s.hand_type == "right" else 1
         sl = slice(side * NUM_HAND_JOINTS, (side + 1) * NUM_HAND_JOINTS)
         if not s.joint_valid[sl].all():
             continue
-        hand = Hand(s.image_path, side, s.joints_img[sl], s.joints_cam[sl], s.depth_weight[sl])
+        others = [box for j, box in boxes.get(s.image_path, []) if j != k]
+        hand = Hand(
+            s.image_path,
+            side,
+            s.joints_img[sl],
+            s.joints_cam[sl],
+            s.depth_weight[sl],
+            np.array(others, dtype=np.float64).reshape(-1, 4),
+        )
         if hand.size >= min_px:
             hands.append(hand)
     return hands
@@ -174,6 +199,22 @@ def placement(
     return np.column_stack([linear, shift]), mirror
 
 
+def clear_of_others(base: Hand, donor: Hand, affine: np.ndarray, cfg: CompositeConfig) -> bool:
+    """Whether every other labelled hand of the base photo stays outside the square of side
+    ``cfg.clear_margin`` x the pair's box side around the pair's box centre (the pasted donor at
+    ``affine``)."""
+    if not len(base.others):
+        return True
+    pair = np.vstack([base.uv, donor.uv @ affine[:, :2].T + affine[:, 2]])
+    box = points_box(pair)
+    centre = np.array([box[0] + box[2], box[1] + box[3]]) / 2
+    half = cfg.clear_margin * max(box[2] - box[0], box[3] - box[1]) / 2
+    lo, hi = centre - half, centre + half
+    o = base.others
+    overlaps = (o[:, 0] < hi[0]) & (o[:, 2] > lo[0]) & (o[:, 1] < hi[1]) & (o[:, 3] > lo[1])
+    return not bool(overlaps.any())
+
+
 def moved_hand(donor: Hand, affine: np.ndarray, mirror: bool, intr: Intrinsics) -> np.ndarray:
     """(21, 3) camera-frame mm joints of the donor after ``affine`` in a photo with ``intr``:
     its metric offsets from the wrist turned and mirrored as the pixels were (z kept), the wrist
@@ -196,17 +237,43 @@ def _read(path: Path) -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
+def draw(
+    hands: list[Hand], rng: np.random.Generator, cfg: CompositeConfig, counts: dict[str, int]
+) -> tuple[Hand, Hand, np.ndarray, bool]:
+    """A base hand, a donor from another photo and the donor's placement (:func:`placement`)
+    that leaves the base photo's other hands out of the pair's crop; ``counts["redrawn"]`` counts
+    the draws thrown away."""
+    for _ in range(cfg.max_draws):
+        base = hands[int(rng.integers(len(hands)))]
+        donor = base
+        while donor.image_path == base.image_path:
+            donor = hands[int(rng.integers(len(hands)))]
+        affine, mirror = placement(base, donor, rng, cfg)
+        if clear_of_others(base, donor, affine, cfg):
+            return base, donor, affine, mirror
+        counts["redrawn"] += 1
+    raise ValueError(
+        f"no composite in {cfg.max_draws} draws leaves the base photo's other hands out of the "
+        "crop: too few photos with room around their hand"
+    )
+
+
 def compose(
-    base: Hand, donor: Hand, rng: np.random.Generator, cfg: CompositeConfig
+    base: Hand,
+    donor: Hand,
+    affine: np.ndarray,
+    mirror: bool,
+    rng: np.random.Generator,
+    cfg: CompositeConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """One composite: (RGB image, (42, 3) camera-frame joints right then left, (42,) depth
-    weights, whether the donor is the covered hand). The camera is the base photo's default."""
+    """One composite of ``donor`` pasted at ``affine`` (``mirror``: it was mirrored) into the
+    base photo: (RGB image, (42, 3) camera-frame joints right then left, (42,) depth weights,
+    whether the donor is the covered hand). The camera is the base photo's default."""
     import cv2
 
     image = _read(base.image_path)
     h, w = image.shape[:2]
     donor_image = _read(donor.image_path)
-    affine, mirror = placement(base, donor, rng, cfg)
     alpha = hand_mask(donor_image, donor.uv)
     warped = cv2.warpAffine(donor_image, affine, (w, h), flags=cv2.INTER_LINEAR)
     a = cv2.warpAffine(alpha, affine, (w, h), flags=cv2.INTER_LINEAR)[..., None]
@@ -258,13 +325,10 @@ def make_composites(
     img_dir.mkdir(parents=True, exist_ok=True)
     writer = AnnotationWriter()
     rng = np.random.default_rng(seed)
-    counts = {"composites": 0, "mirrored": 0, "donor_behind": 0}
+    counts = {"composites": 0, "mirrored": 0, "donor_behind": 0, "redrawn": 0}
     for i in range(n):
-        base = hands[int(rng.integers(len(hands)))]
-        donor = base
-        while donor.image_path == base.image_path:
-            donor = hands[int(rng.integers(len(hands)))]
-        image, xyz, dw, behind = compose(base, donor, rng, cfg)
+        base, donor, affine, mirror = draw(hands, rng, cfg, counts)
+        image, xyz, dw, behind = compose(base, donor, affine, mirror, rng, cfg)
         name = f"comp_{i:06d}.jpg"
         bgr = np.ascontiguousarray(image[:, :, ::-1])
         if not cv2.imwrite(str(img_dir / name), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):

@@ -58,9 +58,10 @@ import numpy as np
 import torch
 
 from dfl_infer.backends import TorchRunner
+from dfl_infer.crop import Crop
 from dfl_infer.decode import CropOutputs, decode
 from dfl_infer.device import autocast, resolve_device
-from dfl_infer.hand_pass import MIN_GAIN, hand_crops, merge_hand_passes
+from dfl_infer.hand_pass import MIN_GAIN, hand_pass
 from dfl_infer.joints import FLIP_PERMUTATION, NUM_HAND_JOINTS, ROOT_INDICES
 from dfl_infer.lift import Intrinsics, relative_to_wrist
 from dfl_infer.model import DFLModel
@@ -220,33 +221,36 @@ def hand_pass_dataset(
 ) -> np.ndarray:
     """``first.joints_25d`` (N, 42, 3, in the crops of ``dataset.make_crop``) after the
     predictor's per-hand pass on every sample whose two hands ``first`` found (presence logit >
-    0): :func:`dfl_infer.hand_pass.hand_crops` -> the network (the predictor's ``TorchRunner``
-    on ``crop_batch``'s uint8 crops) -> ``merge_hand_passes``. Each image is read once. ``stats``,
-    when given, gets ``hand_crops``: the network passes the hand crops took."""
+    0): :func:`dfl_infer.hand_pass.hand_pass` with the predictor's ``TorchRunner`` on
+    ``crop_batch``'s uint8 crops. Each image is read once per batch. ``stats``, when given, gets
+    ``hand_crops``: the network passes the hand crops took."""
     cfg = model.config
     dev = torch.device(device)
-    run = TorchRunner(model.eval().to(dev), dev)
+    runner = TorchRunner(model.eval().to(dev), dev)
     uvd: np.ndarray = first.joints_25d.copy()
     pairs = [int(i) for i in np.flatnonzero((first.hand_presence > 0).all(axis=1))]
     per_batch = max(1, batch_size // 2)  # up to two hand crops per sample
+    if stats is not None:
+        stats.setdefault("hand_crops", 0)
     for start in range(0, len(pairs), per_batch):
-        own = {}  # sample -> (its crop, its hands' crops)
-        for i in pairs[start : start + per_batch]:
-            crop = dataset.make_crop(i)
-            size, scale = cfg.input_size, cfg.box_scale
-            own[i] = crop, hand_crops(crop, uvd[i, :, :2], size, scale, cfg.upright, min_gain)
-        jobs = [
-            (i, h, c) for i, (_, crops) in own.items() for h, c in enumerate(crops) if c is not None
-        ]
-        if stats is not None:
-            stats["hand_crops"] = stats.get("hand_crops", 0) + len(jobs)
-        if not jobs:
-            continue
-        rgb = {i: read_rgb(dataset.samples[i].image_path) for i, _, _ in jobs}
-        out = run(crop_batch([rgb[i] for i, _, _ in jobs], [c for _, _, c in jobs]))
-        joints = {(i, h): out.joints_25d[k] for k, (i, h, _) in enumerate(jobs)}
-        for i, (crop, crops) in own.items():
-            uvd[i], _ = merge_hand_passes(crop, uvd[i], crops, [joints.get((i, h)) for h in (0, 1)])
+        chunk = pairs[start : start + per_batch]
+
+        def run(jobs: list[tuple[int, Crop]], chunk: list[int] = chunk) -> list[np.ndarray]:
+            rgb: dict[int, np.ndarray] = {}  # each image read once
+            for k, _ in jobs:
+                if k not in rgb:
+                    rgb[k] = read_rgb(dataset.samples[chunk[k]].image_path)
+            if stats is not None:
+                stats["hand_crops"] += len(jobs)
+            out = runner(crop_batch([rgb[k] for k, _ in jobs], [c for _, c in jobs]))
+            return list(out.joints_25d)
+
+        crops = [(dataset.make_crop(i), uvd[i]) for i in chunk]
+        size, scale = cfg.input_size, cfg.box_scale
+        for i, (joints, _, _) in zip(
+            chunk, hand_pass(crops, run, size, scale, cfg.upright, min_gain)
+        ):
+            uvd[i] = joints
     return uvd
 
 

@@ -462,8 +462,20 @@ def keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 2**30)
 
 
+def check_config(cfg: FitConfig) -> None:
+    """Fail on settings no run can use, before any process group starts or data loads."""
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise ValueError("--steps and --batch-size must be >= 1")
+    if not 0.0 <= cfg.hand_crops <= 1.0:  # also rejects NaN
+        raise ValueError(f"--hand-crops must be a share in [0, 1], got {cfg.hand_crops!r}")
+    for guard in cfg.best_guard:
+        parse_guard(guard, len(cfg.val))
+    parse_data(cfg.data)
+
+
 def fit(cfg: FitConfig) -> Path:
     """Train as ``cfg`` says; returns the output folder. Launch under torchrun for DDP."""
+    check_config(cfg)
     info = distributed.setup(cfg.device)
     try:
         return _fit(cfg, info)
@@ -489,8 +501,6 @@ class _Trainer:
 
 
 def _fit(cfg: FitConfig, info: distributed.DistInfo) -> Path:
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise ValueError("--steps and --batch-size must be >= 1")
     out = Path(cfg.out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -969,10 +979,5 @@ def _run(args: argparse.Namespace) -> int:
         attn_loss=args.attn_loss,
         hand_crops=args.hand_crops,
     )
-    if not 0.0 <= cfg.hand_crops <= 1.0:  # also rejects NaN
-        raise ValueError(f"--hand-crops must be a share in [0, 1], got {cfg.hand_crops!r}")
-    for guard in cfg.best_guard:
-        parse_guard(guard, len(cfg.val))  # fail on a bad --best-guard before training
-    parse_data(cfg.data)  # fail on a bad --data before any process group starts
-    fit(cfg)
+    fit(cfg)  # check_config fails on bad settings before any process group starts
     return 0
