@@ -18,7 +18,12 @@ import torch
 from dfl_infer.crop import apply_affine, make_crop, turned_box, upright_rotation
 from dfl_infer.joints import FLIP_PERMUTATION, NUM_HAND_JOINTS, ROOT_INDICES, seg_class
 from dfl_infer.model import DFLConfig
-from dfl_infer.training.data import AugmentConfig, InterHandDataset, StepBatchSampler
+from dfl_infer.training.data import (
+    AugmentConfig,
+    InterHandDataset,
+    StepBatchSampler,
+    crop_presence,
+)
 from dfl_infer.training.evaluate import evaluate_predictions
 from dfl_infer.training.fit import FitConfig, fit, lr_factor, parse_data
 from dfl_infer.training.holdout import split_names
@@ -222,9 +227,11 @@ def test_augmentation_keeps_labels_consistent(fixture_root, flip):
 @pytest.mark.parametrize("upright", [False, True])
 def test_hand_crops_frame_one_of_two_hands_and_keep_both_labelled(fixture_root, upright):
     """AugmentConfig.hand_crop_prob: a two-hand image is cropped around one hand (as the
-    predictor's per-hand pass crops it), either hand over the seeds, both hands' labels kept;
-    single-hand images are cropped as before."""
-    still = dataclasses.replace(AugmentConfig.none(), hand_crop_prob=1.0, upright_jitter_deg=0.0)
+    predictor's per-hand pass crops it), either hand over the seeds, both hands' labels kept
+    (with partial_share 0); single-hand images are cropped as before."""
+    still = dataclasses.replace(
+        AugmentConfig.none(), hand_crop_prob=1.0, upright_jitter_deg=0.0, partial_share=0.0
+    )
     ds = InterHandDataset(fixture_root, "train", size=256, augment=still, upright=upright)
     s = ds.samples[0]
     assert s.hand_type == "interacting"
@@ -258,6 +265,46 @@ def test_hand_crops_frame_one_of_two_hands_and_keep_both_labelled(fixture_root, 
     np.testing.assert_allclose(
         ds.make_crop(single, np.random.default_rng(0)).matrix, plain.make_crop(single).matrix
     )
+
+
+@pytest.mark.parametrize("upright", [False, True])
+def test_presence_labels_follow_what_the_crop_shows(fixture_root, upright):
+    """AugmentConfig.partial_share: in a crop around one hand of a pair, the other hand is
+    absent when none of its joints are inside (no joints to learn), has no presence label when
+    fewer than the share are, and is present otherwise; a crop of both hands keeps both."""
+    still = dataclasses.replace(
+        AugmentConfig.none(), hand_crop_prob=1.0, upright_jitter_deg=0.0, translation=0.3
+    )
+    ds = InterHandDataset(fixture_root, "train", size=256, augment=still, upright=upright)
+    s = ds.samples[0]
+    kinds = set()
+    for seed in range(40):
+        crop = ds.make_crop(0, np.random.default_rng(seed))
+        item = ds[(0, seed)]
+        uv = crop.to_crop(s.joints_img)
+        inside = (uv >= -0.5).all(1) & (uv <= 255.5).all(1)
+        for h in (0, 1):
+            sl = slice(21 * h, 21 * h + 21)
+            share = inside[sl][s.joint_valid[sl]].mean()
+            present = item["hand_valid"][h].item() == 1
+            labelled = item["presence_valid"][h].item() == 1
+            assert present == (share > 0)
+            assert labelled == (share == 0 or share >= 0.5)
+            assert (item["joint_valid"][sl].numpy() > 0).any() == present
+            kinds.add("absent" if share == 0 else ("partial" if share < 0.5 else "present"))
+    assert {"absent", "present"} <= kinds
+    # A few fingers at the crop's edge: joints kept, no presence label (crop_presence directly).
+    inside = np.zeros(42, bool)
+    inside[:21] = True
+    inside[21:25] = True  # 4 of the left hand's 21 joints
+    hv, jv, pv = crop_presence(np.ones(2, bool), np.ones(42, bool), inside, np.ones(2), 0.5)
+    assert hv.all() and jv.all() and list(pv) == [1.0, 0.0]
+    hv, jv, pv = crop_presence(np.ones(2, bool), np.ones(42, bool), inside, np.ones(2), 0.15)
+    assert list(pv) == [1.0, 1.0]
+    both = InterHandDataset(
+        fixture_root, "train", size=256, augment=AugmentConfig(), upright=upright
+    )
+    assert (both[(0, 1)]["hand_valid"].numpy() == 1).all()
 
 
 def test_step_sampler_is_a_function_of_step():

@@ -74,6 +74,11 @@ class AugmentConfig:
     # (either, at random) instead of both, as the predictor's per-hand pass crops it
     # (dfl_infer.hand_pass); both hands stay labelled. 0: off (the paper's crops).
     hand_crop_prob: float = 0.0
+    # Presence labels follow what the crop shows: a hand none of whose valid joints lie inside
+    # the crop is absent there (no presence, joints or side to learn), and one with fewer than
+    # this share of them inside gets no presence label either way (a few fingers at the edge).
+    # 0: off (every annotated hand present, wherever the crop went).
+    partial_share: float = 0.5
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -332,11 +337,16 @@ class InterHandDataset(Dataset[dict[str, torch.Tensor]]):
             valid, depth_w, hand_valid = valid[perm], depth_w[perm], hand_valid[::-1].copy()
             cam[:, 0] = -cam[:, 0]
             seg = np.where(seg == SEG_IGNORE, SEG_IGNORE, flip_seg_classes()[np.minimum(seg, 32)])
+        inside = np.asarray((uv >= -0.5).all(1) & (uv <= self.size - 0.5).all(1))
+        presence_valid = np.full(2, float(s.hand_type_valid))
+        if self.augment is not None and self.augment.partial_share > 0:
+            hand_valid, valid, presence_valid = crop_presence(
+                hand_valid, valid, inside, presence_valid, self.augment.partial_share
+            )
         # A hand's depths are relative to its own wrist: without a valid wrist they mean nothing.
         depth_w = depth_w * np.repeat(hand_valid, NUM_HAND_JOINTS)
         r, l_ = ROOT_INDICES
         rel_root = cam[l_, 2] - cam[r, 2] if hand_valid.all() else 0.0
-        inside = (uv >= -0.5).all(1) & (uv <= self.size - 0.5).all(1)
         intr = crop_intrinsics(s.intrinsics, crop)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
@@ -349,12 +359,38 @@ class InterHandDataset(Dataset[dict[str, torch.Tensor]]):
             "visibility": torch.from_numpy((valid & inside).astype(np.float32)),
             "rel_root_depth": torch.tensor(float(rel_root)),
             "depth_weight": torch.from_numpy(depth_w.astype(np.float32)),
-            "presence_valid": torch.full((2,), float(s.hand_type_valid)),
+            "presence_valid": torch.from_numpy(presence_valid.astype(np.float32)),
             "root_valid": torch.tensor(float(s.root_depth_valid and hand_valid.all())),
             "seg_valid": torch.tensor(seg_valid),
             "crop_matrix": torch.from_numpy(crop.matrix).float(),
             "index": torch.tensor(index),
         }
+
+
+def crop_presence(
+    hand_valid: np.ndarray,
+    joint_valid: np.ndarray,
+    inside: np.ndarray,
+    presence_valid: np.ndarray,
+    partial_share: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The presence labels of one augmented crop (``AugmentConfig.partial_share``): an annotated
+    hand with none of its valid joints ``inside`` the crop becomes absent (``hand_valid`` and its
+    ``joint_valid`` 0); one with fewer than ``partial_share`` of them inside keeps its joints but
+    loses its presence label (``presence_valid`` 0). Returns new (hand_valid, joint_valid,
+    presence_valid)."""
+    hand_valid, joint_valid = hand_valid.copy(), joint_valid.copy()
+    presence_valid = presence_valid.copy()
+    for h in np.flatnonzero(hand_valid):
+        sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
+        labelled = joint_valid[sl]
+        share = float(inside[sl][labelled].mean()) if labelled.any() else 0.0
+        if share == 0.0:
+            hand_valid[h] = False
+            joint_valid[sl] = False
+        elif share < partial_share:
+            presence_valid[h] = 0.0
+    return hand_valid, joint_valid, presence_valid
 
 
 def item_seed(seed: int, rank: int, step: int, slot: int) -> int:

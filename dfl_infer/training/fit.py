@@ -161,6 +161,9 @@ class FitConfig:
     # Share of two-hand images cropped around one of their hands (AugmentConfig.hand_crop_prob),
     # as the predictor's per-hand pass crops them.
     hand_crops: float = 0.0
+    # A hand with fewer than this share of its joints inside an augmented crop has no presence
+    # label there, with none inside it is absent (AugmentConfig.partial_share); 0: off.
+    partial_share: float = 0.5
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -249,7 +252,11 @@ def _dataset_iter(
     from dfl_infer.training.data import AugmentConfig, InterHandDataset, StepBatchSampler
 
     assert src.root is not None
-    augment = AugmentConfig(hand_crop_prob=cfg.hand_crops) if cfg.augment else None
+    augment = (
+        AugmentConfig(hand_crop_prob=cfg.hand_crops, partial_share=cfg.partial_share)
+        if cfg.augment
+        else None
+    )
     size, box_scale, upright = model_cfg.input_size, model_cfg.box_scale, model_cfg.upright
     ds = InterHandDataset(src.root, cfg.split, size, box_scale, augment=augment, upright=upright)
     keep_hand_types(ds, cfg.hand_types)
@@ -468,6 +475,8 @@ def check_config(cfg: FitConfig) -> None:
         raise ValueError("--steps and --batch-size must be >= 1")
     if not 0.0 <= cfg.hand_crops <= 1.0:  # also rejects NaN
         raise ValueError(f"--hand-crops must be a share in [0, 1], got {cfg.hand_crops!r}")
+    if not 0.0 <= cfg.partial_share <= 1.0:
+        raise ValueError(f"--partial-share must be a share in [0, 1], got {cfg.partial_share!r}")
     for guard in cfg.best_guard:
         parse_guard(guard, len(cfg.val))
     parse_data(cfg.data)
@@ -931,6 +940,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="share of two-hand images (folder / InterHand sources) cropped around one of their "
         "hands, as the predictor's per-hand pass sees them (default 0)",
     )
+    p.add_argument(
+        "--partial-share",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="presence labels follow the augmented crop: a hand with none of its joints inside "
+        "is absent, one with fewer than this share inside has no presence label (default 0.5; "
+        "0: every annotated hand present)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -978,6 +996,7 @@ def _run(args: argparse.Namespace) -> int:
         upright=args.upright,
         attn_loss=args.attn_loss,
         hand_crops=args.hand_crops,
+        partial_share=args.partial_share,
     )
     fit(cfg)  # check_config fails on bad settings before any process group starts
     return 0
