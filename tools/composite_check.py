@@ -21,7 +21,26 @@ import numpy as np
 from dfl_infer.crop import points_box
 from dfl_infer.joints import NUM_HAND_JOINTS
 from dfl_infer.training.composite import Hand, single_hands
-from dfl_infer.training.data import load_samples, read_annotations
+from dfl_infer.training.data import Sample, load_samples, read_annotations
+
+
+def photo_hands(src_root: Path, src_split: str) -> dict[str, list[Hand]]:
+    """The labelled single hands of the source folder, by photo file name."""
+    out: dict[str, list[Hand]] = {}
+    for hand in single_hands(load_samples(src_root, src_split), 0.0):
+        out.setdefault(hand.image_path.name, []).append(hand)
+    return out
+
+
+def base_hand(s: Sample, hands: list[Hand]) -> tuple[Hand, int] | None:
+    """The composite's base hand (it keeps its own 2D labels) among ``hands``, the labelled
+    hands of its base photo, and the slot (0 right, 1 left) it holds; None if none matches."""
+    for hand in hands:
+        for slot in (0, 1):
+            uv = s.joints_img[slot * NUM_HAND_JOINTS : (slot + 1) * NUM_HAND_JOINTS]
+            if float(np.abs(uv - hand.uv).max()) < 0.5:
+                return hand, slot
+    return None
 
 
 def third_hands(
@@ -29,24 +48,14 @@ def third_hands(
 ) -> tuple[int, int, int]:
     """(composites, those whose base photo holds another labelled hand, those of them in which
     such a hand's box overlaps the pair's crop square)."""
-    photo_hands: dict[str, list[Hand]] = {}
-    for hand in single_hands(load_samples(src_root, src_split), 0.0):
-        photo_hands.setdefault(hand.image_path.name, []).append(hand)
+    by_photo = photo_hands(src_root, src_split)
     records = read_annotations(comp_root, comp_split)
     samples = load_samples(comp_root, comp_split)
     with_other = shown = 0
     for record, s in zip(records, samples):
         name = str(record.annotation.get("sources", [""])[0])
-        slots = [s.joints_img[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS] for h in (0, 1)]
-        # The base hand keeps its own 2D labels: the photo's hand found in one of the slots.
-        base = next(
-            (
-                h
-                for h in photo_hands.get(name, [])
-                if min(float(np.abs(slot - h.uv).max()) for slot in slots) < 0.5
-            ),
-            None,
-        )
+        found = base_hand(s, by_photo.get(name, []))
+        base = found[0] if found else None
         if base is None or not len(base.others):
             continue
         with_other += 1
