@@ -68,7 +68,11 @@ def predictions(comp_root: Path, comp_split: str, weights: str):
     model = DFLModel.from_pretrained(weights, map_location="cpu")
     cfg = model.config
     ds = InterHandDataset(
-        comp_root, comp_split, cfg.input_size, cfg.box_scale, AugmentConfig.none(),
+        comp_root,
+        comp_split,
+        cfg.input_size,
+        cfg.box_scale,
+        AugmentConfig.none(),
         upright=cfg.upright,
     )
     pred = predict_dataset(model, ds)
@@ -88,7 +92,11 @@ def split_errors(ds, uvd: np.ndarray, records, by_photo, widen: float) -> dict[s
         base_slot = found[1]
         top = base_slot if record.annotation.get("donor_behind") else 1 - base_slot
         uv_img, _ = decode(
-            uvd[i], ds.make_crop(i), Intrinsics.from_array(s.intrinsics), s.hand_valid, 0.0,
+            uvd[i],
+            ds.make_crop(i),
+            Intrinsics.from_array(s.intrinsics),
+            s.hand_valid,
+            0.0,
             root_depth=float(s.joints_cam[0, 2]),
         )
         gt = [s.joints_img[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS] for h in (0, 1)]
