@@ -31,6 +31,12 @@ import numpy as np
 from dfl_infer.joints import NUM_HAND_JOINTS
 from dfl_infer.lift import Intrinsics
 from dfl_infer.training.data import read_annotations
+from dfl_infer.training.evaluate import (
+    PCK2D_THRESHOLD,
+    hand_box_errors,
+    hand_pass_dataset,
+    predict_dataset,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from composite_check import base_hand, photo_hands  # noqa: E402
@@ -63,7 +69,6 @@ def predictions(comp_root: Path, comp_split: str, weights: str):
     per-hand pass, as ``dfl-train evaluate`` makes them."""
     from dfl_infer.model import DFLModel
     from dfl_infer.training.data import AugmentConfig, InterHandDataset
-    from dfl_infer.training.evaluate import hand_pass_dataset, predict_dataset
 
     model = DFLModel.from_pretrained(weights, map_location="cpu")
     cfg = model.config
@@ -100,9 +105,8 @@ def split_errors(ds, uvd: np.ndarray, records, by_photo, widen: float) -> dict[s
             root_depth=float(s.joints_cam[0, 2]),
         )
         gt = [s.joints_img[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS] for h in (0, 1)]
-        uv = [uv_img[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS] for h in (0, 1)]
         sizes = [float(np.ptp(g, axis=0).max()) for g in gt]
-        err = [np.linalg.norm(uv[h] - gt[h], axis=1) / sizes[h] for h in (0, 1)]
+        err = hand_box_errors(uv_img, s)  # right then left: every composite joint is labelled
         hidden = hidden_joints(gt[1 - top], gt[top], widen)
         groups[GROUPS[0]].append(err[top])
         groups[GROUPS[1]].append(err[1 - top][~hidden])
@@ -131,7 +135,7 @@ def main() -> None:
         every = {"all joints": groups[GROUPS[0]] + groups[GROUPS[1]] + groups[GROUPS[2]]}
         for name, parts in {**every, **groups}.items():
             e = np.concatenate(parts) if parts else np.zeros(0)
-            cell = f"{(e <= 0.1).mean():.3f} / {100 * e.mean():.2f}" if e.size else "-"
+            cell = f"{(e <= PCK2D_THRESHOLD).mean():.3f} / {100 * e.mean():.2f}" if e.size else "-"
             rows.setdefault(name, [str(e.size)]).append(cell)
     print(f"{args.weights} on {args.composites}; outline widened by {args.widen:g} of the box\n")
     print("| joints | count | PCK@10 % / mean 2D %, one pass | with the per-hand pass |")
