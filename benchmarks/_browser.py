@@ -51,6 +51,10 @@ def demo_server(
     stop on Ctrl+C within 30 s (then it is killed)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
+    # Run from a background shell, this process has SIGINT ignored and the demo would inherit
+    # that (a Python handler is not inherited across exec, so setting one gives it the default).
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False"}
     with log.open("wb") as out:
         proc = subprocess.Popen(

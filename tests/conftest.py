@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,13 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+
+# Started in the background by a non-interactive shell (`bash .ci/run &`, nohup), the tests
+# inherit SIGINT ignored, and so would every process they start: the tests that stop the demo or a
+# Ray driver with Ctrl+C (SIGINT) would see it ignored. A Python handler is not inherited across
+# exec, so the processes started from here get SIGINT's default back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
