@@ -311,3 +311,26 @@ def test_attention_loss_is_lowest_on_the_target_and_weighted():
     assert float(off["attn"].detach()) == 0.0
     assert float(on_["attn"].detach()) == pytest.approx(math.log(64), rel=1e-5)
     assert float((on_["loss"] - off["loss"]).detach()) == pytest.approx(2 * math.log(64), rel=1e-4)
+
+
+def test_occluded_joints_weigh_more_in_the_2d_terms_only() -> None:
+    """LossConfig.occluded_weight: the joints flagged ``occluded`` count W times in the 2D (and
+    2.5D uv) terms; 1 (the default) is the loss without the flags; swap_targets moves them."""
+    batch = _two_hands()
+    occluded = torch.zeros(1, 42)
+    occluded[0, 21:26] = 1  # five of the left hand's joints are under the right hand
+    wrong = batch["joints_uvd"].clone()
+    wrong[0, 21:26, :2] += 30.0  # ... and only they are predicted wrong
+    cfg = LossConfig(pair_loss="fixed")
+    plain = DFLLoss(cfg, input_size=256)(_predict(wrong, (5.0, -5.0)), batch)
+    flagged = {**batch, "occluded": occluded}
+    same = DFLLoss(cfg, input_size=256)(_predict(wrong, (5.0, -5.0)), flagged)
+    assert torch.allclose(same["l2d"], plain["l2d"]) and torch.allclose(same["loss"], plain["loss"])
+    w3 = DFLLoss(LossConfig(pair_loss="fixed", occluded_weight=3.0), input_size=256)
+    heavy = w3(_predict(wrong, (5.0, -5.0)), flagged)
+    # 5 wrong joints of 42: a mean over weights 42 + 2 * 5 instead of 42.
+    ratio = (3 * 5 / (42 + 2 * 5)) / (5 / 42)
+    assert float(heavy["l2d"]) == pytest.approx(ratio * float(plain["l2d"]), rel=1e-5)
+    assert torch.allclose(heavy["l25d_depth"], plain["l25d_depth"])
+    out = swap_targets(flagged, torch.tensor([True]))
+    assert out["occluded"][0, :21].sum() == 5 and out["occluded"][0, 21:].sum() == 0

@@ -222,6 +222,14 @@ def test_augmentation_keeps_labels_consistent(fixture_root, flip):
     )
     # The same (index, seed) gives the same item: augmentation is a function of the seed.
     assert torch.equal(ds[(0, seed)]["image"], item["image"])
+    # Composites' joints under another hand (joint_occluded) move with their joints; none known
+    # (this folder has no such field) gives zeros.
+    assert item["occluded"].sum() == 0
+    occluded = np.zeros(42, bool)
+    occluded[[3, 4, 21, 30]] = True  # joint 21 is not valid here: never flagged
+    ds.samples[0] = dataclasses.replace(s, occluded=occluded)
+    moved = ds[(0, seed)]["occluded"].numpy() > 0
+    assert np.array_equal(moved, occluded[perm] & valid)
 
 
 @pytest.mark.parametrize("upright", [False, True])

@@ -24,7 +24,8 @@ and pastes the donor over or beside the base hand:
   new 2D size as ``pseudolabel`` does (``hand_camera_joints``), so the 3D joints reproject exactly
   onto the 2D labels. The depth between the two hands is unknown: ``root_depth_valid`` 0.
   ``depth_confidence`` is the sources' (MediaPipe's depths: 0.5). No part masks are written (the
-  segmentation loss is masked for these images).
+  segmentation loss is masked for these images). ``joint_occluded`` (42) marks the covered
+  hand's joints that lie under the covering hand's pasted mask (``fit --occluded-weight``).
 
 Written once, with a fixed seed, in the InterHand layout the loaders read (``hand_type``
 "interacting", ``source`` "composite", and the file names of both source photos). Made from a
@@ -265,10 +266,11 @@ def compose(
     mirror: bool,
     rng: np.random.Generator,
     cfg: CompositeConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray]:
     """One composite of ``donor`` pasted at ``affine`` (``mirror``: it was mirrored) into the
     base photo: (RGB image, (42, 3) camera-frame joints right then left, (42,) depth weights,
-    whether the donor is the covered hand). The camera is the base photo's default."""
+    whether the donor is the covered hand, (42,) bool: the covered hand's joints that lie under
+    the covering hand's pasted mask). The camera is the base photo's default."""
     import cv2
 
     image = _read(base.image_path)
@@ -285,21 +287,37 @@ def compose(
         warped = np.clip(warped * gain, 0, 255)
     out = a * warped + (1 - a) * image
     behind = bool(rng.random() < cfg.behind_prob)
+    covering = a[..., 0]
     if behind:
         base_alpha = hand_mask(image, base.uv)[..., None]
         out = base_alpha * image + (1 - base_alpha) * out
+        covering = base_alpha[..., 0]
     intr = Intrinsics.default(w, h)
     base_xyz, _ = hand_camera_joints(base.uv, (base.xyz - base.xyz[WRIST]) / 1000.0, intr)
     donor_xyz = moved_hand(donor, affine, mirror, intr)
     xyz = np.zeros((NUM_JOINTS, 3))
     dw = np.zeros(NUM_JOINTS)
-    for side, hand_xyz, weight in (
-        (base.side, base_xyz, base.depth_weight),
-        (1 - base.side, donor_xyz, donor.depth_weight),
+    occluded = np.zeros(NUM_JOINTS, dtype=bool)
+    for side, hand_xyz, weight, covered in (
+        (base.side, base_xyz, base.depth_weight, not behind),
+        (1 - base.side, donor_xyz, donor.depth_weight, behind),
     ):
         sl = slice(side * NUM_HAND_JOINTS, (side + 1) * NUM_HAND_JOINTS)
         xyz[sl], dw[sl] = hand_xyz, weight
-    return np.clip(out, 0, 255).astype(np.uint8), xyz, dw, behind
+        if covered:
+            occluded[sl] = covered_joints(intr.project(hand_xyz), covering)
+    return np.clip(out, 0, 255).astype(np.uint8), xyz, dw, behind, occluded
+
+
+def covered_joints(uv: np.ndarray, covering: np.ndarray) -> np.ndarray:
+    """(N,) bool: which of the joints ``uv`` (N, 2) image pixels lie where the covering hand's
+    pasted mask ``covering`` (H, W, in [0, 1]) is over one half (outside the image: not covered)."""
+    h, w = covering.shape
+    px = np.round(uv).astype(np.int64)
+    inside = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
+    out = np.zeros(len(uv), dtype=bool)
+    out[inside] = covering[px[inside, 1], px[inside, 0]] > 0.5
+    return out
 
 
 def make_composites(
@@ -328,7 +346,7 @@ def make_composites(
     counts = {"composites": 0, "mirrored": 0, "donor_behind": 0, "redrawn": 0}
     for i in range(n):
         base, donor, affine, mirror = draw(hands, rng, cfg, counts)
-        image, xyz, dw, behind = compose(base, donor, affine, mirror, rng, cfg)
+        image, xyz, dw, behind, occluded = compose(base, donor, affine, mirror, rng, cfg)
         name = f"comp_{i:06d}.jpg"
         bgr = np.ascontiguousarray(image[:, :, ::-1])
         if not cv2.imwrite(str(img_dir / name), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
@@ -357,6 +375,7 @@ def make_composites(
                 "source": "composite",
                 "sources": [base.image_path.name, donor.image_path.name],
                 "donor_behind": int(behind),
+                "joint_occluded": [int(v) for v in occluded],
             },
         )
         counts["composites"] += 1

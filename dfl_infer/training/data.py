@@ -7,7 +7,8 @@ Extension fields (optional, per annotation; written by ``dfl-train pseudolabel``
 brackets, see ``docs/training.md``): ``depth_confidence`` [1.0] weight of the depth term for that
 annotation; ``depth_valid`` (42) [joint_valid] which joints have a usable relative depth;
 ``root_depth_valid`` [1] whether the left-minus-right wrist depth is known; ``hand_missing`` [0]
-an external label says the image holds a hand the labeller did not find.
+an external label says the image holds a hand the labeller did not find; ``joint_occluded`` (42)
+[0] the joint lies under another hand (composites).
 
 Each item is a dict with the synthetic stream's keys (one loss serves both): ``image`` (3, S, S)
 float32 RGB in [0, 1]; ``joints_uvd`` (42, 3) u, v crop pixels and depth in mm relative to each
@@ -16,7 +17,8 @@ it stays consistent with the mirrored image); ``joint_valid`` (42,); ``hand_vali
 left; ``seg`` (S, S) int64 part classes (``SEG_IGNORE`` where unknown); ``intrinsics`` (4,) fx,
 fy, cx, cy of the crop (exact when the crop is not rotated); ``visibility`` (42,) valid and inside
 the crop; ``rel_root_depth`` () left wrist depth minus right wrist depth, mm. Extras used by the
-loss and evaluation: ``depth_weight`` (42,), ``presence_valid`` (2,), ``root_valid`` (),
+loss and evaluation: ``depth_weight`` (42,), ``occluded`` (42,) valid joints under another hand,
+``presence_valid`` (2,), ``root_valid`` (),
 ``seg_valid`` (), ``crop_matrix`` (2, 3) image -> crop affine, ``index`` ().
 """
 
@@ -104,6 +106,8 @@ class Sample:
     hand_type_valid: bool
     root_depth_valid: bool
     intrinsics: np.ndarray
+    # (42,) bool: joints under another hand (composites' ``joint_occluded``); None: none known.
+    occluded: np.ndarray | None = None
 
     @property
     def hand_valid(self) -> np.ndarray:
@@ -191,6 +195,11 @@ def load_samples(root: str | Path, split: str) -> list[Sample]:
                 and not bool(ann.get("hand_missing", 0)),
                 root_depth_valid=bool(ann.get("root_depth_valid", 1)),
                 intrinsics=np.array([*record.camera.focal, *record.camera.princpt]),
+                occluded=(
+                    _flat(ann["joint_occluded"], NUM_JOINTS, "joint_occluded") > 0
+                    if "joint_occluded" in ann
+                    else None
+                ),
             )
         )
     logger.info(
@@ -327,6 +336,7 @@ class InterHandDataset(Dataset[dict[str, torch.Tensor]]):
         valid = s.joint_valid.copy()
         depth_w = s.depth_weight.copy()
         hand_valid = s.hand_valid.copy()
+        occluded = np.zeros(NUM_JOINTS, bool) if s.occluded is None else s.occluded.copy()
         wrist_z = cam[list(ROOT_INDICES), 2]
         depth = cam[:, 2] - np.repeat(wrist_z, NUM_HAND_JOINTS)
         if crop.flip:
@@ -335,6 +345,7 @@ class InterHandDataset(Dataset[dict[str, torch.Tensor]]):
             perm = list(FLIP_PERMUTATION)
             uv, depth, cam = uv[perm], depth[perm], cam[perm]
             valid, depth_w, hand_valid = valid[perm], depth_w[perm], hand_valid[::-1].copy()
+            occluded = occluded[perm]
             cam[:, 0] = -cam[:, 0]
             seg = np.where(seg == SEG_IGNORE, SEG_IGNORE, flip_seg_classes()[np.minimum(seg, 32)])
         inside = np.asarray((uv >= -0.5).all(1) & (uv <= self.size - 0.5).all(1))
@@ -359,6 +370,7 @@ class InterHandDataset(Dataset[dict[str, torch.Tensor]]):
             "visibility": torch.from_numpy((valid & inside).astype(np.float32)),
             "rel_root_depth": torch.tensor(float(rel_root)),
             "depth_weight": torch.from_numpy(depth_w.astype(np.float32)),
+            "occluded": torch.from_numpy((occluded & valid).astype(np.float32)),
             "presence_valid": torch.from_numpy(presence_valid.astype(np.float32)),
             "root_valid": torch.tensor(float(s.root_depth_valid and hand_valid.all())),
             "seg_valid": torch.tensor(seg_valid),

@@ -56,6 +56,7 @@ FREEZE_CHOICES = ("none", "early", "all")
 # A str default copies that key of the batch; a number fills the key with it.
 LOSS_KEY_DEFAULTS: dict[str, str | float] = {
     "depth_weight": "joint_valid",
+    "occluded": 0.0,
     "seg_valid": 1.0,
     "presence_valid": 1.0,
     "root_valid": 1.0,
@@ -158,6 +159,8 @@ class FitConfig:
     # direction plus a jitter (AugmentConfig.upright_jitter_deg), inference by the detector's.
     upright: bool = False
     attn_loss: float = 0.0  # weight of the initial-attention loss (LossConfig.w_attn); 0: off
+    # Weight of the joint terms for joints under another hand (LossConfig.occluded_weight).
+    occluded_weight: float = 1.0
     # Share of two-hand images cropped around one of their hands (AugmentConfig.hand_crop_prob),
     # as the predictor's per-hand pass crops them.
     hand_crops: float = 0.0
@@ -329,6 +332,8 @@ def loss_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out[key] = batch[default].clone()
         elif key == "presence_valid":
             out[key] = torch.full((b, 2), default, device=batch["image"].device)
+        elif key == "occluded":
+            out[key] = torch.full_like(batch["joint_valid"], default)
         else:
             out[key] = torch.full((b,), default, device=batch["image"].device)
     return out
@@ -586,7 +591,11 @@ def _train(t: _Trainer, start: int) -> None:
     if info.distributed:
         cuda = dev.type == "cuda"
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
-    loss_cfg = LossConfig(pair_loss=cfg.pair_loss, w_attn=cfg.attn_loss)
+    if not cfg.occluded_weight > 0:
+        raise ValueError(f"--occluded-weight must be > 0, got {cfg.occluded_weight}")
+    loss_cfg = LossConfig(
+        pair_loss=cfg.pair_loss, w_attn=cfg.attn_loss, occluded_weight=cfg.occluded_weight
+    )
     loss_fn = DFLLoss(loss_cfg, input_size=model.config.input_size)
     specs, iters = build_sources(cfg, model.config, info, start + 1)
     weights = [s.weight for s in specs]
@@ -933,6 +942,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "Gaussian at its labelled joint (0: off, the paper's loss)",
     )
     p.add_argument(
+        "--occluded-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="weight of the 2D joint terms for joints under another hand (the composites' "
+        "joint_occluded labels; 1: like any other joint)",
+    )
+    p.add_argument(
         "--hand-crops",
         type=float,
         default=0.0,
@@ -995,6 +1012,7 @@ def _run(args: argparse.Namespace) -> int:
         pair_loss=args.pair_loss,
         upright=args.upright,
         attn_loss=args.attn_loss,
+        occluded_weight=args.occluded_weight,
         hand_crops=args.hand_crops,
         partial_share=args.partial_share,
     )

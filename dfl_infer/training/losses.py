@@ -70,6 +70,9 @@ class LossConfig:
     # "matched": each image under the cheaper slot assignment; "fixed": the paper's slots.
     pair_loss: str = "matched"
     w_side: float = 1.0  # handedness BCE of each labelled hand's slot (matched only)
+    # Not in the paper: weight of the 2D/2.5D joint terms for joints under another hand
+    # (``occluded``: composites' ``joint_occluded``); 1 treats them as any other joint.
+    occluded_weight: float = 1.0
     # Cross-entropy of each joint query's initial attention (DFL's appearance relationship,
     # eq. 1-2) against a Gaussian of attn_sigma cells at the joint's labelled position on the
     # coarsest map; 0: off (the paper's loss).
@@ -204,7 +207,7 @@ def swap_targets(batch: dict[str, torch.Tensor], swap: torch.Tensor) -> dict[str
     if not bool(swap.any()):
         return out
     perm = torch.tensor(FLIP_PERMUTATION, device=swap.device)
-    for key in ("joints_uvd", "joint_valid", "depth_weight"):
+    for key in ("joints_uvd", "joint_valid", "depth_weight", "occluded"):
         if key in batch:
             v = batch[key]
             mask = swap.view((-1,) + (1,) * (v.ndim - 1))
@@ -293,8 +296,13 @@ class DFLLoss(nn.Module):
         target = batch["joints_uvd"].float()
         valid = batch["joint_valid"].float()
         dw = batch.get("depth_weight", valid).float() * valid
+        uv_w = valid
+        if cfg.occluded_weight != 1.0 and "occluded" in batch:
+            # Joints under another hand weigh more in the 2D terms (not in the depth term, nor
+            # in the attention term: there is nothing of them to look at).
+            uv_w = valid * (1.0 + (cfg.occluded_weight - 1.0) * batch["occluded"].float())
         uv, depth = joint_loss(
-            pred, target, valid, dw, cfg.alpha, cfg.beta, cfg.tau_uv, cfg.tau_depth, self.uv_scale
+            pred, target, uv_w, dw, cfg.alpha, cfg.beta, cfg.tau_uv, cfg.tau_depth, self.uv_scale
         )
         l2d = pred.sum() * 0
         for uv_t in outputs.joints_2d_iter:
@@ -302,7 +310,7 @@ class DFLLoss(nn.Module):
             uv_t_loss, _ = joint_loss(
                 uv_t.float(),
                 target,
-                valid,
+                uv_w,
                 None,
                 1.0,
                 0.0,
