@@ -77,6 +77,13 @@ DEFAULT_HUB_ID = "dfl-infer/dfl-r18"
 LONE_HAND_WIDEN = 1.0
 # A re-crop on the network's joints smaller than this share of the first pass's crop is refused.
 MIN_RECROP_FRACTION = 0.15
+# A crop's second hand is dropped when it is less than SMALL_PARTNER_RATIO times the size (2D
+# extent) of the crop's other hand and its presence is under SMALL_PARTNER_SCORE: a person's two
+# hands in one crop are of a size, and such small, weak second hands were phantoms on a strap or a
+# sleeve beside a lone hand (benchmarks/crop_planning.py on the held-out photos: 9 extra hands
+# -> 3, no labelled hand lost; 1 of 600 composite hands lost).
+SMALL_PARTNER_RATIO = 0.5
+SMALL_PARTNER_SCORE = 0.9
 
 
 class NoWeightsError(FileNotFoundError):
@@ -620,6 +627,7 @@ class DFLPredictor:
                 continue
             assert task.joints_25d is not None and task.presence is not None
             uv, joints_3d = decode(task.joints_25d, task.crop, intr, present, task.rel_root_depth)
+            present = drop_small_partner(uv, task.presence, present)
             for h in (0, 1):
                 if not present[h]:
                     continue
@@ -647,6 +655,29 @@ class DFLPredictor:
             crops=crops,
             presence=tuple(np.asarray(t.presence, dtype=np.float64) for t in tasks),
         )
+
+
+def drop_small_partner(
+    uv: np.ndarray,
+    presence: np.ndarray,
+    present: np.ndarray,
+    ratio: float = SMALL_PARTNER_RATIO,
+    score: float = SMALL_PARTNER_SCORE,
+) -> np.ndarray:
+    """``present`` (2,) of one crop without its smaller hand when both are present, that hand's
+    2D extent (``uv`` (42, 2) image pixels) is under ``ratio`` times the other's and its
+    ``presence`` under ``score``."""
+    if not present.all():
+        return present
+    extent = [
+        float(np.ptp(uv[h * NUM_HAND_JOINTS : (h + 1) * NUM_HAND_JOINTS], axis=0).max())
+        for h in (0, 1)
+    ]
+    small = int(np.argmin(extent))
+    if extent[small] < ratio * extent[1 - small] and float(presence[small]) < score:
+        present = present.copy()
+        present[small] = False
+    return present
 
 
 def _no_default_weights(exc: Exception) -> NoWeightsError:

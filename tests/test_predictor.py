@@ -342,3 +342,23 @@ def test_upright_model_turns_the_crop_and_maps_back_exactly(tmp_path, image) -> 
     crop = crop_around(marks, p.config.input_size, p.config.box_scale, upright_rotation([marks]))
     np.testing.assert_allclose(crop.box, crop_box, atol=1e-9)
     np.testing.assert_allclose(crop.to_crop(hand.joints_2d)[:, 0], 128.0, atol=1e-6)
+
+
+def test_a_small_weak_second_hand_of_a_crop_is_dropped() -> None:
+    from dfl_infer.predictor import drop_small_partner
+
+    rng = np.random.default_rng(0)
+    big = rng.uniform(100, 300, (21, 2))  # about 200 px across
+    small = 150 + rng.uniform(0, 60, (21, 2))  # about 60 px: under half
+    both = np.array([True, True])
+    uv = np.concatenate([big, small])
+    assert drop_small_partner(uv, np.array([0.99, 0.7]), both).tolist() == [True, False]
+    # Confident, or not that small, or the other hand absent: kept as it is.
+    assert drop_small_partner(uv, np.array([0.99, 0.95]), both).tolist() == [True, True]
+    similar = np.concatenate([big, 50 + rng.uniform(0, 150, (21, 2))])
+    assert drop_small_partner(similar, np.array([0.99, 0.7]), both).tolist() == [True, True]
+    one = np.array([False, True])
+    assert drop_small_partner(uv, np.array([0.2, 0.7]), one).tolist() == [False, True]
+    # Either slot can be the small one.
+    swapped = np.concatenate([small, big])
+    assert drop_small_partner(swapped, np.array([0.6, 0.99]), both).tolist() == [False, True]
