@@ -81,7 +81,8 @@ MIN_RECROP_FRACTION = 0.15
 # extent) of the crop's other hand and its presence is under SMALL_PARTNER_SCORE: a person's two
 # hands in one crop are of a size, and such small, weak second hands were phantoms on a strap or a
 # sleeve beside a lone hand (benchmarks/crop_planning.py on the held-out photos: 9 extra hands
-# -> 3, no labelled hand lost; 1 of 600 composite hands lost).
+# -> 3, no labelled hand lost; 1 of 600 composite hands lost). Not applied with a presence
+# threshold of 0, which asks for every slot of every crop.
 SMALL_PARTNER_RATIO = 0.5
 SMALL_PARTNER_SCORE = 0.9
 
@@ -627,7 +628,8 @@ class DFLPredictor:
                 continue
             assert task.joints_25d is not None and task.presence is not None
             uv, joints_3d = decode(task.joints_25d, task.crop, intr, present, task.rel_root_depth)
-            present = drop_small_partner(uv, task.presence, present)
+            if self.presence_threshold > 0:  # threshold 0: every slot of every crop, as asked
+                present = drop_small_partner(uv, task.presence, present)
             for h in (0, 1):
                 if not present[h]:
                     continue
