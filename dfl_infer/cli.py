@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_probability,
         default=0.5,
         metavar="P",
-        help="minimum hand-presence probability (default 0.5)",
+        help="minimum hand-presence probability (default 0.5; 0 reports both hand slots of "
+        "every crop, unfiltered)",
     )
     p.add_argument(
         "--no-hand-pass",

@@ -330,7 +330,7 @@ def test_occluded_joints_weigh_more_in_the_2d_terms_only() -> None:
     heavy = w3(_predict(wrong, (5.0, -5.0)), flagged)
     # 5 wrong joints of 42: a mean over weights 42 + 2 * 5 instead of 42.
     ratio = (3 * 5 / (42 + 2 * 5)) / (5 / 42)
-    assert float(heavy["l2d"]) == pytest.approx(ratio * float(plain["l2d"]), rel=1e-5)
+    assert heavy["l2d"].item() == pytest.approx(ratio * plain["l2d"].item(), rel=1e-5)
     assert torch.allclose(heavy["l25d_depth"], plain["l25d_depth"])
     out = swap_targets(flagged, torch.tensor([True]))
     assert out["occluded"][0, :21].sum() == 5 and out["occluded"][0, 21:].sum() == 0
