@@ -12,7 +12,7 @@
 # held-out photos), synth (SYNTH, 6,000 renders, seed 0), synth-val (SYNTH_VAL, 200, seed 1),
 # synth-test (SYNTH_TEST, 400, seed 20240), comp2 (COMP2, 6,000 composites, seed 7), comp2-ho
 # (COMP2_HO, 300 held-out composites, seed 20241). On 2 CPU cores (AMD EPYC, 2026-12-05) the
-# whole list took 8 minutes, 5 of them the 6,000 renders and 6,000 composites.
+# whole list took 8 minutes, 6 of them the 6,000 composites (5) and 6,000 renders (1).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -34,6 +34,7 @@ from torch import nn
 
 from dfl_infer._atomic import atomic_path
 from dfl_infer.device import autocast
+from dfl_infer.joints import NUM_JOINTS
 from dfl_infer.model import DFLConfig, DFLModel
 from dfl_infer.model.config import PRESET_NAMES
 from dfl_infer.preprocess import normalize
@@ -53,13 +54,14 @@ METRICS_NAME = "metrics.jsonl"
 EARLY_TRUNK = ("stem.", "block0.", "stage1.", "stage2.")
 FREEZE_CHOICES = ("none", "early", "all")
 # Keys of a batch that the loss reads, with the value a source that lacks them stands for.
-# A str default copies that key of the batch; a number fills the key with it.
-LOSS_KEY_DEFAULTS: dict[str, str | float] = {
+# A str default copies that key of the batch; (value, shape) fills a tensor of that per-image
+# shape with the value.
+LOSS_KEY_DEFAULTS: dict[str, str | tuple[float, tuple[int, ...]]] = {
     "depth_weight": "joint_valid",
-    "occluded": 0.0,
-    "seg_valid": 1.0,
-    "presence_valid": 1.0,
-    "root_valid": 1.0,
+    "occluded": (0.0, (NUM_JOINTS,)),
+    "seg_valid": (1.0, ()),
+    "presence_valid": (1.0, (2,)),
+    "root_valid": (1.0, ()),
 }
 LOSS_KEYS = (
     "image",
@@ -327,15 +329,12 @@ def loss_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out[key] = batch[key]
             continue
         default = LOSS_KEY_DEFAULTS[key]
-        b = batch["image"].shape[0]
         if isinstance(default, str):
             out[key] = batch[default].clone()
-        elif key == "presence_valid":
-            out[key] = torch.full((b, 2), default, device=batch["image"].device)
-        elif key == "occluded":
-            out[key] = torch.full_like(batch["joint_valid"], default)
         else:
-            out[key] = torch.full((b,), default, device=batch["image"].device)
+            value, shape = default
+            b = batch["image"].shape[0]
+            out[key] = torch.full((b, *shape), value, device=batch["image"].device)
     return out
 
 
