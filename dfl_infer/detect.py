@@ -39,6 +39,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -93,10 +94,19 @@ class HandDetection:
         }
 
 
+# How the native libraries under MediaPipe start a line on stderr: glog ("W0000 00:00:...
+# file.cc:12] ...", severity letter then the month and day) and TFLite's own "INFO: ..." lines.
+_NATIVE_LINE = re.compile(r"^(?:[IWEF]\d{4} |(?:INFO|WARNING|ERROR): )")
+
+
 @contextlib.contextmanager
 def _native_stderr_to_log() -> Iterator[None]:
     """Route what C++ code writes to file descriptor 2 (TFLite and glog notices, which ignore
-    Python's logging) into this module's logger: debug level, or warning for error lines."""
+    Python's logging) into this module's logger: debug level, or warning for error lines.
+
+    File descriptor 2 is the process's, so a line some other thread wrote meanwhile is caught
+    too: a line that does not look like a native notice (``_NATIVE_LINE``) is written back to
+    the real stderr, unchanged, when the block ends."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -108,15 +118,22 @@ def _native_stderr_to_log() -> Iterator[None]:
         try:
             yield
         finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()  # Python-level writes of this block, into the capture
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            for line in capture.read().decode("utf-8", "replace").splitlines():
-                if line.strip():
-                    is_error = line.startswith(("E0", "F0", "ERROR")) or "error" in line.lower()
-                    logger.log(
-                        logging.WARNING if is_error else logging.DEBUG, "mediapipe: %s", line
-                    )
+            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not line.strip():
+                    continue
+                if not _NATIVE_LINE.match(line):
+                    with contextlib.suppress(OSError, ValueError):
+                        sys.stderr.write(line if line.endswith("\n") else line + "\n")
+                        sys.stderr.flush()
+                    continue
+                text = line.rstrip("\n")
+                is_error = text.startswith(("E", "F", "ERROR")) or "error" in text.lower()
+                logger.log(logging.WARNING if is_error else logging.DEBUG, "mediapipe: %s", text)
 
 
 def _close_at_exit(ref: weakref.ref[HandDetector]) -> None:
@@ -212,7 +229,6 @@ class HandDetector:
         self.video = video
         self.bundle_path: Path | None = None
         self._landmarker: Any = None
-        self._first_detect = True
 
     def load(self) -> Path:
         """Resolve the bundle (downloading it if allowed) and build MediaPipe's graph."""
@@ -256,12 +272,9 @@ class HandDetector:
         run = self._landmarker.detect
         if self.video:
             run = functools.partial(self._landmarker.detect_for_video, timestamp_ms=timestamp_ms)
-        if self._first_detect:
-            # The first call logs TFLite delegate and calculator notices from C++.
-            with _native_stderr_to_log():
-                result = run(mp_image)
-            self._first_detect = False
-        else:
+        # The first call logs TFLite delegate and calculator notices from C++, and any call may
+        # warn (LiteRT: "Input tensor memory is not aligned", on some frames): into the log.
+        with _native_stderr_to_log():
             result = run(mp_image)
         order = list(MEDIAPIPE_TO_INTERHAND)
         detections = []

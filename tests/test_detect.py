@@ -284,3 +284,31 @@ def test_handedness_flips_with_the_image(detector: HandDetector) -> None:
         # MediaPipe is not exactly mirror-equivariant (the crossed fingers hide each other).
         assert ious[k] >= 0.5
         assert mirrored[k].handedness != hand.handedness
+
+
+def test_native_stderr_goes_to_the_log_and_other_lines_stay_on_stderr(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every detect call routes file descriptor 2 into the log; a native notice (glog or TFLite
+    form) becomes a log record, anything else written meanwhile (another thread's line) is
+    put back on stderr."""
+    import os
+
+    from dfl_infer.detect import _native_stderr_to_log
+
+    caplog.set_level(logging.DEBUG, logger="dfl_infer.detect")
+    with _native_stderr_to_log():
+        os.write(2, b"W0000 00:00:1.5 inference_runner_litert.cc:1433] Input tensor not aligned\n")
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"E0000 00:00:1.6 graph.cc:1] a native failure\n")
+        os.write(2, b"a line from another thread\n")
+    err = capfd.readouterr().err
+    assert err == "a line from another thread\n"
+    records = {r.getMessage(): r.levelno for r in caplog.records}
+    assert records == {
+        "mediapipe: W0000 00:00:1.5 inference_runner_litert.cc:1433] Input tensor not aligned": (
+            logging.DEBUG
+        ),
+        "mediapipe: INFO: Created TensorFlow Lite XNNPACK delegate for CPU.": logging.DEBUG,
+        "mediapipe: E0000 00:00:1.6 graph.cc:1] a native failure": logging.WARNING,
+    }
