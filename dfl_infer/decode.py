@@ -90,6 +90,65 @@ class CropOutputs:
         right = presence_probability(self.handedness)
         return np.stack([right[:, 0], 1.0 - right[:, 1]], axis=1)
 
+    def unmirrored(self, crop_size: int) -> CropOutputs:
+        """Outputs of horizontally mirrored crops, mapped back onto the crops themselves: every
+        u becomes ``crop_size - 1 - u`` (pixel centres, ``crop.make_crop``'s ``flip``) and the
+        handedness logits change sign (a mirrored right hand looks like a left one). Depths,
+        presence and the slots' order stay; the result is not sided (:meth:`sided`)."""
+        joints, iters = self.joints_25d.copy(), self.joints_2d_iter.copy()
+        joints[..., 0] = crop_size - 1 - joints[..., 0]
+        iters[..., 0] = crop_size - 1 - iters[..., 0]
+        return CropOutputs(joints, self.hand_presence, self.rel_root_depth, iters, -self.handedness)
+
+    def flip_averaged(self, mirrored: CropOutputs, crop_size: int) -> CropOutputs:
+        """The flip test: these outputs averaged with ``mirrored``, the same network's outputs
+        on the horizontally mirrored crops, then sided by the averaged handedness.
+
+        ``mirrored`` is mapped back (:meth:`unmirrored`); per crop its two slots are paired
+        with these by position: of the two pairings, the one with the lower cost, where a pair
+        of slots costs the product of their presence probabilities times their mean 2D joint
+        distance (crop pixels), plus ``crop_size`` times the difference of their presence
+        probabilities (a found hand is not averaged with an empty slot's joints). Paired slots
+        average their 2.5D joints, per-iteration 2D joints, presence and handedness logits; the
+        relative root depth is averaged in the pairing's order (negated where the pairing
+        swaps)."""
+        b = mirrored.unmirrored(crop_size)
+        pa, pb = self.presence(), b.presence()
+        j = self.joints_25d.shape[1] // 2
+
+        def dist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            return np.asarray(np.linalg.norm(x[..., :2] - y[..., :2], axis=-1).mean(-1))
+
+        def cost(k0: int, k1: int) -> np.ndarray:
+            total = np.zeros(len(pa))
+            for k, m in ((0, k0), (1, k1)):
+                d = dist(
+                    self.joints_25d[:, k * j : (k + 1) * j], b.joints_25d[:, m * j : (m + 1) * j]
+                )
+                total += pa[:, k] * pb[:, m] * d + crop_size * np.abs(pa[:, k] - pb[:, m])
+            return total
+
+        swap = cost(1, 0) < cost(0, 1)
+        perm = list(range(j, 2 * j)) + list(range(j))
+
+        def paired(x: np.ndarray, swapped_x: np.ndarray) -> np.ndarray:
+            mask = swap.reshape((-1,) + (1,) * (x.ndim - 1))
+            return np.where(mask, swapped_x, x)
+
+        other = (
+            paired(b.joints_25d, b.joints_25d[:, perm]),
+            paired(b.hand_presence, b.hand_presence[:, ::-1]),
+            paired(b.rel_root_depth, -b.rel_root_depth),
+            paired(b.joints_2d_iter, b.joints_2d_iter[:, :, perm]),
+            paired(b.handedness, b.handedness[:, ::-1]),
+        )
+        mine = (getattr(self, name) for name in self.NAMES)
+        return CropOutputs(*(((x + y) / 2).astype(np.float32) for x, y in zip(mine, other))).sided()
+
+    def take(self, index: slice | np.ndarray) -> CropOutputs:
+        """The outputs of some of the crops (``index`` into the batch)."""
+        return CropOutputs(*(getattr(self, name)[index] for name in self.NAMES))
+
     @classmethod
     def concatenate(cls, parts: Sequence[CropOutputs]) -> CropOutputs:
         return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in cls.NAMES))

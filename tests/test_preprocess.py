@@ -115,3 +115,131 @@ def test_sided_puts_the_right_hand_first(handedness, presence, swap) -> None:
     assert sided.handedness[0].tolist() == (handedness[::-1] if swap else handedness)
     # Sided outputs are sided: a second pass changes nothing.
     assert not sided.sided().swapped().any()
+
+
+def _random_outputs(rng: np.random.Generator, presence: list[list[float]]) -> CropOutputs:
+    """Random outputs of len(presence) crops of 64 pixels (3 decoder iterations)."""
+    b = len(presence)
+    return CropOutputs(
+        rng.uniform(0, 63, (b, 42, 3)).astype(np.float32),
+        np.array(presence, np.float32),
+        rng.uniform(-50, 50, b).astype(np.float32),
+        rng.uniform(0, 63, (b, 3, 42, 2)).astype(np.float32),
+        rng.uniform(-4, 4, (b, 2)).astype(np.float32),
+    )
+
+
+def _as_if_mirrored(out: CropOutputs, swap: np.ndarray, size: int) -> CropOutputs:
+    """What a perfectly mirror-equivariant network returns on the mirrored crops, its slots
+    in the other order where ``swap``."""
+    perm = list(range(21, 42)) + list(range(21))
+    m = swap.reshape(-1, 1, 1)
+    joints = np.where(m, out.joints_25d[:, perm], out.joints_25d)
+    iters = np.where(m[..., None], out.joints_2d_iter[:, :, perm], out.joints_2d_iter)
+    joints[..., 0] = size - 1 - joints[..., 0]
+    iters[..., 0] = size - 1 - iters[..., 0]
+    return CropOutputs(
+        joints,
+        np.where(swap[:, None], out.hand_presence[:, ::-1], out.hand_presence),
+        np.where(swap, -out.rel_root_depth, out.rel_root_depth),
+        iters,
+        -np.where(swap[:, None], out.handedness[:, ::-1], out.handedness),
+    )
+
+
+def test_flip_averaged_with_an_equivariant_mirror_changes_nothing() -> None:
+    rng = np.random.default_rng(3)
+    out = _random_outputs(rng, [[5, 5], [5, 5], [4, -6], [-6, 4]])
+    swap = np.array([False, True, True, False])
+    mirrored = _as_if_mirrored(out, swap, 64)
+    averaged = out.flip_averaged(mirrored, 64)
+    expected = out.sided()
+    for name in CropOutputs.NAMES:
+        np.testing.assert_allclose(getattr(averaged, name), getattr(expected, name), atol=1e-4)
+
+
+def test_flip_averaged_averages_the_paired_slots() -> None:
+    """The mirrored pass sees every joint 2 pixels further right in the unmirrored crop, each
+    hand's presence and side logits 1 higher and the relative root depth 4 mm larger: the
+    average is half of each, whichever order the mirrored pass's slots came in."""
+    rng = np.random.default_rng(4)
+    out = _random_outputs(rng, [[5, 5], [5, 5]])
+    out = CropOutputs(
+        out.joints_25d,
+        out.hand_presence,
+        out.rel_root_depth,
+        out.joints_2d_iter,
+        np.array([[3, -3], [3, -3]], np.float32),
+    )
+    moved = CropOutputs(
+        out.joints_25d + np.array([2.0, 0.0, 0.0], np.float32),
+        out.hand_presence + 1,
+        out.rel_root_depth + 4,
+        out.joints_2d_iter + np.array([2.0, 0.0], np.float32),
+        out.handedness + np.array([1.0, -1.0], np.float32),
+    )
+    averaged = out.flip_averaged(_as_if_mirrored(moved, np.array([True, False]), 64), 64)
+    np.testing.assert_allclose(averaged.joints_25d[..., 0], out.joints_25d[..., 0] + 1, atol=1e-4)
+    np.testing.assert_allclose(averaged.joints_25d[..., 1:], out.joints_25d[..., 1:], atol=1e-4)
+    np.testing.assert_allclose(averaged.hand_presence, out.hand_presence + 0.5)
+    np.testing.assert_allclose(averaged.rel_root_depth, out.rel_root_depth + 2, atol=1e-4)
+    np.testing.assert_allclose(averaged.handedness, [[3.5, -3.5], [3.5, -3.5]])
+
+
+def test_flip_averaged_pairs_a_found_hand_with_the_found_hand() -> None:
+    """One hand, in slot 0 of the plain pass and slot 1 of the mirrored one, the empty slots'
+    joints anywhere: the found hands are paired (by presence, not by the empty slots' joints),
+    and the averaged hand stays found, the empty slot empty."""
+    rng = np.random.default_rng(5)
+    out = _random_outputs(rng, [[6, -6]])
+    out = CropOutputs(
+        out.joints_25d,
+        out.hand_presence,
+        out.rel_root_depth,
+        out.joints_2d_iter,
+        np.array([[4, 0]], np.float32),
+    )
+    mirrored = _as_if_mirrored(out, np.array([True]), 64)
+    # The mirrored pass's empty slot (now slot 0) lies right on the plain pass's hand.
+    on_the_hand = out.joints_25d[0, :21].copy()
+    on_the_hand[:, 0] = 63 - on_the_hand[:, 0]
+    mirrored.joints_25d[0, :21] = on_the_hand
+    averaged = out.flip_averaged(mirrored, 64)
+    np.testing.assert_allclose(averaged.joints_25d[0, :21], out.joints_25d[0, :21], atol=1e-4)
+    assert averaged.presence()[0, 0] > 0.99 and averaged.presence()[0, 1] < 0.01
+
+
+def test_run_flip_test_maps_the_mirror_back() -> None:
+    """A stand-in network that puts every joint on the brightest column of its crop: the
+    mirrored half of the batch (one call for both) finds it at S - 1 - u, which the flip test
+    maps back onto u."""
+    from dfl_infer.backends import run_flip_test
+
+    class Runner:
+        config = DFLConfig.tiny()
+        calls: list[int] = []
+
+        def __call__(self, crops: np.ndarray) -> CropOutputs:
+            self.calls.append(len(crops))
+            u = crops[..., 0].sum(axis=1).argmax(axis=1).astype(np.float32)  # brightest column
+            b = len(crops)
+            joints = np.zeros((b, 42, 3), np.float32)
+            joints[..., 0] = u[:, None]
+            return CropOutputs(
+                joints,
+                np.full((b, 2), 5.0, np.float32),
+                np.zeros(b, np.float32),
+                np.repeat(joints[:, None, :, :2], 2, axis=1),
+                np.tile(np.array([[2.0, -2.0]], np.float32), (b, 1)),
+            ).sided()
+
+    size = Runner.config.input_size
+    crops = np.zeros((2, size, size, 3), np.uint8)
+    crops[0, :, 5] = 255
+    crops[1, :, size - 10] = 255
+    runner = Runner()
+    out = run_flip_test(runner, crops)
+    assert runner.calls == [4]
+    np.testing.assert_allclose(out.joints_25d[:, :, 0], [[5.0] * 42, [size - 10.0] * 42])
+    # It calls slot 0 right on a crop and on its mirror image too: the two sides cancel.
+    np.testing.assert_allclose(out.handedness, [[0.0, 0.0], [0.0, 0.0]])

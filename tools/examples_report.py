@@ -7,6 +7,7 @@ of the true hand's box: a hand reported on the wrong side, or not at all, shows 
 With ``--overlays DIR`` it also writes each photo's overlay there, for looking at.
 
     python tools/examples_report.py [--images examples] [--weights weights/] [--overlays DIR]
+        [--flip-test]
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=Path("examples"))
     parser.add_argument("--weights", default=None, help="default: the shipped model")
     parser.add_argument("--overlays", type=Path, default=None)
+    parser.add_argument("--flip-test", action="store_true", help="DFLPredictor(flip_test=True)")
     args = parser.parse_args()
-    predictor = DFLPredictor(weights=args.weights, device="cpu")
+    predictor = DFLPredictor(weights=args.weights, device="cpu", flip_test=args.flip_test)
     print("| photo | hands reported (side, score, side score) | 2D error vs truth, same side |")
     print("|---|---|---|")
     for path in sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):

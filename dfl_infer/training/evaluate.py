@@ -41,7 +41,8 @@ annotated hands with a valid wrist) with a box of non-zero size.
 ``--hand-pass`` adds the predictor's per-hand pass (``dfl_infer.hand_pass``, on by default in
 ``DFLPredictor``): each hand of a crop in which both hands are predicted present is re-run in a
 crop of its own around its first-pass joints, and the nearer slot replaces it. Without it the
-figures are the protocol's single pass on the GT crop.
+figures are the protocol's single pass on the GT crop. ``--flip-test`` runs every crop (GT
+crops and hand crops) also mirrored and averages the two, as ``DFLPredictor(flip_test=True)``.
 
 :func:`evaluate_predictions` takes predictions as arrays, so ground truth (or any other method's
 output) can be scored without a network.
@@ -57,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfl_infer.backends import TorchRunner
+from dfl_infer.backends import TorchRunner, run_flip_test
 from dfl_infer.crop import Crop
 from dfl_infer.decode import CropOutputs, decode
 from dfl_infer.device import autocast, resolve_device
@@ -194,9 +195,11 @@ def predict_dataset(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
+    flip_test: bool = False,
 ) -> CropOutputs:
     """Run ``model`` on the evaluation crops, in dataset order (``joints_25d`` (N, 42, 3),
-    presence logits (N, 2), relative root depth (N,)), sided by the handedness output."""
+    presence logits (N, 2), relative root depth (N,)), sided by the handedness output.
+    ``flip_test``: each crop also mirrored, the two averaged (the predictor's ``flip_test``)."""
     from torch.utils.data import DataLoader
 
     dev = torch.device(device)
@@ -206,7 +209,11 @@ def predict_dataset(
     for batch in loader:
         x = normalize(batch["image"].to(dev), model.config)
         with autocast(dev):
-            parts.append(CropOutputs.from_model(model(x)))
+            out = CropOutputs.from_model(model(x))
+            if flip_test:
+                mirrored = CropOutputs.from_model(model(torch.flip(x, dims=[-1])))
+                out = out.flip_averaged(mirrored, model.config.input_size)
+            parts.append(out)
     return CropOutputs.concatenate(parts)
 
 
@@ -218,12 +225,14 @@ def hand_pass_dataset(
     device: str | torch.device = "cpu",
     min_gain: float = MIN_GAIN,
     stats: dict[str, int] | None = None,
+    flip_test: bool = False,
 ) -> np.ndarray:
     """``first.joints_25d`` (N, 42, 3, in the crops of ``dataset.make_crop``) after the
     predictor's per-hand pass on every sample whose two hands ``first`` found (presence logit >
     0): :func:`dfl_infer.hand_pass.hand_pass` with the predictor's ``TorchRunner`` on
     ``crop_batch``'s uint8 crops. Each image is read once per batch. ``stats``, when given, gets
-    ``hand_crops``: the network passes the hand crops took."""
+    ``hand_crops``: the network passes the hand crops took. ``flip_test``: each hand crop also
+    mirrored, the two averaged (``backends.run_flip_test``)."""
     cfg = model.config
     dev = torch.device(device)
     runner = TorchRunner(model.eval().to(dev), dev)
@@ -242,7 +251,8 @@ def hand_pass_dataset(
                     rgb[k] = read_rgb(dataset.samples[chunk[k]].image_path)
             if stats is not None:
                 stats["hand_crops"] += len(jobs)
-            out = runner(crop_batch([rgb[k] for k, _ in jobs], [c for _, c in jobs]))
+            crops = crop_batch([rgb[k] for k, _ in jobs], [c for _, c in jobs])
+            out = run_flip_test(runner, crops) if flip_test else runner(crops)
             return list(out.joints_25d)
 
         crops = [(dataset.make_crop(i), uvd[i]) for i in chunk]
@@ -302,6 +312,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="add the predictor's per-hand pass (each hand of a two-hand crop re-run in a crop "
         "of its own); without it, the protocol's single pass",
     )
+    p.add_argument(
+        "--flip-test",
+        action="store_true",
+        help="run each crop also mirrored and average the two, as the predictor's --flip-test",
+    )
     p.set_defaults(func=_run)
 
 
@@ -313,10 +328,11 @@ def _run(args: argparse.Namespace) -> int:
     ds = InterHandDataset(
         root, args.split, cfg.input_size, cfg.box_scale, AugmentConfig.none(), upright=cfg.upright
     )
-    pred = predict_dataset(model, ds, args.batch_size, device, args.num_workers)
+    flip = args.flip_test
+    pred = predict_dataset(model, ds, args.batch_size, device, args.num_workers, flip_test=flip)
     uvd = pred.joints_25d
     if args.hand_pass:
-        uvd = hand_pass_dataset(model, ds, pred, args.batch_size, device)
+        uvd = hand_pass_dataset(model, ds, pred, args.batch_size, device, flip_test=flip)
     metrics = evaluate_predictions(ds, uvd, pred.hand_presence, pred.rel_root_depth)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
