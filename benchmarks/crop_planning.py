@@ -14,7 +14,7 @@ and the mean 2D error in % of it (found hands), and the median time per image (t
 alternate image by image, so machine load hits them alike).
 
     python benchmarks/crop_planning.py --data REAL_HO [--split test] [--weights weights]
-        [--limit N] [--json PATH]
+        [--limit N] [--plans 1,4] [--flip-test] [--json PATH]
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="default: the package's default model")
     parser.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
     parser.add_argument("--plans", default="", help="comma-separated PLANS rows (1-based)")
+    parser.add_argument("--flip-test", action="store_true", help="every plan with flip_test=True")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -94,7 +95,11 @@ def main() -> None:
     for name in names:
         widen, recrop = PLANS[name]
         p = DFLPredictor(
-            args.weights, device="cpu", lone_hand_widen=widen, recrop_lone_hands=recrop
+            args.weights,
+            device="cpu",
+            lone_hand_widen=widen,
+            recrop_lone_hands=recrop,
+            flip_test=args.flip_test,
         )
         p._net = _Timer(p._net)  # type: ignore[assignment]  # counts the network passes
         p.predict(paths[0])  # warm-up (loads MediaPipe too)

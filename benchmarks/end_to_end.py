@@ -25,7 +25,7 @@ folder (``DFL_CACHE_DIR``; the user's cache is untouched), so the export counts 
 timings nor the child's peak RSS.
 
     python benchmarks/end_to_end.py [--configs r18,r50] [--backends auto,torch,onnxruntime]
-        [--images N | --dir DIR] [--box] [--json PATH]
+        [--images N | --dir DIR] [--box] [--hand-pass on,off] [--flip-test off,on] [--json PATH]
 
 Generated images: 640x480 JPEGs of noise and drawn shapes (no hands: MediaPipe finds none and
 the predictor takes its whole-image path). ``--dir shared/data/wild`` uses real photos instead.
@@ -139,6 +139,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
             compile=args.compile,
             backend=backend,
             hand_pass=args.child_hand_pass == "on",
+            flip_test=args.child_flip_test == "on",
         )
         onnx_exported = onnx_dir.is_dir() and set(os.listdir(onnx_dir)) != onnx_before
         if args.channels_last and predictor.backend == "torch":
@@ -265,10 +266,16 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="DFLPredictor(hand_pass=...): on (default), off, or on,off for both side by side",
     )
+    p.add_argument(
+        "--flip-test",
+        default="off",
+        help="DFLPredictor(flip_test=...): off (default), on, or off,on for both side by side",
+    )
     # Child mode: one preset and backend, JSON on stdout.
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--child-backend", default="torch", help=argparse.SUPPRESS)
     p.add_argument("--child-hand-pass", default="on", help=argparse.SUPPRESS)
+    p.add_argument("--child-flip-test", default="off", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.config:
         print(json.dumps(run_child(args)))
@@ -290,17 +297,18 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    hand_passes = [h.strip() for h in args.hand_pass.split(",") if h.strip()]
-    if not hand_passes or any(h not in ("on", "off") for h in hand_passes):
-        print(
-            f"end_to_end: --hand-pass takes on and/or off, got {args.hand_pass!r}",
-            file=sys.stderr,
-        )
-        return 2
+    switches = {}
+    for option in ("hand_pass", "flip_test"):
+        given = getattr(args, option)
+        switches[option] = [h.strip() for h in given.split(",") if h.strip()]
+        if not switches[option] or any(h not in ("on", "off") for h in switches[option]):
+            flag = "--" + option.replace("_", "-")
+            print(f"end_to_end: {flag} takes on and/or off, got {given!r}", file=sys.stderr)
+            return 2
     results = []
     load_start = loadavg()
     print(f"load average at start: {load_start}; {os.cpu_count()} CPUs")
-    header = f"{'config':7} {'backend (ran)':25} {'mode':8} {'hand pass':9} "
+    header = f"{'config':7} {'backend (ran)':25} {'mode':8} {'hand pass':9} {'flip test':9} "
     header += " ".join(f"{s:>10}" for s in STAGES) + f" {'passes':>6} {'peak RSS MiB':>12} torch"
     print(header)
     # The children export and load ONNX graphs in a temporary cache folder (the user's cache is
@@ -313,11 +321,17 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[ENV_BUNDLE] = str(resolve_bundle())
     with tempfile.TemporaryDirectory(prefix="dfl-e2e-cache-") as cache:
         os.environ[ENV_CACHE_DIR] = cache
-        runs = [(n, b, h) for n in args.configs.split(",") for b in backends for h in hand_passes]
-        for name, backend, hand_pass in runs:
+        runs = [
+            (n, b, h, f)
+            for n in args.configs.split(",")
+            for b in backends
+            for h in switches["hand_pass"]
+            for f in switches["flip_test"]
+        ]
+        for name, backend, hand_pass, flip_test in runs:
             cmd = [sys.executable, __file__, "--config", name.strip()]
             cmd += ["--images", str(args.images), "--child-backend", backend]
-            cmd += ["--child-hand-pass", hand_pass]
+            cmd += ["--child-hand-pass", hand_pass, "--child-flip-test", flip_test]
             flags = ["box", "channels_last"] + (["compile"] if backend == "torch" else [])
             for flag in flags:
                 if getattr(args, flag):
@@ -333,10 +347,11 @@ def main(argv: list[str] | None = None) -> int:
             res = json.loads(out.stdout.strip().splitlines()[-1])
             res["loadavg_after"] = loadavg()
             res["hand_pass"] = hand_pass
+            res["flip_test"] = flip_test
             results.append(res)
             ran = f"{res['backend']} ({res['ran']})"
             print(
-                f"{res['config']:7} {ran:25} {res['mode']:8} {hand_pass:9} "
+                f"{res['config']:7} {ran:25} {res['mode']:8} {hand_pass:9} {flip_test:9} "
                 + " ".join(f"{res['median_ms'][s]:10.1f}" for s in STAGES)
                 + f" {res['passes_per_image']:6.2f} {res['peak_rss_mib']:12.0f} "
                 + ("yes" if res["torch_imported"] else "no"),
@@ -364,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             verdict = {k: "met" if v else "MISSED" for k, v in ok.items()}
             print(
                 f"target default CPU ({res['backend']} -> {res['ran']}, hand pass "
-                f"{res['hand_pass']}): "
+                f"{res['hand_pass']}, flip test {res['flip_test']}): "
                 f"<= {DEFAULT_TARGET_MS_PER_IMAGE:.0f} ms/image: {tot:.0f} ms ({verdict['ms']}); "
                 f"<= {DEFAULT_TARGET_X_DETECTOR:.0f}x "
                 f"MediaPipe alone ({det:.0f} ms): {tot / det:.2f}x ({verdict['x']}); "

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,14 +79,14 @@ class TorchRunner:
             return CropOutputs.from_model(out)
 
 
-def run_flip_test(runner: TorchRunner | OnnxRuntimeRunner, crops: np.ndarray) -> CropOutputs:
+def run_flip_test(runner: Callable[[np.ndarray], CropOutputs], crops: np.ndarray) -> CropOutputs:
     """The flip test (``DFLPredictor(flip_test=True)``): ``runner`` on the uint8 crops (B, S, S,
     3) and on their horizontal mirror images, in one batch, averaged
     (:meth:`CropOutputs.flip_averaged`). Twice the network's work for these crops."""
     n = len(crops)
     both = runner(np.concatenate([crops, crops[:, :, ::-1]]))
     plain, mirrored = both.take(slice(0, n)), both.take(slice(n, None))
-    return plain.flip_averaged(mirrored, runner.config.input_size)
+    return plain.flip_averaged(mirrored, crops.shape[1])
 
 
 def _import_onnxruntime() -> Any:

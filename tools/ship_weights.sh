@@ -9,9 +9,10 @@
 # runs/ship, git-ignored). Steps: the weights in fp16 into weights/ (the metadata of
 # weights/config.json is kept: edit it for the new version by hand), the reference outputs and the
 # ONNX graph re-made (tools/make_reference.py), `dfl-train evaluate` on the held-out sets with and
-# without the per-hand pass, the composites' error split, the whole predictor on the held-out
-# photos, the examples report and the wild contact sheet (docs/wild_overlays.png). 3 minutes on 2
-# idle CPU cores (AMD EPYC, 2026-12-06). Commit weights/, tests/data/ and docs/wild_overlays.png
+# without the per-hand pass and with the flip test, the composites' error split, the whole
+# predictor on the held-out photos (also with the flip test), the examples report and the wild
+# contact sheet (docs/wild_overlays.png). 3 minutes on 2 idle CPU cores (AMD EPYC, 2026-12-06)
+# before the flip test's runs were added. Commit weights/, tests/data/ and docs/wild_overlays.png
 # afterwards.
 set -euo pipefail
 
@@ -52,13 +53,16 @@ PY
 step "reference outputs and model.onnx"
 python tools/make_reference.py
 
-for pass in "" "--hand-pass"; do
-    name="eval${pass:+-pass}"
+# One pass; with the per-hand pass (the predictor's default); with it and the flip test.
+for run in "eval|" "eval-pass|--hand-pass" "eval-pass-flip|--hand-pass --flip-test"; do
+    name="${run%%|*}"
+    options="${run#*|}"
     for set in synth:synth-test folder:real-ho folder:comp2-ho; do
         kind="${set%%:*}"
         folder="${set#*:}"
-        step "evaluate $folder $pass"
-        dfl-train evaluate --weights weights --data "$kind:$data/$folder" --split test $pass \
+        step "evaluate $folder $options"
+        # shellcheck disable=SC2086  # the options are separate words
+        dfl-train evaluate --weights weights --data "$kind:$data/$folder" --split test $options \
             --out "$out/$name/$folder/metrics.json"
     done
 done
@@ -70,6 +74,8 @@ python tools/composite_errors.py --composites "$data/comp2-ho:test" \
 step "the whole predictor on the held-out photos"
 python benchmarks/crop_planning.py --data "$data/real-ho" --plans 4 --json "$out/crop_planning.json" \
     | tee "$out/crop_planning.txt"
+python benchmarks/crop_planning.py --data "$data/real-ho" --plans 4 --flip-test \
+    --json "$out/crop_planning_flip.json" | tee "$out/crop_planning_flip.txt"
 
 step "examples"
 python tools/examples_report.py --overlays "$out/examples" | tee "$out/examples.txt"

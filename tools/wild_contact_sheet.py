@@ -5,7 +5,7 @@ whole pipeline) on every photo of a folder, draws each prediction with ``vis.dra
 and tiles them, each resized to a fixed height, into one PNG (256-colour, to stay small).
 
     python tools/wild_contact_sheet.py --images ../shared/data/wild --out docs/wild_overlays.png \
-        [--weights weights/] [--tile-height 320] [--columns 4]
+        [--weights weights/] [--tile-height 320] [--columns 4] [--flip-test]
 """
 
 from __future__ import annotations
@@ -47,11 +47,12 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="default: the shipped model")
     parser.add_argument("--tile-height", type=int, default=320)
     parser.add_argument("--columns", type=int, default=4)
+    parser.add_argument("--flip-test", action="store_true", help="DFLPredictor(flip_test=True)")
     args = parser.parse_args()
     images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         parser.error(f"{args.images} holds no images")
-    predictor = DFLPredictor(weights=args.weights, device="cpu")
+    predictor = DFLPredictor(weights=args.weights, device="cpu", flip_test=args.flip_test)
     img = sheet(images, predictor, args.tile_height, args.columns)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     img.quantize(256).save(args.out, optimize=True)
