@@ -123,17 +123,18 @@ def _native_stderr_to_log() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
+            text = capture.read().decode("utf-8", "replace")
+            # Split at newlines only: a progress line redrawn with carriage returns stays whole.
+            for line in text.split("\n"):
                 if not line.strip():
                     continue
                 if not _NATIVE_LINE.match(line):
                     with contextlib.suppress(OSError, ValueError):
-                        sys.stderr.write(line if line.endswith("\n") else line + "\n")
+                        sys.stderr.write(line + "\n")
                         sys.stderr.flush()
                     continue
-                text = line.rstrip("\n")
-                is_error = text.startswith(("E", "F", "ERROR")) or "error" in text.lower()
-                logger.log(logging.WARNING if is_error else logging.DEBUG, "mediapipe: %s", text)
+                is_error = line.startswith(("E", "F")) or "error" in line.lower()
+                logger.log(logging.WARNING if is_error else logging.DEBUG, "mediapipe: %s", line)
 
 
 def _close_at_exit(ref: weakref.ref[HandDetector]) -> None:

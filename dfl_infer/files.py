@@ -374,7 +374,8 @@ def _decoded_chunks(
 
 
 def model_info(predictor: DFLPredictor, weights: str | Path | None) -> dict[str, Any]:
-    """The output JSON's ``model`` entry: what ran, on what (``weights`` as the user named it)."""
+    """The output JSON's ``model`` entry: what ran, on what, how (``weights`` as the user named
+    it; ``hand_pass`` and ``flip_test`` as the predictor was made)."""
     from dfl_infer._version import __version__
 
     return {
@@ -384,6 +385,8 @@ def model_info(predictor: DFLPredictor, weights: str | Path | None) -> dict[str,
         "parameters": predictor.num_parameters(),
         "device": predictor.device_name,
         "backend": predictor.backend,
+        "hand_pass": predictor.hand_pass,
+        "flip_test": predictor.flip_test,
         "dfl_infer_version": __version__,
     }
 

@@ -37,6 +37,22 @@ def _run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.parametrize(
+    ("options", "hand_pass", "flip_test"),
+    [([], True, False), (["--flip-test"], True, True), (["--no-hand-pass"], False, False)],
+)
+def test_the_model_entry_says_how_it_ran(
+    tiny_weights, folder, tmp_path, options, hand_pass, flip_test
+) -> None:
+    """``--flip-test`` and ``--no-hand-pass`` reach the predictor, and the JSON says so."""
+    out = tmp_path / "j.json"
+    args = [str(folder / "a.jpg"), "--weights", str(tiny_weights), "--box", "40,30,200,190"]
+    code = main([*args, "--out", str(out), "--device", "cpu", "-q", *options])
+    assert code == 0
+    model = json.loads(out.read_text())["model"]
+    assert (model["hand_pass"], model["flip_test"]) == (hand_pass, flip_test)
+
+
 def test_folder_with_bad_files(tiny_weights, folder, tmp_path) -> None:
     out = tmp_path / "res" / "joints.json"
     vis = tmp_path / "vis"

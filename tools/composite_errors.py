@@ -17,7 +17,7 @@ and also by how far apart the two hands' centres are (in hand sizes), with and w
 predictor's per-hand pass.
 
     python tools/composite_errors.py --composites ROOT:SPLIT --sources ROOT:SPLIT \
-        [--weights weights] [--widen 0.05]
+        [--weights weights] [--widen 0.05] [--flip-test]
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def hidden_joints(covered: np.ndarray, covering: np.ndarray, widen: float) -> np
     )
 
 
-def predictions(comp_root: Path, comp_split: str, weights: str):
+def predictions(comp_root: Path, comp_split: str, weights: str, flip_test: bool = False):
     """The composites' dataset and the model's (N, 42, 3) crop outputs, one pass and with the
-    per-hand pass, as ``dfl-train evaluate`` makes them."""
+    per-hand pass, as ``dfl-train evaluate [--flip-test]`` makes them."""
     from dfl_infer.model import DFLModel
     from dfl_infer.training.data import AugmentConfig, InterHandDataset
 
@@ -80,8 +80,9 @@ def predictions(comp_root: Path, comp_split: str, weights: str):
         AugmentConfig.none(),
         upright=cfg.upright,
     )
-    pred = predict_dataset(model, ds)
-    return ds, {"one pass": pred.joints_25d, "per-hand pass": hand_pass_dataset(model, ds, pred)}
+    pred = predict_dataset(model, ds, flip_test=flip_test)
+    with_pass = hand_pass_dataset(model, ds, pred, flip_test=flip_test)
+    return ds, {"one pass": pred.joints_25d, "per-hand pass": with_pass}
 
 
 def split_errors(ds, uvd: np.ndarray, records, by_photo, widen: float) -> dict[str, list]:
@@ -122,11 +123,12 @@ def main() -> None:
     p.add_argument("--sources", required=True, help="ROOT:SPLIT they were made from")
     p.add_argument("--weights", default="weights")
     p.add_argument("--widen", type=float, default=0.05, help="outline margin / box size")
+    p.add_argument("--flip-test", action="store_true", help="every crop also run mirrored")
     args = p.parse_args()
     c_root, _, c_split = args.composites.partition(":")
     s_root, _, s_split = args.sources.partition(":")
     comp_root, comp_split = Path(c_root), c_split or "test"
-    ds, outputs = predictions(comp_root, comp_split, args.weights)
+    ds, outputs = predictions(comp_root, comp_split, args.weights, args.flip_test)
     records = read_annotations(comp_root, comp_split)
     by_photo = photo_hands(Path(s_root), s_split or "test")
     rows: dict[str, list[str]] = {}
@@ -137,7 +139,10 @@ def main() -> None:
             e = np.concatenate(parts) if parts else np.zeros(0)
             cell = f"{(e <= PCK2D_THRESHOLD).mean():.3f} / {100 * e.mean():.2f}" if e.size else "-"
             rows.setdefault(name, [str(e.size)]).append(cell)
-    print(f"{args.weights} on {args.composites}; outline widened by {args.widen:g} of the box\n")
+    flip = ", flip test" if args.flip_test else ""
+    print(
+        f"{args.weights} on {args.composites}{flip}; outline widened by {args.widen:g} of the box\n"
+    )
     print("| joints | count | PCK@10 % / mean 2D %, one pass | with the per-hand pass |")
     print("| --- | ---: | --- | --- |")
     for name, cells in rows.items():
