@@ -3,7 +3,7 @@ frames keep both hands, per frame (no tracking) against tracked, each without sm
 the causal One-Euro filter and with the offline smoother.
 
     python benchmarks/video.py [--clip clip.mp4] [--mesh DIR] [--frames N] [--weights W]
-        [--max-missed N] [--json PATH]
+        [--max-missed N] [--flip-test] [--json PATH]
 
 Without ``--clip`` the clip is made first (``dfl-train synth-clip``, seed 0, 150 frames, 512x512;
 the WebXR hand of ``../shared`` when present, else ``--mesh``, else procedural hands) into a
@@ -134,6 +134,7 @@ def main() -> int:
     parser.add_argument(
         "--max-missed", type=int, default=5, help="the tracker's max_missed (dfl-infer's default 5)"
     )
+    parser.add_argument("--flip-test", action="store_true", help="DFLPredictor(flip_test=True)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.max_missed < 0:
@@ -150,7 +151,7 @@ def main() -> int:
         print(f"making the clip (mesh: {mesh or 'procedural'}) ...", file=sys.stderr)
         clip, _ = make_clip(Path(tmp.name) / "clip.mp4", args.frames, args.size, mesh=mesh)
     gt = json.loads(clip.with_name(clip.stem + ".gt.json").read_text())
-    predictor = DFLPredictor(weights=args.weights, device=args.device)
+    predictor = DFLPredictor(weights=args.weights, device=args.device, flip_test=args.flip_test)
     runs: dict[str, list[Prediction | None]] = {}
     seconds: dict[str, float] = {}
     for name, track in (("per frame", False), ("tracked", True)):
