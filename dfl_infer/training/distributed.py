@@ -59,6 +59,12 @@ def setup(device: str | None = None) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (nothing in a single process)."""
+    if info.distributed and dist.is_initialized():
+        dist.barrier()
+
+
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -491,7 +491,11 @@ def fit(cfg: FitConfig) -> Path:
     check_config(cfg)
     info = distributed.setup(cfg.device)
     try:
-        return _fit(cfg, info)
+        out = _fit(cfg, info)
+        # Every rank waits for the others (rank 0 saves last) before the group is torn down: a
+        # rank that tears it down and exits while another still talks to it can abort that one.
+        distributed.barrier(info)
+        return out
     finally:
         distributed.cleanup()
 
