@@ -619,6 +619,23 @@ def test_resume_reproduces_trajectory(fixture_root, tmp_path):
     assert state["step"] == 4
 
 
+def test_stop_after_minutes_saves_and_resumes(fixture_root, tmp_path):
+    """A time limit already spent at the first step: the run stops there with a checkpoint (the
+    schedule keeps the full horizon), and --resume carries on to the end."""
+    out = tmp_path / "timed"
+    fit(_fit_cfg(fixture_root, out, steps=3, batch_size=1, stop_after_minutes=1e-9))
+    assert len(_losses(out)) == 1
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
+    fit(_fit_cfg(fixture_root, out, steps=3, batch_size=1, resume=True))
+    assert len(_losses(out)) == 3
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="--stop-after-minutes"):
+            fit(_fit_cfg(fixture_root, tmp_path / "bad", stop_after_minutes=bad))
+    with pytest.raises(ValueError, match="--occluded-weight"):
+        fit(_fit_cfg(fixture_root, tmp_path / "bad", occluded_weight=0.0))
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(fixture_root, tmp_path):
     out = tmp_path / "ddp"
@@ -633,6 +650,14 @@ def test_ddp_two_cpu_processes(fixture_root, tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     assert len(_losses(out)) == 2
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+    # A time limit: both ranks agree to stop at the same step (the first).
+    timed = tmp_path / "timed"
+    cmd[cmd.index(str(out))] = str(timed)
+    res = subprocess.run(
+        [*cmd, "--stop-after-minutes", "1e-9"], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert torch.load(timed / "checkpoint.pt", weights_only=True)["step"] == 1
 
 
 def test_cli_evaluate_writes_json_and_table(fixture_root, tmp_path):

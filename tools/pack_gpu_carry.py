@@ -9,12 +9,16 @@ cannot reach ``../shared`` or the package registries. This writes, into ``--out`
   cameras, boxes and annotations rescaled to match (world coordinates do not change), for
   ``--data folder:OUT/real``;
 - ``real/boxes.csv`` (with ``--boxes``): the labelled hand boxes of those photos, rescaled, so that
-  ``--synth-backgrounds OUT/real`` cuts background patches clear of every labelled hand.
+  ``--synth-backgrounds OUT/real`` cuts background patches clear of every labelled hand;
+- ``real-ho/`` (with ``--holdout``): the 150 held-out photos' labels (``dfl-train pseudolabel
+  --subset holdout``) with the photos as they are (full size, links resolved), for validation
+  only: ``fit --val OUT/real-ho:test`` and the held-out composites made from them on the device
+  are then the very sets of the model card (REAL_HO, COMP2_HO), so its guards keep their meaning.
 
     dfl-train pseudolabel --images ../shared/data/real-hands/images --out /tmp/pl --subset train
     python tools/pack_gpu_carry.py --pseudolabels /tmp/pl \\
         --mesh ../shared/assets/hand-mesh/webxr-generic-hand \\
-        --boxes ../shared/data/real-hands/boxes.csv --out .carry
+        --boxes ../shared/data/real-hands/boxes.csv [--holdout runs/data/real-ho] --out .carry
 
 The pack is for training: a split pseudo-labelled with ``--subset holdout`` or ``--subset all``
 (``info.subset`` of its ``data.json``) is refused, so that the held-out photos of
@@ -106,11 +110,34 @@ def pack_real(
     return stats
 
 
+def pack_holdout(src: Path, dst: Path) -> int:
+    """Copy of the held-out labels (``src``: pseudo-labelled with ``--subset holdout``) with
+    their photos' bytes, links resolved; returns the number of photos."""
+    photos: set[Path] = set()
+    for ann in sorted(p for p in (src / "annotations").iterdir() if p.is_dir()):
+        data = json.loads((ann / f"InterHand2.6M_{ann.name}_data.json").read_text())
+        subset = data.get("info", {}).get("subset")
+        if subset != "holdout":
+            raise SystemExit(
+                f"{ann}: --holdout takes `dfl-train pseudolabel --subset holdout` output"
+            )
+        shutil.copytree(ann, dst / "annotations" / ann.name)
+        for im in data["images"]:
+            out = dst / "images" / ann.name / im["file_name"]
+            if out in photos:  # a photo with two hands has an entry per hand
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / "images" / ann.name / im["file_name"], out)  # follows links
+            photos.add(out)
+    return len(photos)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pseudolabels", required=True, help="output of dfl-train pseudolabel")
     parser.add_argument("--mesh", required=True, help="folder with right.glb and left.glb")
     parser.add_argument("--boxes", help="CSV of labelled hand boxes of the photos (boxes.csv)")
+    parser.add_argument("--holdout", help="held-out labels (pseudolabel --subset holdout)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-side", type=int, default=384, help="longest side after packing")
     parser.add_argument("--quality", type=int, default=85, help="JPEG quality")
@@ -123,6 +150,8 @@ def main() -> None:
         shutil.copy(Path(args.mesh) / name, out / "mesh" / name)
     boxes = Path(args.boxes) if args.boxes else None
     stats = pack_real(Path(args.pseudolabels), out / "real", args.max_side, args.quality, boxes)
+    if args.holdout:
+        stats["holdout_images"] = pack_holdout(Path(args.holdout), out / "real-ho")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(json.dumps({**stats, "bytes": size, "mib": round(size / 2**20, 1)}))
     if size > 60 * 2**20:

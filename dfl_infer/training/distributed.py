@@ -59,6 +59,15 @@ def setup(device: str | None = None) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """Whether ``flag`` is true on any process (``flag`` itself in a single process)."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def barrier(info: DistInfo) -> None:
     """Wait for every process (nothing in a single process)."""
     if info.distributed and dist.is_initialized():

@@ -139,6 +139,8 @@ class FitConfig:
     save_every: int = 500
     input_size: int | None = None  # override the preset's crop size (quick CPU runs)
     stop_after: int | None = None  # stop (with a checkpoint) after this step: time-limited jobs
+    # ... or at the first step that ends after this many minutes of the training loop
+    stop_after_minutes: float | None = None
     synth_mesh: str | None = None
     synth_backgrounds: str | None = None
     progress: bool = True
@@ -481,6 +483,10 @@ def check_config(cfg: FitConfig) -> None:
         raise ValueError(f"--hand-crops must be a share in [0, 1], got {cfg.hand_crops!r}")
     if not 0.0 <= cfg.partial_share <= 1.0:
         raise ValueError(f"--partial-share must be a share in [0, 1], got {cfg.partial_share!r}")
+    if not cfg.occluded_weight > 0:  # also rejects NaN
+        raise ValueError(f"--occluded-weight must be > 0, got {cfg.occluded_weight}")
+    if cfg.stop_after_minutes is not None and not cfg.stop_after_minutes > 0:
+        raise ValueError(f"--stop-after-minutes must be > 0, got {cfg.stop_after_minutes}")
     for guard in cfg.best_guard:
         parse_guard(guard, len(cfg.val))
     parse_data(cfg.data)
@@ -594,8 +600,6 @@ def _train(t: _Trainer, start: int) -> None:
     if info.distributed:
         cuda = dev.type == "cuda"
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
-    if not cfg.occluded_weight > 0:
-        raise ValueError(f"--occluded-weight must be > 0, got {cfg.occluded_weight}")
     loss_cfg = LossConfig(
         pair_loss=cfg.pair_loss, w_attn=cfg.attn_loss, occluded_weight=cfg.occluded_weight
     )
@@ -603,6 +607,8 @@ def _train(t: _Trainer, start: int) -> None:
     specs, iters = build_sources(cfg, model.config, info, start + 1)
     weights = [s.weight for s in specs]
     end = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
+    minutes = cfg.stop_after_minutes
+    deadline = time.monotonic() + 60.0 * minutes if minutes else None
     bar = tqdm(
         total=cfg.steps,
         initial=start,
@@ -622,12 +628,19 @@ def _train(t: _Trainer, start: int) -> None:
         rate.steps += 1
         bar.update(1)
         last = step == end
+        if deadline is not None and not last:
+            # Every rank stops at the same step: the first at which any rank is past the time.
+            last = distributed.any_rank(time.monotonic() >= deadline, info)
+            if last:
+                logger.info("stopping at step %d: %g minutes are up", step, minutes)
         if step % cfg.log_every == 0 or last:
             source = specs[j].kind if j >= 0 else "mix"
             loss = _log_step(t, step, losses, grad_norm, source, rate)
             bar.set_postfix(loss=f"{loss:.3g}")
         if step % cfg.save_every == 0 or last:
             _save(cfg, info, model, t.ema, t.optimizer, t.scheduler, step, t.validator)
+        if last:
+            break
     bar.close()
     if start >= end and info.is_main:
         logger.info("nothing to do: the checkpoint is already at step %d", start)
@@ -865,6 +878,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--stop-after", type=int, default=None)
+    p.add_argument(
+        "--stop-after-minutes",
+        type=float,
+        default=None,
+        metavar="M",
+        help="stop, with a save, at the first step that ends M minutes after training started "
+        "(time-limited jobs; the schedule keeps the full --steps horizon, as with --stop-after)",
+    )
     p.add_argument("--synth-mesh", default=None)
     p.add_argument("--synth-backgrounds", default=None)
     p.add_argument("--no-progress", action="store_true")
@@ -1000,6 +1021,7 @@ def _run(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         input_size=args.input_size,
         stop_after=args.stop_after,
+        stop_after_minutes=args.stop_after_minutes,
         synth_mesh=args.synth_mesh,
         synth_backgrounds=args.synth_backgrounds,
         progress=not args.no_progress,
