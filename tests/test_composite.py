@@ -162,6 +162,26 @@ def test_composites_are_reproducible(composites, tmp_path) -> None:
     assert a == b
 
 
+def test_workers_write_the_same_files_for_any_count(composites, tmp_path) -> None:
+    """``workers`` > 1: the composites are drawn in one process and composed in several, with
+    OpenCV's generator seeded per composite, so 2 and 3 workers write identical files; the
+    labels' joints (which no cut-out changes) are those of one process."""
+    src, one = composites
+    cfg = CompositeConfig()
+    outs = {}
+    for w in (2, 3):
+        outs[w] = tmp_path / f"w{w}"
+        make_composites(src, "train", outs[w], n=8, seed=3, config=cfg, workers=w)
+    files = sorted(p.relative_to(outs[2]) for p in outs[2].rglob("*") if p.is_file())
+    assert len(files) == 8 + 3  # the images and the three annotation files
+    for rel in files:
+        assert (outs[2] / rel).read_bytes() == (outs[3] / rel).read_bytes(), rel
+    joints = "annotations/train/InterHand2.6M_train_joint_3d.json"
+    same_draws = tmp_path / "one"
+    make_composites(src, "train", same_draws, n=8, seed=3, config=cfg)
+    assert (outs[2] / joints).read_text() == (same_draws / joints).read_text()
+
+
 def test_needs_two_photos(tmp_path) -> None:
     src = tmp_path / "one"
     _fixture(src)

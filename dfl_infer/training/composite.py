@@ -36,7 +36,10 @@ pseudolabel --subset holdout``) it is the held-out composite split, which never 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
 import logging
+import multiprocessing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,16 +263,11 @@ def draw(
 
 
 def compose(
-    base: Hand,
-    donor: Hand,
-    affine: np.ndarray,
-    mirror: bool,
-    rng: np.random.Generator,
-    cfg: CompositeConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray]:
+    base: Hand, donor: Hand, affine: np.ndarray, mirror: bool, behind: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One composite of ``donor`` pasted at ``affine`` (``mirror``: it was mirrored) into the
-    base photo: (RGB image, (42, 3) camera-frame joints right then left, (42,) depth weights,
-    whether the donor is the covered hand, (42,) bool: the covered hand's joints that lie under
+    base photo, under the base hand when ``behind``: (RGB image, (42, 3) camera-frame joints
+    right then left, (42,) depth weights, (42,) bool: the covered hand's joints that lie under
     the covering hand's pasted mask). The camera is the base photo's default."""
     import cv2
 
@@ -286,7 +284,6 @@ def compose(
         gain = np.clip(1.0 + 0.5 * (gain - 1.0), 0.7, 1.4)  # halfway: the hands' skins differ
         warped = np.clip(warped * gain, 0, 255)
     out = a * warped + (1 - a) * image
-    behind = bool(rng.random() < cfg.behind_prob)
     covering = a[..., 0]
     if behind:
         base_alpha = hand_mask(image, base.uv)[..., None]
@@ -306,7 +303,38 @@ def compose(
         xyz[sl], dw[sl] = hand_xyz, weight
         if covered:
             occluded[sl] = covered_joints(intr.project(hand_xyz), covering)
-    return np.clip(out, 0, 255).astype(np.uint8), xyz, dw, behind, occluded
+    return np.clip(out, 0, 255).astype(np.uint8), xyz, dw, occluded
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One composite, drawn: what :func:`compose` pastes where, and the file it goes to."""
+
+    name: str
+    base: Hand
+    donor: Hand
+    affine: np.ndarray
+    mirror: bool
+    behind: bool
+    # OpenCV's random generator (GrabCut's) is seeded with this before composing, or, when None,
+    # runs on from the previous composite in the same process (the one-process stream).
+    cv_seed: int | None = None
+
+
+def _compose_and_write(
+    plan: _Plan, img_dir: Path
+) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
+    """Compose ``plan``, write its JPEG into ``img_dir``; (width, height, joints, depth weights,
+    occluded joints) for its annotation. Runs in a worker process with ``--workers``."""
+    import cv2
+
+    if plan.cv_seed is not None:
+        cv2.setRNGSeed(plan.cv_seed)
+    image, xyz, dw, occluded = compose(plan.base, plan.donor, plan.affine, plan.mirror, plan.behind)
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    if not cv2.imwrite(str(img_dir / plan.name), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+        raise OSError(f"cannot write {img_dir / plan.name}")
+    return image.shape[1], image.shape[0], xyz, dw, occluded
 
 
 def covered_joints(uv: np.ndarray, covering: np.ndarray) -> np.ndarray:
@@ -328,11 +356,15 @@ def make_composites(
     out_split: str | None = None,
     seed: int = DEFAULT_SEED,
     config: CompositeConfig | None = None,
+    workers: int = 1,
 ) -> dict[str, int]:
     """Write ``n`` composites of the single hands of ``root``/``split`` into ``out`` (split
-    ``out_split``, default the same); returns counts."""
-    import cv2
-
+    ``out_split``, default the same); returns counts. Every composite is drawn first, in order,
+    from the one seeded generator, then composed and written: in this process (``workers`` 1),
+    where GrabCut's cut-outs draw on OpenCV's generator as it runs on from composite to
+    composite (how every set of the model card was made), or in ``workers`` > 1 processes, where
+    that generator is seeded per composite: the same files for any number of workers above 1,
+    but not byte for byte those of one process."""
     cfg = config or CompositeConfig()
     hands = single_hands(load_samples(root, split), cfg.min_hand_px)
     photos = {h.image_path for h in hands}
@@ -344,14 +376,21 @@ def make_composites(
     writer = AnnotationWriter()
     rng = np.random.default_rng(seed)
     counts = {"composites": 0, "mirrored": 0, "donor_behind": 0, "redrawn": 0}
+    plans = []
     for i in range(n):
         base, donor, affine, mirror = draw(hands, rng, cfg, counts)
-        image, xyz, dw, behind, occluded = compose(base, donor, affine, mirror, rng, cfg)
-        name = f"comp_{i:06d}.jpg"
-        bgr = np.ascontiguousarray(image[:, :, ::-1])
-        if not cv2.imwrite(str(img_dir / name), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-            raise OSError(f"cannot write {img_dir / name}")
-        h, w = image.shape[:2]
+        behind = bool(rng.random() < cfg.behind_prob)
+        cv_seed = (seed * 1_000_003 + i) % 2**31 if workers > 1 else None
+        plans.append(_Plan(f"comp_{i:06d}.jpg", base, donor, affine, mirror, behind, cv_seed))
+    job = functools.partial(_compose_and_write, img_dir=img_dir)
+    pool = None
+    if workers > 1:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork")
+        )
+    results = pool.map(job, plans, chunksize=8) if pool is not None else map(job, plans)
+    for i, (plan, (w, h, xyz, dw, occluded)) in enumerate(zip(plans, results)):
+        base, donor, behind, name = plan.base, plan.donor, plan.behind, plan.name
         intr = Intrinsics.default(w, h)
         uv = intr.project(xyz)
         box = points_box(uv)
@@ -383,6 +422,8 @@ def make_composites(
         counts["donor_behind"] += int(behind)
         if (i + 1) % 200 == 0:
             logger.info("%d / %d composites", i + 1, n)
+    if pool is not None:
+        pool.shutdown()
     info = {"source": "dfl-train composite", "from": f"{root}:{split}", "seed": seed, "n": n}
     writer.write(out, out_split, info=info)
     logger.info("composites: %s (%d single hands of %d photos)", counts, len(hands), len(photos))
@@ -403,11 +444,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--out-split", default=None, help="split written (default: --split)")
     p.add_argument("--n", type=int, required=True, help="number of composites")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that compose and write (default 1; any number above 1 writes the same "
+        "files, which differ from one process's in GrabCut's random start)",
+    )
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError("--n must be >= 1")
-    make_composites(args.data, args.split, args.out, args.n, args.out_split, args.seed)
+    if args.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    make_composites(
+        args.data, args.split, args.out, args.n, args.out_split, args.seed, workers=args.workers
+    )
     return 0
