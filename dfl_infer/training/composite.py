@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import multiprocessing
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -348,6 +350,48 @@ def covered_joints(uv: np.ndarray, covering: np.ndarray) -> np.ndarray:
     return out
 
 
+def _annotate(
+    writer: AnnotationWriter,
+    plans: list[_Plan],
+    results: Iterable[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]],
+    counts: dict[str, int],
+) -> None:
+    """Each written composite's annotation, in the plans' order, and the counts."""
+    for i, (plan, (w, h, xyz, dw, occluded)) in enumerate(zip(plans, results)):
+        base, donor, behind, name = plan.base, plan.donor, plan.behind, plan.name
+        intr = Intrinsics.default(w, h)
+        uv = intr.project(xyz)
+        box = points_box(uv)
+        writer.add(
+            file_name=name,
+            width=w,
+            height=h,
+            capture=0,
+            camera_name=str(writer.next_id),
+            camera=camera_fields(intr),
+            world_coord=xyz.round(3).tolist(),
+            joint_valid=[1] * NUM_JOINTS,
+            hand_type="interacting",
+            hand_type_valid=1,
+            bbox=[box[0], box[1], box[2] - box[0], box[3] - box[1]],
+            extra={
+                # The sources' depth weight (their depth_confidence: MediaPipe's 0.5).
+                "depth_confidence": round(float(dw.max()), 3),
+                "depth_valid": [int(v > 0) for v in dw],
+                "root_depth_valid": 0,
+                "source": "composite",
+                "sources": [base.image_path.name, donor.image_path.name],
+                "donor_behind": int(behind),
+                "joint_occluded": [int(v) for v in occluded],
+            },
+        )
+        counts["composites"] += 1
+        counts["mirrored"] += int(donor.side == base.side)
+        counts["donor_behind"] += int(behind)
+        if (i + 1) % 200 == 0:
+            logger.info("%d / %d composites", i + 1, len(plans))
+
+
 def make_composites(
     root: str | Path,
     split: str,
@@ -383,47 +427,15 @@ def make_composites(
         cv_seed = (seed * 1_000_003 + i) % 2**31 if workers > 1 else None
         plans.append(_Plan(f"comp_{i:06d}.jpg", base, donor, affine, mirror, behind, cv_seed))
     job = functools.partial(_compose_and_write, img_dir=img_dir)
-    pool = None
-    if workers > 1:
-        pool = concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("fork")
-        )
-    results = pool.map(job, plans, chunksize=8) if pool is not None else map(job, plans)
-    for i, (plan, (w, h, xyz, dw, occluded)) in enumerate(zip(plans, results)):
-        base, donor, behind, name = plan.base, plan.donor, plan.behind, plan.name
-        intr = Intrinsics.default(w, h)
-        uv = intr.project(xyz)
-        box = points_box(uv)
-        writer.add(
-            file_name=name,
-            width=w,
-            height=h,
-            capture=0,
-            camera_name=str(writer.next_id),
-            camera=camera_fields(intr),
-            world_coord=xyz.round(3).tolist(),
-            joint_valid=[1] * NUM_JOINTS,
-            hand_type="interacting",
-            hand_type_valid=1,
-            bbox=[box[0], box[1], box[2] - box[0], box[3] - box[1]],
-            extra={
-                # The sources' depth weight (their depth_confidence: MediaPipe's 0.5).
-                "depth_confidence": round(float(dw.max()), 3),
-                "depth_valid": [int(v > 0) for v in dw],
-                "root_depth_valid": 0,
-                "source": "composite",
-                "sources": [base.image_path.name, donor.image_path.name],
-                "donor_behind": int(behind),
-                "joint_occluded": [int(v) for v in occluded],
-            },
-        )
-        counts["composites"] += 1
-        counts["mirrored"] += int(donor.side == base.side)
-        counts["donor_behind"] += int(behind)
-        if (i + 1) % 200 == 0:
-            logger.info("%d / %d composites", i + 1, n)
-    if pool is not None:
-        pool.shutdown()
+    with contextlib.ExitStack() as stack:
+        results: Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = map(job, plans)
+        if workers > 1:
+            fork = multiprocessing.get_context("fork")
+            pool = stack.enter_context(
+                concurrent.futures.ProcessPoolExecutor(workers, mp_context=fork)
+            )
+            results = pool.map(job, plans, chunksize=8)
+        _annotate(writer, plans, results, counts)
     info = {"source": "dfl-train composite", "from": f"{root}:{split}", "seed": seed, "n": n}
     writer.write(out, out_split, info=info)
     logger.info("composites: %s (%d single hands of %d photos)", counts, len(hands), len(photos))
