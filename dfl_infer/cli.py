@@ -11,7 +11,7 @@
     dfl-infer export-onnx --weights DIR --into-weights   (DIR/model.onnx, used by --backend auto)
     dfl-infer ray INPUT... --out DIR [--address ADDR] [--actors N] [--cpus-per-actor C]
               [--gpus-per-actor G] [--batch-size B]   (a Ray cluster: dfl_infer.ray_batch)
-    dfl-infer demo [--port P] [--host 127.0.0.1] [--weights DIR_OR_HUB_ID] [--share]
+    dfl-infer demo [--port P] [--host 127.0.0.1] [--weights DIR_OR_HUB_ID] [--share] [--flip-test]
 
 ``predict`` is the default subcommand, so ``dfl-infer photo.jpg`` predicts. The work is done by
 ``files.predict_files`` (predicting), ``bundle.fetch_detector`` and ``export.export_onnx``; this
@@ -336,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "torch", "onnxruntime"),
         default="auto",
         help="what runs the network (as for predict)",
+    )
+    p.add_argument(
+        "--flip-test",
+        action="store_true",
+        help="also run every crop mirrored and average the two (as for predict: twice the "
+        "network's time per photo or webcam frame)",
     )
     p.set_defaults(func=demo, threshold=0.5, compile=False)
     return parser

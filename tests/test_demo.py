@@ -203,6 +203,7 @@ def test_cli_demo_arguments(capsys) -> None:
 
     args = build_parser().parse_args(["demo"])
     assert (args.host, args.port, args.share, args.weights) == ("127.0.0.1", 7860, False, None)
+    assert args.flip_test is False and build_parser().parse_args(["demo", "--flip-test"]).flip_test
     for bad in (["demo", "--port", "0"], ["demo", "--port", "http"]):
         with pytest.raises(SystemExit) as exc:
             main(bad)
