@@ -28,7 +28,8 @@ class CropOutputs:
     :class:`~dfl_infer.model.outputs.DFLOutput`): ``joints_25d`` (B, 42, 3) crop pixels and mm
     relative to each wrist, ``hand_presence`` (B, 2) logits, ``rel_root_depth`` (B,) mm,
     ``joints_2d_iter`` (B, T, 42, 2) crop pixels after each of the decoder's T iterations (read
-    only for :meth:`confidence`), ``handedness`` (B, 2) logits that each slot holds a right hand.
+    only for :meth:`confidence`; after :meth:`flip_averaged`, both passes' guesses),
+    ``handedness`` (B, 2) logits that each slot holds a right hand.
 
     The network's two hand slots may hold either hand; :meth:`sided` puts the right hand first,
     as ``JOINT_NAMES`` says, and the runners (``backends.py``) and the evaluator only hand out
@@ -109,9 +110,11 @@ class CropOutputs:
         of slots costs the product of their presence probabilities times their mean 2D joint
         distance (crop pixels), plus ``crop_size`` times the difference of their presence
         probabilities (a found hand is not averaged with an empty slot's joints). Paired slots
-        average their 2.5D joints, per-iteration 2D joints, presence and handedness logits; the
-        relative root depth is averaged in the pairing's order (negated where the pairing
-        swaps)."""
+        average their 2.5D joints, presence and handedness logits; the relative root depth is
+        averaged in the pairing's order (negated where the pairing swaps). ``joints_2d_iter``
+        becomes both passes' 2D guesses, (B, 2T + 2, 42, 2): each pass's T iterations and its
+        final joints, so that :meth:`confidence` measures the spread of all of them about the
+        averaged joints, the two passes' disagreement included."""
         b = mirrored.unmirrored(crop_size)
         pa, pb = self.presence(), b.presence()
         j = self.joints_25d.shape[1] // 2
@@ -135,15 +138,24 @@ class CropOutputs:
             mask = swap.reshape((-1,) + (1,) * (x.ndim - 1))
             return np.where(mask, swapped_x, x)
 
-        other = (
-            paired(b.joints_25d, b.joints_25d[:, perm]),
-            paired(b.hand_presence, b.hand_presence[:, ::-1]),
-            paired(b.rel_root_depth, -b.rel_root_depth),
+        joints = paired(b.joints_25d, b.joints_25d[:, perm])
+        guesses = [
+            self.joints_2d_iter,
+            self.joints_25d[:, None, :, :2],
             paired(b.joints_2d_iter, b.joints_2d_iter[:, :, perm]),
-            paired(b.handedness, b.handedness[:, ::-1]),
-        )
-        mine = (getattr(self, name) for name in self.NAMES)
-        return CropOutputs(*(((x + y) / 2).astype(np.float32) for x, y in zip(mine, other))).sided()
+            joints[:, None, :, :2],
+        ]
+
+        def mean(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            return ((x + y) / 2).astype(np.float32)
+
+        return CropOutputs(
+            mean(self.joints_25d, joints),
+            mean(self.hand_presence, paired(b.hand_presence, b.hand_presence[:, ::-1])),
+            mean(self.rel_root_depth, paired(b.rel_root_depth, -b.rel_root_depth)),
+            np.concatenate(guesses, axis=1).astype(np.float32),
+            mean(self.handedness, paired(b.handedness, b.handedness[:, ::-1])),
+        ).sided()
 
     def take(self, index: slice | np.ndarray) -> CropOutputs:
         """The outputs of some of the crops (``index`` into the batch)."""

@@ -155,7 +155,36 @@ def test_flip_averaged_with_an_equivariant_mirror_changes_nothing() -> None:
     averaged = out.flip_averaged(mirrored, 64)
     expected = out.sided()
     for name in CropOutputs.NAMES:
-        np.testing.assert_allclose(getattr(averaged, name), getattr(expected, name), atol=1e-4)
+        if name != "joints_2d_iter":
+            np.testing.assert_allclose(getattr(averaged, name), getattr(expected, name), atol=1e-4)
+    # The 2D guesses of both passes: each pass's iterations and its final joints.
+    one = np.concatenate([expected.joints_2d_iter, expected.joints_25d[:, None, :, :2]], axis=1)
+    np.testing.assert_allclose(
+        averaged.joints_2d_iter, np.concatenate([one, one], axis=1), atol=1e-4
+    )
+
+
+def test_flip_test_confidence_falls_where_the_passes_disagree() -> None:
+    """Each joint's confidence under the flip test spreads over both passes' guesses: where the
+    mirrored pass puts a hand's joints 6 pixels off, that hand's confidence falls below the
+    one-pass figure; where it agrees, it stays near it."""
+    rng = np.random.default_rng(6)
+    out = _random_outputs(rng, [[5, 5]])
+    near = out.joints_25d.copy()
+    out = CropOutputs(
+        out.joints_25d,
+        out.hand_presence,
+        out.rel_root_depth,
+        near[:, None, :, :2] + rng.normal(0, 0.5, (1, 3, 42, 2)).astype(np.float32),
+        np.array([[3, -3]], np.float32),
+    )
+    moved = CropOutputs(*(getattr(out, name).copy() for name in CropOutputs.NAMES))
+    moved.joints_25d[:, 21:, 0] += 6.0  # the left hand's joints, in the mirrored pass
+    moved.joints_2d_iter[:, :, 21:, 0] += 6.0
+    averaged = out.flip_averaged(_as_if_mirrored(moved, np.array([False]), 64), 64)
+    one, two = out.confidence(64)[0], averaged.confidence(64)[0]
+    assert (two[21:] < one[21:] - 0.2).all()
+    np.testing.assert_allclose(two[:21], one[:21], atol=0.1)
 
 
 def test_flip_averaged_averages_the_paired_slots() -> None:
