@@ -403,6 +403,11 @@ def _add_ray_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", metavar="DIR_OR_HUB_ID", help="as for predict")
     p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto")
+    p.add_argument(
+        "--flip-test",
+        action="store_true",
+        help="also run every crop mirrored and average the two (as for predict)",
+    )
     p.add_argument("--threshold", type=_probability, default=0.5, metavar="P")
     p.add_argument("--focal", type=_positive_float, metavar="F")
     p.add_argument(
@@ -767,6 +772,7 @@ def ray_predict(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             focal=args.focal,
             backend=args.backend,
+            flip_test=args.flip_test,
         )
     except KeyboardInterrupt:
         logger.error("stopped; the rows written so far are in %s: run again to continue", out)

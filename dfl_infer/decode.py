@@ -147,7 +147,7 @@ class CropOutputs:
         ]
 
         def mean(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-            return ((x + y) / 2).astype(np.float32)
+            return np.asarray((x + y) / 2, dtype=np.float32)
 
         return CropOutputs(
             mean(self.joints_25d, joints),

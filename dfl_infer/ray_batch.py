@@ -272,6 +272,7 @@ class NetworkActor:
         threshold: float,
         focal: float | None,
         backend: str,
+        flip_test: bool = False,
     ) -> None:
         from dfl_infer.files import model_info
         from dfl_infer.predictor import DFLPredictor
@@ -280,7 +281,11 @@ class NetworkActor:
         if shipped is not None:
             source = _shipped_folder(shipped["files"], shipped["key"])
         self.predictor: DFLPredictor = DFLPredictor(
-            weights=source, device=device, presence_threshold=threshold, backend=backend
+            weights=source,
+            device=device,
+            presence_threshold=threshold,
+            backend=backend,
+            flip_test=flip_test,
         )
         self.focal = focal
         self.model = json.dumps(model_info(self.predictor, weights))
@@ -379,13 +384,15 @@ def predict_dataset(
     threshold: float = 0.5,
     focal: float | None = None,
     backend: str = "auto",
+    flip_test: bool = False,
 ) -> ray.data.Dataset:
     """A Dataset of result rows (module docstring), lazily: nothing runs until it is consumed.
     ``inputs``: paths or URIs (files as :func:`list_inputs` gives them), or a Dataset with a
     ``path`` column (and optionally ``bytes``). ``actors``: the network's actor pool size, each
     with ``cpus_per_actor`` CPUs and ``gpus_per_actor`` GPUs (> 0: the predictor runs on CUDA,
     bf16); ``cpus_per_task``: CPUs of each decoding + MediaPipe task; ``batch_size``: images per
-    ``predict_batch`` call. Needs ``ray.init()`` first (or starts a local Ray)."""
+    ``predict_batch`` call; ``flip_test``: ``DFLPredictor(flip_test=True)`` in the actors.
+    Needs ``ray.init()`` first (or starts a local Ray)."""
     rt = require_ray()
     if actors < 1 or batch_size < 1:
         raise ValueError("actors and batch_size must be at least 1")
@@ -437,6 +444,7 @@ def predict_dataset(
             "threshold": threshold,
             "focal": focal,
             "backend": "torch" if gpus_per_actor > 0 else backend,
+            "flip_test": flip_test,
         },
         compute=rt.data.ActorPoolStrategy(size=actors),
         num_cpus=cpus_per_actor,

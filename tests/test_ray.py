@@ -380,7 +380,8 @@ def test_cli_without_ray_says_how_to_install(monkeypatch, tmp_path, capsys) -> N
 
 def test_predict_dataset_from_ray_data_reader(cluster, tmp_path) -> None:
     """The Python API on any Ray Data source: ``read_binary_files(..., include_paths=True)``
-    (``path`` and ``bytes`` columns) -> predict_dataset -> write_results."""
+    (``path`` and ``bytes`` columns) -> predict_dataset -> write_results; with the flip test,
+    which the manifest's model entry records."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for example in sorted(EXAMPLES.glob("*.jpg"))[:3]:
@@ -392,7 +393,8 @@ import json, ray
 from dfl_infer import ray_batch
 ray.init(address={cluster["address"]!r}, log_to_driver=False)
 ds = ray.data.read_binary_files({str(photos)!r}, include_paths=True)
-rows = ray_batch.predict_dataset(ds, cpus_per_actor=0.5, cpus_per_task=0.5, batch_size=2)
+rows = ray_batch.predict_dataset(ds, cpus_per_actor=0.5, cpus_per_task=0.5, batch_size=2,
+                                 flip_test=True)
 s = ray_batch.write_results(rows, {str(out)!r})
 print(json.dumps([s.written, s.succeeded]))
 """
@@ -405,3 +407,5 @@ print(json.dumps([s.written, s.succeeded]))
     assert records["broken.jpg"]["error"] and all(
         r["hands"] and r["error"] is None for n, r in records.items() if n != "broken.jpg"
     )
+    manifest = ray_batch.read_manifest(out)
+    assert manifest is not None and manifest["model"]["flip_test"] is True
