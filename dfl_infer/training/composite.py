@@ -430,9 +430,11 @@ def make_composites(
     with contextlib.ExitStack() as stack:
         results: Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = map(job, plans)
         if workers > 1:
-            fork = multiprocessing.get_context("fork")
+            # Fresh interpreters: a forked child of a process whose OpenCV or PyTorch threads
+            # already ran could inherit a held lock.
+            spawn = multiprocessing.get_context("spawn")
             pool = stack.enter_context(
-                concurrent.futures.ProcessPoolExecutor(workers, mp_context=fork)
+                concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn)
             )
             results = pool.map(job, plans, chunksize=8)
         _annotate(writer, plans, results, counts)
