@@ -8,7 +8,8 @@ same crop always followed by a re-crop pass (``recrop_lone_hands=True``, the pla
 2026-12-01), a 1.5x crop, and the default since then, one pass on the hand's own box
 (``lone_hand_widen=1``). Prints one table: network passes per image, labelled hands found
 (a reported hand of the same handedness), of them those on the hand (mean joint error under
-``ON_HAND`` of its box), every hand reported, the extra hands (reported hands that are no labelled
+``ON_HAND`` of its box: a hand of the right side elsewhere in the photo counts as found, not
+as on the hand), every hand reported, the extra hands (reported hands that are no labelled
 hand's match: a copied second hand on a lone hand, or a real hand the labels lack) with the
 range of their presence scores (each one, by image, in ``--json``), PCK at 10% of the hand's box
 and the mean 2D error in % of it (found hands), and the median time per image (the plans
@@ -26,7 +27,6 @@ import os
 import platform
 import statistics
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +34,9 @@ import numpy as np
 from end_to_end import _Timer  # the sibling script (run from benchmarks/)
 
 from dfl_infer import DFLPredictor
-from dfl_infer.joints import NUM_HAND_JOINTS
 from dfl_infer.training.data import InterHandDataset
-from dfl_infer.training.evaluate import PCK2D_THRESHOLD
+from dfl_infer.training.evaluate import ON_HAND, PCK2D_THRESHOLD, hands_by_image, mean_box_error
 
-HANDS = ("right", "left")
-# A found hand is "on the hand" when its mean joint error is under this share of the hand's box
-# (as benchmarks/video.py counts a hand on the truth): a hand of the right side elsewhere in the
-# photo counts as found, not as on the hand.
-ON_HAND = 0.30
 # name: (lone_hand_widen, recrop_lone_hands)
 PLANS = {
     "2x crop, one pass": (2.0, False),
@@ -58,9 +52,8 @@ def match(pred: Any, labels: list[tuple[str, np.ndarray]]) -> list[tuple[int, fl
     handedness."""
     out: list[tuple[int, float] | None] = []
     for side, gt in labels:
-        size = float(np.ptp(gt, axis=0).max())
         errs = [
-            (i, float(np.linalg.norm(h.joints_2d - gt, axis=1).mean()) / size)
+            (i, mean_box_error(h.joints_2d, gt))
             for i, h in enumerate(pred.hands)
             if h.handedness == side
         ]
@@ -85,12 +78,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    ds = InterHandDataset(args.data, args.split, 256, 1.25, augment=None)
-    labels: dict[Path, list[tuple[str, np.ndarray]]] = defaultdict(list)
-    for s in ds.samples:
-        for h in np.flatnonzero(s.hand_valid):
-            sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
-            labels[s.image_path].append((HANDS[h], s.joints_img[sl]))
+    labels = hands_by_image(InterHandDataset(args.data, args.split, 256, 1.25, augment=None))
     paths = sorted(labels)[: args.limit or None]
 
     names = list(PLANS)

@@ -32,7 +32,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,20 +68,41 @@ def auroc(positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos - 1) / 2) / (n_pos * (n - n_pos)))
 
 
-def joint_rows(weights: str, root: Path, split: str, n: int) -> dict[str, np.ndarray]:
-    """Per valid joint: its error (share of the box) and each signal."""
+def _batches(weights: str, root: Path, split: str, n: int) -> Iterator[tuple[Any, list, Any]]:
+    """(model, dataset items, normalized crops) for up to ``n`` images of the folder, spread
+    evenly, 16 at a time: the evaluation crops (turned upright for an upright model)."""
     from dfl_infer.model import DFLModel
     from dfl_infer.preprocess import normalize
     from dfl_infer.training.data import InterHandDataset
 
     model = DFLModel.from_pretrained(weights).eval()
-    s = model.config.input_size
-    ds = InterHandDataset(root, split, s, model.config.box_scale)
+    cfg = model.config
+    ds = InterHandDataset(root, split, cfg.input_size, cfg.box_scale, upright=cfg.upright)
     picked = np.unique(np.linspace(0, len(ds) - 1, min(n, len(ds))).astype(int))
-    cols: dict[str, list[float]] = {k: [] for k in ("error", *(name for name, _ in SIGNALS))}
     for start in range(0, len(picked), 16):
         items = [ds[int(i)] for i in picked[start : start + 16]]
-        x = normalize(torch.stack([it["image"] for it in items]), model.config)
+        yield model, items, normalize(torch.stack([it["image"] for it in items]), cfg)
+
+
+def _labelled_hands(items: list) -> Iterator[tuple[int, int, slice, np.ndarray, np.ndarray, float]]:
+    """(item, hand, its joints' slice, (42, 2) labels in crop pixels, (21,) valid, box size) of
+    each labelled hand with two valid joints or more and a box of non-zero size."""
+    for b, item in enumerate(items):
+        gt = item["joints_uvd"][:, :2].numpy()
+        valid = item["joint_valid"].numpy() > 0
+        for h in np.flatnonzero(item["hand_valid"].numpy() > 0):
+            sl = slice(21 * h, 21 * h + 21)
+            v = valid[sl]
+            box = float(np.ptp(gt[sl][v], axis=0).max()) if v.sum() >= 2 else 0.0
+            if box > 0:
+                yield b, int(h), sl, gt, v, box
+
+
+def joint_rows(weights: str, root: Path, split: str, n: int) -> dict[str, np.ndarray]:
+    """Per valid joint: its error (share of the box) and each signal."""
+    cols: dict[str, list[float]] = {k: [] for k in ("error", *(name for name, _ in SIGNALS))}
+    for model, items, x in _batches(weights, root, split, n):
+        s = model.config.input_size
         with torch.inference_mode():
             out = model(x)
         uv = out.joints_25d[..., :2].numpy()
@@ -90,30 +113,20 @@ def joint_rows(weights: str, root: Path, split: str, n: int) -> dict[str, np.nda
         spread = np.sqrt(((guesses - guesses.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
         grid = seg.shape[-1]
         cell = np.clip(np.round((uv + 0.5) * grid / s - 0.5).astype(int), 0, grid - 1)
-        for b, item in enumerate(items):
-            gt = item["joints_uvd"][:, :2].numpy()
-            valid = item["joint_valid"].numpy() > 0
-            for h in np.flatnonzero(item["hand_valid"].numpy() > 0):
-                sl = slice(21 * h, 21 * h + 21)
-                v = valid[sl]
-                if v.sum() < 2:
-                    continue
-                box = float(np.ptp(gt[sl][v], axis=0).max())
-                if box <= 0:
-                    continue
-                cx, cy = cell[b, sl, 0], cell[b, sl, 1]
-                hand_prob = seg[b, 1 + 16 * h : 17 + 16 * h].sum(0)[cy, cx]
-                signals = {
-                    "error": np.linalg.norm(uv[b, sl] - gt[sl], axis=1) / box,
-                    "iteration_spread": spread[b, sl] / s,
-                    "last_vs_final": np.linalg.norm(iters[b, -1, sl] - uv[b, sl], axis=1) / s,
-                    "first_vs_final": np.linalg.norm(iters[b, 0, sl] - uv[b, sl], axis=1) / s,
-                    "seg_hand_prob": hand_prob,
-                    "seg_foreground_prob": 1 - seg[b, 0][cy, cx],
-                    "presence": np.full(21, presence[b, h]),
-                }
-                for name, values in signals.items():
-                    cols[name].extend(np.asarray(values)[v].tolist())
+        for b, h, sl, gt, v, box in _labelled_hands(items):
+            cx, cy = cell[b, sl, 0], cell[b, sl, 1]
+            hand_prob = seg[b, 1 + 16 * h : 17 + 16 * h].sum(0)[cy, cx]
+            signals = {
+                "error": np.linalg.norm(uv[b, sl] - gt[sl], axis=1) / box,
+                "iteration_spread": spread[b, sl] / s,
+                "last_vs_final": np.linalg.norm(iters[b, -1, sl] - uv[b, sl], axis=1) / s,
+                "first_vs_final": np.linalg.norm(iters[b, 0, sl] - uv[b, sl], axis=1) / s,
+                "seg_hand_prob": hand_prob,
+                "seg_foreground_prob": 1 - seg[b, 0][cy, cx],
+                "presence": np.full(21, presence[b, h]),
+            }
+            for name, values in signals.items():
+                cols[name].extend(np.asarray(values)[v].tolist())
     return {k: np.asarray(v) for k, v in cols.items()}
 
 
@@ -122,37 +135,18 @@ def confidence_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per valid joint: the 2D error (share of the box) and ``joint_confidence`` as the
     predictor reports them, one pass or with the flip test (sided outputs, GT crops)."""
-    from dfl_infer.decode import CropOutputs
-    from dfl_infer.model import DFLModel
-    from dfl_infer.preprocess import normalize
-    from dfl_infer.training.data import InterHandDataset
+    from dfl_infer.training.evaluate import model_outputs
 
-    model = DFLModel.from_pretrained(weights).eval()
-    s = model.config.input_size
-    ds = InterHandDataset(root, split, s, model.config.box_scale, upright=model.config.upright)
-    picked = np.unique(np.linspace(0, len(ds) - 1, min(n, len(ds))).astype(int))
     errors: list[np.ndarray] = []
     confidences: list[np.ndarray] = []
-    for start in range(0, len(picked), 16):
-        items = [ds[int(i)] for i in picked[start : start + 16]]
-        x = normalize(torch.stack([it["image"] for it in items]), model.config)
+    for model, items, x in _batches(weights, root, split, n):
         with torch.inference_mode():
-            out = CropOutputs.from_model(model(x))
-            if flip_test:
-                mirrored = CropOutputs.from_model(model(torch.flip(x, dims=[-1])))
-                out = out.flip_averaged(mirrored, s)
-        conf = out.confidence(s)
-        for b, item in enumerate(items):
-            gt = item["joints_uvd"][:, :2].numpy()
-            valid = item["joint_valid"].numpy() > 0
-            for h in np.flatnonzero(item["hand_valid"].numpy() > 0):
-                sl = slice(21 * h, 21 * h + 21)
-                v = valid[sl]
-                box = float(np.ptp(gt[sl][v], axis=0).max()) if v.sum() >= 2 else 0.0
-                if box > 0:
-                    err = np.linalg.norm(out.joints_25d[b, sl, :2] - gt[sl], axis=1) / box
-                    errors.append(err[v])
-                    confidences.append(conf[b, sl][v])
+            out = model_outputs(model, x, flip_test)
+        conf = out.confidence(model.config.input_size)
+        for b, _, sl, gt, v, box in _labelled_hands(items):
+            err = np.linalg.norm(out.joints_25d[b, sl, :2] - gt[sl], axis=1) / box
+            errors.append(err[v])
+            confidences.append(conf[b, sl][v])
     return np.concatenate(errors), np.concatenate(confidences)
 
 

@@ -15,23 +15,12 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter, defaultdict
-from pathlib import Path
-
-import numpy as np
 
 from dfl_infer import DFLPredictor
 from dfl_infer.detect import detect_hands
 from dfl_infer.image import load_image
-from dfl_infer.joints import HANDS, NUM_HAND_JOINTS
 from dfl_infer.training.data import InterHandDataset
-
-ON_HAND = 0.30  # mean joint error / box size under which a hand lies on the labelled one
-
-
-def error(points: np.ndarray, label: np.ndarray) -> float:
-    """Mean joint distance of (21, 2) ``points`` from ``label`` over the label's box size."""
-    size = float(np.ptp(label, axis=0).max()) + 1e-9
-    return float(np.linalg.norm(points - label, axis=1).mean()) / size
+from dfl_infer.training.evaluate import ON_HAND, hands_by_image, mean_box_error
 
 
 def main() -> None:
@@ -42,12 +31,7 @@ def main() -> None:
     parser.add_argument("--flip-test", action="store_true", help="DFLPredictor(flip_test=True)")
     args = parser.parse_args()
 
-    ds = InterHandDataset(args.data, args.split, 256, 1.25, augment=None)
-    labels: dict[Path, list[tuple[str, np.ndarray]]] = defaultdict(list)
-    for s in ds.samples:
-        for h in np.flatnonzero(s.hand_valid):
-            sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
-            labels[s.image_path].append((HANDS[h], s.joints_img[sl]))
+    labels = hands_by_image(InterHandDataset(args.data, args.split, 256, 1.25, augment=None))
     paths = sorted(labels)[: args.limit or None]
     predictor = DFLPredictor(device="cpu", flip_test=args.flip_test)
     groups: Counter[tuple[str, str]] = Counter()
@@ -56,13 +40,15 @@ def main() -> None:
         rgb = load_image(path)
         height, width = rgb.shape[:2]
         detections = detect_hands(predictor.detector, rgb)
-        pred = predictor.predict(rgb)
+        (pred,) = predictor.predict_batch([rgb], detections=[detections])  # detected once
         for side, label in labels[path]:
-            reported = [(error(h.joints_2d, label), h.handedness) for h in pred.hands]
+            reported = [(mean_box_error(h.joints_2d, label), h.handedness) for h in pred.hands]
             mine = [e for e, s in reported if s == side and e < ON_HAND]
             other = [e for e, s in reported if s != side and e < ON_HAND]
             found = "on" if mine else "other side" if other else "lost"
-            seen = [d.handedness for d in detections if error(d.landmarks, label) < ON_HAND]
+            seen = [
+                d.handedness for d in detections if mean_box_error(d.landmarks, label) < ON_HAND
+            ]
             detector = (
                 "no detection on it"
                 if not seen

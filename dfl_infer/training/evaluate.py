@@ -63,7 +63,7 @@ from dfl_infer.crop import Crop
 from dfl_infer.decode import CropOutputs, decode
 from dfl_infer.device import autocast, resolve_device
 from dfl_infer.hand_pass import MIN_GAIN, hand_pass
-from dfl_infer.joints import FLIP_PERMUTATION, NUM_HAND_JOINTS, ROOT_INDICES
+from dfl_infer.joints import FLIP_PERMUTATION, HANDS, NUM_HAND_JOINTS, ROOT_INDICES
 from dfl_infer.lift import Intrinsics, relative_to_wrist
 from dfl_infer.model import DFLModel
 from dfl_infer.preprocess import crop_batch, normalize
@@ -73,6 +73,9 @@ logger = logging.getLogger(__name__)
 
 PCK_THRESHOLDS_MM = np.linspace(0.0, 50.0, 51)
 PCK2D_THRESHOLD = 0.10  # of the hand's box size (pck2d_10)
+# The whole predictor's benchmarks count a reported hand as lying on a labelled one when its
+# mean_box_error is under this (benchmarks/crop_planning.py, tools/lost_hands.py).
+ON_HAND = 0.30
 
 
 def hand_box_errors(uv_img: np.ndarray, sample: Sample) -> list[np.ndarray]:
@@ -88,6 +91,23 @@ def hand_box_errors(uv_img: np.ndarray, sample: Sample) -> list[np.ndarray]:
         if size > 0:
             out.append(np.linalg.norm(uv_img[sl][valid] - gt, axis=1) / size)
     return out
+
+
+def mean_box_error(points: np.ndarray, label: np.ndarray) -> float:
+    """Mean distance of (21, 2) ``points`` from a labelled hand's (21, 2) 2D joints, over the
+    label's box size (the longer side of their tight box)."""
+    size = float(np.ptp(label, axis=0).max()) + 1e-9
+    return float(np.linalg.norm(points - label, axis=1).mean()) / size
+
+
+def hands_by_image(dataset: InterHandDataset) -> dict[Path, list[tuple[str, np.ndarray]]]:
+    """Each image's labelled hands (``Sample.hand_valid``): (side, (21, 2) image pixels)."""
+    labels: dict[Path, list[tuple[str, np.ndarray]]] = {}
+    for s in dataset.samples:
+        for h in np.flatnonzero(s.hand_valid):
+            sl = slice(h * NUM_HAND_JOINTS, (h + 1) * NUM_HAND_JOINTS)
+            labels.setdefault(s.image_path, []).append((HANDS[h], s.joints_img[sl]))
+    return labels
 
 
 def _total(errors: list[np.ndarray]) -> float:
@@ -188,6 +208,17 @@ def evaluate_predictions(
     }
 
 
+def model_outputs(model: DFLModel, x: torch.Tensor, flip_test: bool = False) -> CropOutputs:
+    """``model`` on the normalized crops ``x`` (B, 3, S, S), sided; ``flip_test``: also on
+    their mirror images, the two averaged (``CropOutputs.flip_averaged``, as the predictor's
+    ``flip_test``). Call under ``torch.inference_mode()``."""
+    out = CropOutputs.from_model(model(x))
+    if not flip_test:
+        return out
+    mirrored = CropOutputs.from_model(model(torch.flip(x, dims=[-1])))
+    return out.flip_averaged(mirrored, model.config.input_size)
+
+
 @torch.inference_mode()
 def predict_dataset(
     model: DFLModel,
@@ -209,11 +240,7 @@ def predict_dataset(
     for batch in loader:
         x = normalize(batch["image"].to(dev), model.config)
         with autocast(dev):
-            out = CropOutputs.from_model(model(x))
-            if flip_test:
-                mirrored = CropOutputs.from_model(model(torch.flip(x, dims=[-1])))
-                out = out.flip_averaged(mirrored, model.config.input_size)
-            parts.append(out)
+            parts.append(model_outputs(model, x, flip_test))
     return CropOutputs.concatenate(parts)
 
 

@@ -139,7 +139,7 @@ class FitConfig:
     save_every: int = 500
     input_size: int | None = None  # override the preset's crop size (quick CPU runs)
     stop_after: int | None = None  # stop (with a checkpoint) after this step: time-limited jobs
-    # ... or at the first step that ends after this many minutes of the training loop
+    # ... or at the first logged step that ends after this many minutes of the training loop
     stop_after_minutes: float | None = None
     synth_mesh: str | None = None
     synth_backgrounds: str | None = None
@@ -628,8 +628,9 @@ def _train(t: _Trainer, start: int) -> None:
         rate.steps += 1
         bar.update(1)
         last = step == end
-        if deadline is not None and not last:
-            # Every rank stops at the same step: the first at which any rank is past the time.
+        if deadline is not None and not last and step % cfg.log_every == 0:
+            # Looked at on logged steps only (the log syncs the device anyway): every rank stops
+            # at the same step, the first logged one at which any rank is past the time.
             last = distributed.any_rank(time.monotonic() >= deadline, info)
             if last:
                 logger.info("stopping at step %d: %g minutes are up", step, minutes)
@@ -883,8 +884,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=float,
         default=None,
         metavar="M",
-        help="stop, with a save, at the first step that ends M minutes after training started "
-        "(time-limited jobs; the schedule keeps the full --steps horizon, as with --stop-after)",
+        help="stop, with a save, at the first logged step (--log-every) that ends M minutes "
+        "after training started (time-limited jobs; the schedule keeps the full --steps "
+        "horizon, as with --stop-after)",
     )
     p.add_argument("--synth-mesh", default=None)
     p.add_argument("--synth-backgrounds", default=None)
