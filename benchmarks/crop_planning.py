@@ -5,18 +5,23 @@ InterHand-layout folder (e.g. the held-out real photos pseudo-labelled by ``dfl-
 pseudolabel --subset holdout``) once per plan (``PLANS``): a crop twice as wide as the hand's
 with a second pass only when the network finds a second hand there (``lone_hand_widen=2``), the
 same crop always followed by a re-crop pass (``recrop_lone_hands=True``, the plan before
-2026-12-01), a 1.5x crop, and the default since then, one pass on the hand's own box
-(``lone_hand_widen=1``). Prints one table: network passes per image, labelled hands found
+2026-12-01), a 1.5x crop, and one pass on the hand's own box (``lone_hand_widen=1``, the default
+since then) with a re-crop pass when the network's second hand there reaches a presence of 0.5
+(the default until 2026-12-06), 0.25 (the default since) or 0.1 (``recrop_presence``). Prints
+one table: network passes per image, labelled hands found
 (a reported hand of the same handedness), of them those on the hand (mean joint error under
 ``ON_HAND`` of its box: a hand of the right side elsewhere in the photo counts as found, not
 as on the hand), every hand reported, the extra hands (reported hands that are no labelled
 hand's match: a copied second hand on a lone hand, or a real hand the labels lack) with the
 range of their presence scores (each one, by image, in ``--json``), PCK at 10% of the hand's box
 and the mean 2D error in % of it (found hands), and the median time per image (the plans
-alternate image by image, so machine load hits them alike).
+alternate image by image, so machine load hits them alike). ``--detection-confidence`` runs every
+plan once per value of MediaPipe's ``min_detection_confidence`` (the palm detector's threshold: a
+hand it misses gets a crop of its own only if the network finds it in another hand's crop).
 
     python benchmarks/crop_planning.py --data REAL_HO [--split test] [--weights weights]
-        [--limit N] [--plans 1,4] [--flip-test] [--json PATH]
+        [--limit N] [--plans 1,default] [--flip-test] [--detection-confidence 0.3,0.05]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -34,15 +39,18 @@ import numpy as np
 from end_to_end import _Timer  # the sibling script (run from benchmarks/)
 
 from dfl_infer import DFLPredictor
+from dfl_infer.detect import HandDetector
 from dfl_infer.training.data import InterHandDataset
 from dfl_infer.training.evaluate import ON_HAND, PCK2D_THRESHOLD, hands_by_image, mean_box_error
 
-# name: (lone_hand_widen, recrop_lone_hands)
+# name: (lone_hand_widen, recrop_lone_hands, recrop_presence)
 PLANS = {
-    "2x crop, one pass": (2.0, False),
-    "2x crop, then re-crop": (2.0, True),
-    "1.5x crop, one pass": (1.5, False),
-    "1x crop, one pass (default)": (1.0, False),
+    "2x crop, one pass": (2.0, False, 0.5),
+    "2x crop, then re-crop": (2.0, True, 0.5),
+    "1.5x crop, one pass": (1.5, False, 0.5),
+    "1x crop, re-crop at second-hand presence >= 0.5": (1.0, False, 0.5),
+    "1x crop, re-crop at second-hand presence >= 0.25 (default)": (1.0, False, 0.25),
+    "1x crop, re-crop at second-hand presence >= 0.1": (1.0, False, 0.1),
 }
 
 
@@ -73,8 +81,19 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--weights", default=None, help="default: the package's default model")
     parser.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
-    parser.add_argument("--plans", default="", help="comma-separated PLANS rows (1-based)")
+    parser.add_argument(
+        "--plans",
+        default="",
+        help="comma-separated PLANS rows (1-based numbers, or 'default' for the predictor's own)",
+    )
     parser.add_argument("--flip-test", action="store_true", help="every plan with flip_test=True")
+    parser.add_argument(
+        "--detection-confidence",
+        default="",
+        metavar="C[,C...]",
+        help="MediaPipe's min_detection_confidence: every plan runs once per value, side by "
+        "side (default: HandDetector's)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -83,20 +102,31 @@ def main() -> None:
 
     names = list(PLANS)
     if args.plans:
-        names = [names[int(i) - 1] for i in args.plans.split(",")]
+        default = next(n for n in names if n.endswith("(default)"))
+        names = [default if i == "default" else names[int(i) - 1] for i in args.plans.split(",")]
+    confidences = [float(c) for c in args.detection_confidence.split(",") if c.strip()]
     predictors = {}
-    for name in names:
-        widen, recrop = PLANS[name]
-        p = DFLPredictor(
-            args.weights,
-            device="cpu",
-            lone_hand_widen=widen,
-            recrop_lone_hands=recrop,
-            flip_test=args.flip_test,
-        )
-        p._net = _Timer(p._net)  # type: ignore[assignment]  # counts the network passes
-        p.predict(paths[0])  # warm-up (loads MediaPipe too)
-        predictors[name] = p
+    for plan in names:
+        widen, recrop, recrop_presence = PLANS[plan]
+        for confidence in confidences or [None]:
+            detector = None
+            name = plan
+            if confidence is not None:
+                detector = HandDetector(min_detection_confidence=confidence)
+                name = f"{plan}, detection >= {confidence:g}"
+            p = DFLPredictor(
+                args.weights,
+                device="cpu",
+                detector=detector,
+                lone_hand_widen=widen,
+                recrop_lone_hands=recrop,
+                recrop_presence=recrop_presence,
+                flip_test=args.flip_test,
+            )
+            p._net = _Timer(p._net)  # type: ignore[assignment]  # counts the network passes
+            p.predict(paths[0])  # warm-up (loads MediaPipe too)
+            predictors[name] = p
+    names = list(predictors)
     passes: dict[str, list[int]] = {name: [] for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     errors: dict[str, list[float | None]] = {name: [] for name in names}

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dfl_infer.crop import points_box
+
 logger = logging.getLogger("detector_recall")
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real-hands"
@@ -52,6 +54,13 @@ class RecallReport:
     flip_swapped_hands: int  # of those, how many changed handedness (all should)
     data_dir: str
     bundle: str
+    min_detection_confidence: float
+    # The whole DFLPredictor on the same detections (``--predictor``), scored the same way by
+    # the box of each reported hand's 2D joints; None when not run.
+    predictor_recall_iou30: float | None = None
+    predictor_recall_centre_inside: float | None = None
+    predictor_hands: int | None = None
+    predictor_unmatched_hands: int | None = None
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -85,6 +94,18 @@ def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     return pairs
 
 
+def centres_inside(labels: np.ndarray, boxes: np.ndarray) -> int:
+    """How many of the labelled boxes (K, 4) have their centre inside one of ``boxes``."""
+    centres = (labels[:, :2] + labels[:, 2:]) / 2
+    inside = (
+        (centres[:, None, 0] >= boxes[None, :, 0])
+        & (centres[:, None, 0] <= boxes[None, :, 2])
+        & (centres[:, None, 1] >= boxes[None, :, 1])
+        & (centres[:, None, 1] <= boxes[None, :, 3])
+    )
+    return int(inside.any(axis=1).sum())
+
+
 def load_labels(csv_path: Path) -> dict[str, np.ndarray]:
     """filename -> (K, 4) labelled boxes, xyxy pixels."""
     boxes: dict[str, list[list[float]]] = defaultdict(list)
@@ -108,10 +129,17 @@ def mirrored_handedness(detector: object, image: np.ndarray, det: list) -> tuple
 
 
 def run(
-    data_dir: Path, limit: int | None, bundle: Path | None, flip_every: int = 10
+    data_dir: Path,
+    limit: int | None,
+    bundle: Path | None,
+    flip_every: int = 10,
+    detection_confidence: float | None = None,
+    predictor: bool = False,
 ) -> RecallReport:
     """Detect hands in every image of ``data_dir/images`` and score them against the labels;
-    every ``flip_every``-th image is also checked for handedness under mirroring (0: never)."""
+    every ``flip_every``-th image is also checked for handedness under mirroring (0: never).
+    ``detection_confidence``: the detector's ``min_detection_confidence`` (None: its default).
+    ``predictor``: also run the whole default DFLPredictor on the same detections."""
     from PIL import Image
 
     from dfl_infer.detect import HandDetector
@@ -124,8 +152,17 @@ def run(
     hits = {t: 0 for t in IOU_THRESHOLDS}
     centre_hits = n_labels = n_dets = unmatched = empty = flip_checked = flip_swapped = 0
     times_ms: list[float] = []
-    with HandDetector(bundle=bundle, allow_download=False) as detector:
+    options = (
+        {} if detection_confidence is None else {"min_detection_confidence": detection_confidence}
+    )
+    with HandDetector(bundle=bundle, allow_download=False, **options) as detector:
         bundle_path = detector.load()
+        model = None
+        if predictor:
+            from dfl_infer import DFLPredictor
+
+            model = DFLPredictor(device="cpu", detector=detector)
+        whole = {"iou30": 0, "centre": 0, "hands": 0, "unmatched": 0}
         for i, name in enumerate(names):
             image = np.asarray(Image.open(data_dir / "images" / name).convert("RGB"))
             start = time.perf_counter()
@@ -142,14 +179,15 @@ def run(
             for t in IOU_THRESHOLDS:
                 hits[t] += len(greedy_match(iou, t))
             unmatched += len(det) - len(greedy_match(iou, min(IOU_THRESHOLDS)))
-            centres = (gt[:, :2] + gt[:, 2:]) / 2
-            inside = (
-                (centres[:, None, 0] >= det[None, :, 0])
-                & (centres[:, None, 0] <= det[None, :, 2])
-                & (centres[:, None, 1] >= det[None, :, 1])
-                & (centres[:, None, 1] <= det[None, :, 3])
-            )
-            centre_hits += int(inside.any(axis=1).sum())
+            centre_hits += centres_inside(gt, det)
+            if model is not None:
+                (pred,) = model.predict_batch([image], detections=[detections])
+                hands = np.array([points_box(h.joints_2d) for h in pred.hands]).reshape(-1, 4)
+                iou = iou_matrix(gt, hands)
+                whole["iou30"] += len(greedy_match(iou, 0.3))
+                whole["unmatched"] += len(hands) - len(greedy_match(iou, 0.3))
+                whole["centre"] += centres_inside(gt, hands)
+                whole["hands"] += len(hands)
             n_labels += len(gt)
             n_dets += len(det)
             empty += int(len(det) == 0)
@@ -173,6 +211,17 @@ def run(
         flip_swapped_hands=flip_swapped,
         data_dir=str(data_dir),
         bundle=str(bundle_path),
+        min_detection_confidence=detector.min_detection_confidence,
+        **(
+            {
+                "predictor_recall_iou30": whole["iou30"] / max(n_labels, 1),
+                "predictor_recall_centre_inside": whole["centre"] / max(n_labels, 1),
+                "predictor_hands": whole["hands"],
+                "predictor_unmatched_hands": whole["unmatched"],
+            }
+            if model is not None
+            else {}
+        ),
     )
 
 
@@ -180,6 +229,7 @@ def format_table(r: RecallReport) -> str:
     """Markdown table of a report."""
     rows = [
         ("images", f"{r.images}"),
+        ("detector's min_detection_confidence", f"{r.min_detection_confidence:g}"),
         ("labelled boxes", f"{r.labelled_boxes}"),
         ("recall, IoU >= 0.5", f"{r.recall_iou50:.1%}"),
         ("recall, IoU >= 0.3", f"{r.recall_iou30:.1%}"),
@@ -193,6 +243,19 @@ def format_table(r: RecallReport) -> str:
             f"{r.flip_swapped_hands} of {r.flip_checked_hands}",
         ),
     ]
+    if r.predictor_hands is not None:
+        rows += [
+            ("whole predictor: recall, IoU >= 0.3", f"{r.predictor_recall_iou30:.1%}"),
+            (
+                "whole predictor: recall, label centre inside a hand",
+                f"{r.predictor_recall_centre_inside:.1%}",
+            ),
+            ("whole predictor: hands reported", f"{r.predictor_hands}"),
+            (
+                "whole predictor: hands matching no label (IoU < 0.3)",
+                f"{r.predictor_unmatched_hands}",
+            ),
+        ]
     width = max(len(k) for k, _ in rows)
     lines = [f"| {'metric':<{width}} | value |", f"| {'-' * width} | ----- |"]
     lines += [f"| {k:<{width}} | {v} |" for k, v in rows]
@@ -218,6 +281,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="also check handedness on the mirror of every N-th image (0: off; default 10)",
     )
+    parser.add_argument(
+        "--detection-confidence",
+        type=float,
+        default=None,
+        metavar="C",
+        help="the detector's min_detection_confidence (default: HandDetector's)",
+    )
+    parser.add_argument(
+        "--predictor",
+        action="store_true",
+        help="also run the whole default DFLPredictor on the same detections (its hands' 2D "
+        "joint boxes scored as the detections; the time column stays detect() only)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -232,7 +308,14 @@ def main(argv: list[str] | None = None) -> int:
     from dfl_infer.detect import DetectorUnavailableError
 
     try:
-        report = run(data_dir, args.limit, args.bundle, args.flip_every)
+        report = run(
+            data_dir,
+            args.limit,
+            args.bundle,
+            args.flip_every,
+            args.detection_confidence,
+            args.predictor,
+        )
     except DetectorUnavailableError as err:
         logger.error("%s", err)
         return 2

@@ -25,7 +25,8 @@ folder (``DFL_CACHE_DIR``; the user's cache is untouched), so the export counts 
 timings nor the child's peak RSS.
 
     python benchmarks/end_to_end.py [--configs r18,r50] [--backends auto,torch,onnxruntime]
-        [--images N | --dir DIR] [--box] [--hand-pass on,off] [--flip-test off,on] [--json PATH]
+        [--images N | --dir DIR] [--box] [--hand-pass on,off] [--flip-test off,on]
+        [--detection-confidence 0.3,0.05] [--json PATH]
 
 Generated images: 640x480 JPEGs of noise and drawn shapes (no hands: MediaPipe finds none and
 the predictor takes its whole-image path). ``--dir shared/data/wild`` uses real photos instead.
@@ -153,6 +154,12 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         if args.limit:
             paths = paths[: args.limit]
         box = (100.0, 60.0, 420.0, 380.0) if args.box else None
+        if box is None and args.child_detection_confidence:
+            from dfl_infer.detect import HandDetector
+
+            predictor._detector = HandDetector(
+                min_detection_confidence=float(args.child_detection_confidence)
+            )
         if box is None:
             predictor.detector.load()
             predictor._detector = _TimedDetector(predictor.detector)
@@ -219,6 +226,14 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _probability_text(text: str) -> bool:
+    """Whether ``text`` is a number in [0, 1]."""
+    try:
+        return 0.0 <= float(text) <= 1.0
+    except ValueError:
+        return False
+
+
 class _TimedDetector:
     def __init__(self, detector: Any) -> None:
         self.detector, self.seconds = detector, 0.0
@@ -271,11 +286,19 @@ def main(argv: list[str] | None = None) -> int:
         default="off",
         help="DFLPredictor(flip_test=...): off (default), on, or off,on for both side by side",
     )
+    p.add_argument(
+        "--detection-confidence",
+        default="",
+        metavar="C[,C...]",
+        help="MediaPipe's min_detection_confidence, one run per value side by side (default: "
+        "HandDetector's)",
+    )
     # Child mode: one preset and backend, JSON on stdout.
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--child-backend", default="torch", help=argparse.SUPPRESS)
     p.add_argument("--child-hand-pass", default="on", help=argparse.SUPPRESS)
     p.add_argument("--child-flip-test", default="off", help=argparse.SUPPRESS)
+    p.add_argument("--child-detection-confidence", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.config:
         print(json.dumps(run_child(args)))
@@ -305,10 +328,19 @@ def main(argv: list[str] | None = None) -> int:
             flag = "--" + option.replace("_", "-")
             print(f"end_to_end: {flag} takes on and/or off, got {given!r}", file=sys.stderr)
             return 2
+    confidences = [c.strip() for c in args.detection_confidence.split(",") if c.strip()] or [""]
+    bad = [c for c in confidences if c and not _probability_text(c)]
+    if bad:
+        print(
+            f"end_to_end: --detection-confidence takes values in [0, 1], got {bad}",
+            file=sys.stderr,
+        )
+        return 2
     results = []
     load_start = loadavg()
     print(f"load average at start: {load_start}; {os.cpu_count()} CPUs")
     header = f"{'config':7} {'backend (ran)':25} {'mode':8} {'hand pass':9} {'flip test':9} "
+    header += f"{'detect >=':9} "
     header += " ".join(f"{s:>10}" for s in STAGES) + f" {'passes':>6} {'peak RSS MiB':>12} torch"
     print(header)
     # The children export and load ONNX graphs in a temporary cache folder (the user's cache is
@@ -322,16 +354,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dfl-e2e-cache-") as cache:
         os.environ[ENV_CACHE_DIR] = cache
         runs = [
-            (n, b, h, f)
+            (n, b, h, f, c)
             for n in args.configs.split(",")
             for b in backends
             for h in switches["hand_pass"]
             for f in switches["flip_test"]
+            for c in confidences
         ]
-        for name, backend, hand_pass, flip_test in runs:
+        for name, backend, hand_pass, flip_test, confidence in runs:
             cmd = [sys.executable, __file__, "--config", name.strip()]
             cmd += ["--images", str(args.images), "--child-backend", backend]
             cmd += ["--child-hand-pass", hand_pass, "--child-flip-test", flip_test]
+            cmd += ["--child-detection-confidence", confidence]
             flags = ["box", "channels_last"] + (["compile"] if backend == "torch" else [])
             for flag in flags:
                 if getattr(args, flag):
@@ -348,10 +382,12 @@ def main(argv: list[str] | None = None) -> int:
             res["loadavg_after"] = loadavg()
             res["hand_pass"] = hand_pass
             res["flip_test"] = flip_test
+            res["detection_confidence"] = confidence or "default"
             results.append(res)
             ran = f"{res['backend']} ({res['ran']})"
             print(
                 f"{res['config']:7} {ran:25} {res['mode']:8} {hand_pass:9} {flip_test:9} "
+                f"{confidence or 'default':9} "
                 + " ".join(f"{res['median_ms'][s]:10.1f}" for s in STAGES)
                 + f" {res['passes_per_image']:6.2f} {res['peak_rss_mib']:12.0f} "
                 + ("yes" if res["torch_imported"] else "no"),

@@ -3,7 +3,7 @@ frames keep both hands, per frame (no tracking) against tracked, each without sm
 the causal One-Euro filter and with the offline smoother.
 
     python benchmarks/video.py [--clip clip.mp4] [--mesh DIR] [--frames N] [--weights W]
-        [--max-missed N] [--flip-test] [--json PATH]
+        [--max-missed N] [--flip-test] [--detection-confidence C] [--json PATH]
 
 Without ``--clip`` the clip is made first (``dfl-train synth-clip``, seed 0, 150 frames, 512x512;
 the WebXR hand of ``../shared`` when present, else ``--mesh``, else procedural hands) into a
@@ -135,6 +135,13 @@ def main() -> int:
         "--max-missed", type=int, default=5, help="the tracker's max_missed (dfl-infer's default 5)"
     )
     parser.add_argument("--flip-test", action="store_true", help="DFLPredictor(flip_test=True)")
+    parser.add_argument(
+        "--detection-confidence",
+        type=float,
+        default=None,
+        metavar="C",
+        help="MediaPipe's min_detection_confidence (default: HandDetector's)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.max_missed < 0:
@@ -151,7 +158,14 @@ def main() -> int:
         print(f"making the clip (mesh: {mesh or 'procedural'}) ...", file=sys.stderr)
         clip, _ = make_clip(Path(tmp.name) / "clip.mp4", args.frames, args.size, mesh=mesh)
     gt = json.loads(clip.with_name(clip.stem + ".gt.json").read_text())
-    predictor = DFLPredictor(weights=args.weights, device=args.device, flip_test=args.flip_test)
+    detector = None
+    if args.detection_confidence is not None:
+        from dfl_infer.detect import HandDetector
+
+        detector = HandDetector(min_detection_confidence=args.detection_confidence)
+    predictor = DFLPredictor(
+        weights=args.weights, device=args.device, flip_test=args.flip_test, detector=detector
+    )
     runs: dict[str, list[Prediction | None]] = {}
     seconds: dict[str, float] = {}
     for name, track in (("per frame", False), ("tracked", True)):
@@ -181,6 +195,7 @@ def main() -> int:
     n = rows[0]["frames"]
     print(
         f"\nclip: {clip.name}, {n} frames, seed {gt.get('seed')}; max_missed {args.max_missed};"
+        f" min_detection_confidence {predictor.detector.min_detection_confidence:g};"
         f" params {params.to_dict()}"
     )
     head = "| detection | smoothing | both hands (on the truth) | hands | coasting | MPJPE mm |"
@@ -204,6 +219,7 @@ def main() -> int:
                     "rows": rows,
                     "truth": truth,
                     "max_missed": args.max_missed,
+                    "min_detection_confidence": predictor.detector.min_detection_confidence,
                     "seconds": seconds,
                     "machine": machine,
                 },

@@ -408,6 +408,11 @@ def _add_ray_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run every crop mirrored and average the two (as for predict)",
     )
+    p.add_argument(
+        "--no-hand-pass",
+        action="store_true",
+        help="do not re-run each hand of a two-hand crop in a crop of its own (as for predict)",
+    )
     p.add_argument("--threshold", type=_probability, default=0.5, metavar="P")
     p.add_argument("--focal", type=_positive_float, metavar="F")
     p.add_argument(
@@ -773,6 +778,7 @@ def ray_predict(args: argparse.Namespace) -> int:
             focal=args.focal,
             backend=args.backend,
             flip_test=args.flip_test,
+            hand_pass=not args.no_hand_pass,
         )
     except KeyboardInterrupt:
         logger.error("stopped; the rows written so far are in %s: run again to continue", out)

@@ -3,14 +3,17 @@ stage lives in its own module (detect, crop, model, lift).
 
 How crops are chosen (MediaPipe often misses one of two tightly interacting hands, so the region
 given to the network does not trust the detector alone):
+- MediaPipe runs with a low palm threshold (``detect.DEFAULT_DETECTION_CONFIDENCE``); two of its
+  detections on one place are one hand (:func:`distinct_detections`);
 - two detected hands whose boxes touch share one crop (their union box);
 - a lone detected hand is seen in its own crop (``lone_hand_widen`` times wider, 1 by default):
-  one network pass. Only when the presence head finds a second hand there (a hand interlaced
-  with it that the detector missed overlaps that crop) does a second pass re-crop on the
-  network's own 2D joints of both hands, united with the detector's box (so the detected hand is
-  never cropped away, and collapsed joints never shrink the crop to a speck), and only if that
-  crop differs from the first (IoU < ``SAME_CROP_IOU``; when both of the network's hands lie on
-  the detected one, the re-crop is the first crop again). A wider first crop
+  one network pass. Only when the presence head finds a second hand there, or maybe finds one
+  (``recrop_presence``: a hand interlaced with it that the detector missed overlaps that crop),
+  does a second pass re-crop on the network's own 2D joints of both hands, united with the
+  detector's box (so the detected hand is never cropped away, and collapsed joints never shrink
+  the crop to a speck), and only if that crop differs from the first (IoU < ``SAME_CROP_IOU``;
+  when both of the network's hands lie on the detected one, the re-crop is the first crop
+  again). A wider first crop
   (``lone_hand_widen=2``) also catches a missed hand *beside* the detected one, at a cost
   measured by benchmarks/crop_planning.py on held-out real photos: the network then saw a second
   hand in 57% of them (1.57 passes per image instead of 1.00) and single hands at half the
@@ -76,6 +79,11 @@ DEFAULT_HUB_ID = "dfl-infer/dfl-r18"
 # A lone hand's first crop is this many times its own size by default (before the config's
 # box_scale): DFLPredictor's lone_hand_widen (see the module docstring).
 LONE_HAND_WIDEN = 1.0
+# A lone hand's crop is re-cropped around both of the network's hands when its second hand's
+# presence reaches this, even under presence_threshold: a hand half outside the detected hand's
+# crop (clasped or overlapping hands) is scored again in a crop that holds it (DFLPredictor's
+# recrop_presence; measured in docs/performance.md, "Finding both hands of a pair").
+RECROP_PRESENCE = 0.25
 # A re-crop on the network's joints smaller than this share of the first pass's crop is refused.
 MIN_RECROP_FRACTION = 0.15
 # A crop's second hand is dropped when it is less than SMALL_PARTNER_RATIO times the size (2D
@@ -150,11 +158,14 @@ class DFLPredictor:
     ``lone_hand_widen`` (>= 1) and ``recrop_lone_hands``: how a lone detected hand is cropped
     (module docstring): by default one pass on the hand's own crop, and a second pass only when
     the network finds a second hand there; ``lone_hand_widen=2`` also finds a missed hand beside
-    it, ``recrop_lone_hands=True`` always adds the second pass. ``hand_pass``: each hand of a
-    crop that holds two is seen once more in a crop of its own (``dfl_infer.hand_pass``; one
-    more network pass per hand of a pair). ``flip_test``: every crop is also run mirrored and
-    the two results averaged (``CropOutputs.flip_averaged``): more accurate joints and fewer
-    phantom hands for twice the network's time (docs/architecture.md, "The flip test").
+    it, ``recrop_lone_hands=True`` always adds the second pass, and ``recrop_presence`` (<=
+    ``presence_threshold`` to matter) is the second hand's presence in the first crop that earns
+    that pass (a maybe-hand half outside the crop is scored again in one that holds it).
+    ``hand_pass``: each hand of a crop that holds two is seen once more in a crop of its own
+    (``dfl_infer.hand_pass``; one more network pass per hand of a pair). ``flip_test``: every
+    crop is also run mirrored and the two results averaged (``CropOutputs.flip_averaged``): more
+    accurate joints and fewer phantom hands for twice the network's time
+    (docs/architecture.md, "The flip test").
     """
 
     def __init__(
@@ -171,11 +182,14 @@ class DFLPredictor:
         recrop_lone_hands: bool = False,
         hand_pass: bool = True,
         flip_test: bool = False,
+        recrop_presence: float = RECROP_PRESENCE,
     ) -> None:
         if not 0.0 <= float(presence_threshold) <= 1.0:  # also rejects NaN
             raise ValueError(
                 f"presence_threshold must be a probability in [0, 1], got {presence_threshold!r}"
             )
+        if not 0.0 <= float(recrop_presence) <= 1.0:  # also rejects NaN
+            raise ValueError(f"recrop_presence must be in [0, 1], got {recrop_presence!r}")
         if not float(lone_hand_widen) >= 1.0:  # also rejects NaN
             raise ValueError(f"lone_hand_widen must be >= 1, got {lone_hand_widen!r}")
         if backend not in BACKENDS:
@@ -217,6 +231,7 @@ class DFLPredictor:
         self.full_image_fallback = full_image_fallback
         self.lone_hand_widen = float(lone_hand_widen)
         self.recrop_lone_hands = bool(recrop_lone_hands)
+        self.recrop_presence = float(recrop_presence)
         self.hand_pass = bool(hand_pass)
         self.flip_test = bool(flip_test)
 
@@ -520,6 +535,7 @@ class DFLPredictor:
                 return []
             full = np.array([-0.5, -0.5, w - 0.5, h - 0.5])
             return [_Task(index, self._crop(full, scale=1.0), "full")]
+        detections = distinct_detections(detections)
         det_boxes = np.stack([d.box for d in detections])
         groups = group_hands(det_boxes, [d.handedness for d in detections])
         tasks = []
@@ -544,8 +560,12 @@ class DFLPredictor:
         final, second = [], []
         for task in tasks:
             present = task.present(self.presence_threshold)
-            if task.kind == "lone" and (present.all() or self.recrop_lone_hands):
-                task.kind = "widened"
+            if task.kind == "lone":
+                # A maybe-second hand (recrop_presence) earns the re-crop too; the re-crop's
+                # own presence then decides whether it is reported.
+                present = task.present(min(self.presence_threshold, self.recrop_presence))
+                if present.all() or self.recrop_lone_hands:
+                    task.kind = "widened"
             if task.kind not in ("widened", "full"):
                 final.append(task)
                 continue
@@ -686,6 +706,28 @@ def drop_small_partner(
         present = present.copy()
         present[small] = False
     return present
+
+
+def distinct_detections(detections: Sequence[Any]) -> list[Any]:
+    """``detections``, in their order, without those on the same place as a higher-scored one
+    (their landmarks' mean distance under ``hand_pass.DUPLICATE_DISTANCE`` of the hand's size,
+    ``same_place``; the earlier one of equal scores stays): at a low palm threshold MediaPipe
+    may find one hand twice, and the two would share a pair crop in which the network then
+    reports two hands on one. Detections without landmarks (a tracker's coasting boxes) stay."""
+    marks = [getattr(d, "landmarks", None) for d in detections]
+    scores = [float(getattr(d, "score", 0.0)) for d in detections]
+
+    def outranked(i: int) -> bool:
+        mine = marks[i]
+        if mine is None:
+            return False
+        for j, other in enumerate(marks):
+            if j != i and other is not None and (scores[j], -j) > (scores[i], -i):
+                if same_place(other, mine):
+                    return True
+        return False
+
+    return [d for i, d in enumerate(detections) if not outranked(i)]
 
 
 def _no_default_weights(exc: Exception) -> NoWeightsError:

@@ -273,6 +273,7 @@ class NetworkActor:
         focal: float | None,
         backend: str,
         flip_test: bool = False,
+        hand_pass: bool = True,
     ) -> None:
         from dfl_infer.files import model_info
         from dfl_infer.predictor import DFLPredictor
@@ -286,6 +287,7 @@ class NetworkActor:
             presence_threshold=threshold,
             backend=backend,
             flip_test=flip_test,
+            hand_pass=hand_pass,
         )
         self.focal = focal
         self.model = json.dumps(model_info(self.predictor, weights))
@@ -385,13 +387,14 @@ def predict_dataset(
     focal: float | None = None,
     backend: str = "auto",
     flip_test: bool = False,
+    hand_pass: bool = True,
 ) -> ray.data.Dataset:
     """A Dataset of result rows (module docstring), lazily: nothing runs until it is consumed.
     ``inputs``: paths or URIs (files as :func:`list_inputs` gives them), or a Dataset with a
     ``path`` column (and optionally ``bytes``). ``actors``: the network's actor pool size, each
     with ``cpus_per_actor`` CPUs and ``gpus_per_actor`` GPUs (> 0: the predictor runs on CUDA,
     bf16); ``cpus_per_task``: CPUs of each decoding + MediaPipe task; ``batch_size``: images per
-    ``predict_batch`` call; ``flip_test``: ``DFLPredictor(flip_test=True)`` in the actors.
+    ``predict_batch`` call; ``flip_test`` and ``hand_pass``: the actors' ``DFLPredictor``'s.
     Needs ``ray.init()`` first (or starts a local Ray)."""
     rt = require_ray()
     if actors < 1 or batch_size < 1:
@@ -445,6 +448,7 @@ def predict_dataset(
             "focal": focal,
             "backend": "torch" if gpus_per_actor > 0 else backend,
             "flip_test": flip_test,
+            "hand_pass": hand_pass,
         },
         compute=rt.data.ActorPoolStrategy(size=actors),
         num_cpus=cpus_per_actor,

@@ -128,6 +128,7 @@ def test_lone_hand_costs_one_pass_unless_a_second_hand_appears(
         lone_hand_widen=widen,
         recrop_lone_hands=recrop,
         hand_pass=False,  # the crop planning alone (test_hand_pass_runs_each_hand_...)
+        recrop_presence=threshold,  # no maybe-hands (test_a_maybe_second_hand_...)
     )
     net, calls = p._net, []
     p._net = lambda batch: calls.append(len(batch)) or net(batch)  # type: ignore[assignment]
@@ -222,9 +223,10 @@ def test_default_weights_error_is_clear(monkeypatch) -> None:
         DFLPredictor(device="cpu")
 
 
-def _fake_runner(config, second_hand_offset: float):
-    """A backend stand-in: both hands present; the right hand's joints in the crop's middle,
-    the left hand's the same shifted right by ``second_hand_offset`` crop pixels."""
+def _fake_runner(config, second_hand_offset: float, presence_logits=(5.0, 5.0)):
+    """A backend stand-in: both hands present (``presence_logits``); the right hand's joints in
+    the crop's middle, the left hand's the same shifted right by ``second_hand_offset`` crop
+    pixels."""
     from dfl_infer.decode import CropOutputs
 
     size = config.input_size
@@ -240,7 +242,7 @@ def _fake_runner(config, second_hand_offset: float):
         joints = np.concatenate([uv, np.zeros((b, 42, 1))], axis=2).astype(np.float32)
         return CropOutputs(
             joints,
-            np.full((b, 2), 5.0, np.float32),
+            np.tile(np.asarray(presence_logits, np.float32), (b, 1)),
             np.zeros(b, np.float32),
             uv[:, None].repeat(3, 1).astype(np.float32),
             np.tile(np.array([[20.0, -20.0]], np.float32), (b, 1)),
@@ -265,6 +267,26 @@ def test_second_hand_recrops_only_when_the_crop_changes(
     if passes == 2:  # re-cropped on both hands: wider than the detected hand's own crop
         side = (det[3] - det[1]) * p.config.box_scale
         assert crop[2] - crop[0] > 1.2 * side
+
+
+@pytest.mark.parametrize(("recrop_presence", "passes"), [(0.25, 2), (0.5, 1)])
+def test_a_maybe_second_hand_earns_a_second_look(
+    tiny_weights, image, recrop_presence, passes
+) -> None:
+    """A second hand under the presence threshold but at recrop_presence or more in a lone
+    hand's crop is looked at again in a crop that holds both; reported only if it passes the
+    threshold there (here its presence stays 0.3)."""
+    p = _lone_hand_predictor(tiny_weights, hand_pass=False, recrop_presence=recrop_presence)
+    maybe = float(np.log(0.3 / 0.7))  # the logit of a presence of 0.3
+    p._net, calls = _fake_runner(p.config, 200.0, (5.0, maybe))  # type: ignore[assignment]
+    pred = p.predict(image)
+    assert len(calls) == passes
+    assert [h.handedness for h in pred.hands] == ["right"]
+    (crop,) = pred.crops
+    side = (LONE_HAND[3] - LONE_HAND[1]) * p.config.box_scale
+    assert (crop[2] - crop[0] > 1.2 * side) == (passes == 2)  # the re-crop holds both hands
+    with pytest.raises(ValueError, match="recrop_presence"):
+        DFLPredictor(tiny_weights, device="cpu", recrop_presence=float("nan"))
 
 
 @pytest.mark.parametrize(
@@ -362,3 +384,23 @@ def test_a_small_weak_second_hand_of_a_crop_is_dropped() -> None:
     # Either slot can be the small one.
     swapped = np.concatenate([small, big])
     assert drop_small_partner(swapped, np.array([0.6, 0.99]), both).tolist() == [False, True]
+
+
+def test_one_hand_detected_twice_is_one_detection() -> None:
+    """A low palm threshold may give one hand two detections: the weaker one on the same place
+    goes (it would make a pair crop with two hands on one); distinct hands, even overlapping
+    ones, and detections without landmarks (a tracker's coasting boxes) stay, in their order."""
+    from dfl_infer.predictor import distinct_detections
+
+    hand = np.random.default_rng(1).uniform(100, 200, (21, 2))
+    beside = hand + [60.0, 0.0]  # overlapping boxes, but another hand
+    dets = [
+        MarkedDet(np.r_[hand.min(0), hand.max(0)], "left", hand + 3.0, score=0.6),
+        MarkedDet(np.r_[beside.min(0), beside.max(0)], "right", beside, score=0.5),
+        Det(np.array([0.0, 0, 50, 50]), "right", score=0.1),
+        MarkedDet(np.r_[hand.min(0), hand.max(0)], "right", hand, score=0.9),
+    ]
+    kept = distinct_detections(dets)
+    assert kept == [dets[1], dets[2], dets[3]]
+    assert distinct_detections(dets[:2]) == dets[:2]
+    assert distinct_detections([]) == []

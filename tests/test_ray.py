@@ -394,7 +394,7 @@ from dfl_infer import ray_batch
 ray.init(address={cluster["address"]!r}, log_to_driver=False)
 ds = ray.data.read_binary_files({str(photos)!r}, include_paths=True)
 rows = ray_batch.predict_dataset(ds, cpus_per_actor=0.5, cpus_per_task=0.5, batch_size=2,
-                                 flip_test=True)
+                                 flip_test=True, hand_pass=False)
 s = ray_batch.write_results(rows, {str(out)!r})
 print(json.dumps([s.written, s.succeeded]))
 """
@@ -409,3 +409,4 @@ print(json.dumps([s.written, s.succeeded]))
     )
     manifest = ray_batch.read_manifest(out)
     assert manifest is not None and manifest["model"]["flip_test"] is True
+    assert manifest["model"]["hand_pass"] is False

@@ -760,6 +760,32 @@ def test_pseudolabel_subsets_and_min_presence(tmp_path):
     assert args.subset == "all" and args.min_presence is None
 
 
+def test_pseudolabel_keeps_confident_detections(tmp_path, monkeypatch):
+    """Labels come from MediaPipe's confident detections: the palm threshold stays at the 0.3 the
+    shipped training sets were made with, whatever the predictor's detector default is."""
+    import dfl_infer.detect
+    from dfl_infer.training.pseudolabel import LABEL_DETECTION_CONFIDENCE, pseudolabel_folder
+
+    made = []
+
+    class Recorder:
+        def __init__(self, **options):
+            made.append(options)
+
+        def detect(self, rgb):
+            return []
+
+    monkeypatch.setattr(dfl_infer.detect, "HandDetector", Recorder)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.jpg"), np.full((64, 64, 3), 128, np.uint8))
+    pseudolabel_folder(photos, tmp_path / "a")
+    pseudolabel_folder(photos, tmp_path / "b", min_presence=0.9)
+    assert LABEL_DETECTION_CONFIDENCE == 0.3
+    assert [m["min_detection_confidence"] for m in made] == [0.3, 0.3]
+    assert made[1]["min_presence_confidence"] == 0.9
+
+
 def test_pseudolabel_real_photos(tmp_path, shared_dir):
     photos = shared_dir / "data" / "real-hands" / "images"
     if not photos.is_dir():

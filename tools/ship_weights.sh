@@ -72,9 +72,9 @@ python tools/composite_errors.py --composites "$data/comp2-ho:test" \
     --sources "$data/real-ho:test" | tee "$out/composite_errors.txt"
 
 step "the whole predictor on the held-out photos"
-python benchmarks/crop_planning.py --data "$data/real-ho" --plans 4 --json "$out/crop_planning.json" \
+python benchmarks/crop_planning.py --data "$data/real-ho" --plans default --json "$out/crop_planning.json" \
     | tee "$out/crop_planning.txt"
-python benchmarks/crop_planning.py --data "$data/real-ho" --plans 4 --flip-test \
+python benchmarks/crop_planning.py --data "$data/real-ho" --plans default --flip-test \
     --json "$out/crop_planning_flip.json" | tee "$out/crop_planning_flip.txt"
 
 step "examples"

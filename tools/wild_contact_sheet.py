@@ -55,7 +55,8 @@ def main() -> None:
     predictor = DFLPredictor(weights=args.weights, device="cpu", flip_test=args.flip_test)
     img = sheet(images, predictor, args.tile_height, args.columns)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    img.quantize(256).save(args.out, optimize=True)
+    # A palette keeps the PNG small; JPEG has no palette mode.
+    (img.quantize(256) if args.out.suffix.lower() == ".png" else img).save(args.out, optimize=True)
     print(f"wrote {args.out} ({len(images)} photos)")
 
 

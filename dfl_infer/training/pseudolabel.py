@@ -61,6 +61,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DEPTH_CONFIDENCE = 0.5
 HOLDOUT_MIN_PRESENCE = 0.9  # default min_presence of the held-out subset (the reported metrics)
+# MediaPipe's palm-detection threshold for labels (HandDetector's default is lower: it serves the
+# predictor, whose network re-checks every detection).
+LABEL_DETECTION_CONFIDENCE = 0.3
 
 
 class _Detector(Protocol):
@@ -123,12 +126,18 @@ def pseudolabel_folder(
         raise ValueError(f"min_presence must be in [0, 1], got {min_presence}")
     counts = read_box_counts(boxes) if boxes else None
     if detector is None:
-        from dfl_infer.detect import HandDetector
+        from dfl_infer.detect import DEFAULT_PRESENCE_CONFIDENCE, HandDetector
 
-        if min_presence is None:
-            detector = HandDetector(max_hands=4)
-        else:  # MediaPipe's in-graph hand presence gate
-            detector = HandDetector(max_hands=4, min_presence_confidence=min_presence)
+        # Labels want MediaPipe's confident detections: the palm threshold stays at 0.3 (the
+        # value every shipped training set was made with), above the predictor's default.
+        detector = HandDetector(
+            max_hands=4,
+            min_detection_confidence=LABEL_DETECTION_CONFIDENCE,
+            # MediaPipe's in-graph hand presence gate (None: the detector's default)
+            min_presence_confidence=(
+                DEFAULT_PRESENCE_CONFIDENCE if min_presence is None else min_presence
+            ),
+        )
     img_dir = images_dir(out, split)
     img_dir.mkdir(parents=True, exist_ok=True)
     info = {
