@@ -100,27 +100,38 @@ def _labelled_hands(items: list) -> Iterator[tuple[int, int, slice, np.ndarray, 
 
 def joint_rows(weights: str, root: Path, split: str, n: int) -> dict[str, np.ndarray]:
     """Per valid joint: its error (share of the box) and each signal."""
+    from dfl_infer.decode import CropOutputs
+
     cols: dict[str, list[float]] = {k: [] for k in ("error", *(name for name, _ in SIGNALS))}
     for model, items, x in _batches(weights, root, split, n):
         s = model.config.input_size
         with torch.inference_mode():
             out = model(x)
-        uv = out.joints_25d[..., :2].numpy()
-        iters = torch.stack(out.joints_2d_iter, 1).numpy()  # (B, T, 42, 2)
+        # Sided as the predictor and the evaluator side them (each slot may hold either hand;
+        # the handedness output decides), so that hand h of the labels is hand h here. The
+        # segmentation's part classes follow the slots: hand h's are slot h ^ swapped's.
+        iters = torch.stack(out.joints_2d_iter, 1)  # (B, T, 42, 2)
+        tensors = (out.joints_25d, out.hand_presence, out.rel_root_depth, iters, out.handedness)
+        raw = CropOutputs(*(t.float().numpy() for t in tensors))
+        swapped = raw.swapped()
+        sided = raw.sided()
+        uv = sided.joints_25d[..., :2]
+        iters_np = sided.joints_2d_iter
         seg = out.segmentation.float().softmax(1).numpy()  # (B, 33, S/4, S/4)
-        presence = torch.sigmoid(out.hand_presence).numpy()
-        guesses = np.concatenate([iters, uv[:, None]], axis=1)
+        presence = sided.presence()
+        guesses = np.concatenate([iters_np, uv[:, None]], axis=1)
         spread = np.sqrt(((guesses - guesses.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
         grid = seg.shape[-1]
         cell = np.clip(np.round((uv + 0.5) * grid / s - 0.5).astype(int), 0, grid - 1)
         for b, h, sl, gt, v, box in _labelled_hands(items):
             cx, cy = cell[b, sl, 0], cell[b, sl, 1]
-            hand_prob = seg[b, 1 + 16 * h : 17 + 16 * h].sum(0)[cy, cx]
+            slot = h ^ int(swapped[b])
+            hand_prob = seg[b, 1 + 16 * slot : 17 + 16 * slot].sum(0)[cy, cx]
             signals = {
                 "error": np.linalg.norm(uv[b, sl] - gt[sl], axis=1) / box,
                 "iteration_spread": spread[b, sl] / s,
-                "last_vs_final": np.linalg.norm(iters[b, -1, sl] - uv[b, sl], axis=1) / s,
-                "first_vs_final": np.linalg.norm(iters[b, 0, sl] - uv[b, sl], axis=1) / s,
+                "last_vs_final": np.linalg.norm(iters_np[b, -1, sl] - uv[b, sl], axis=1) / s,
+                "first_vs_final": np.linalg.norm(iters_np[b, 0, sl] - uv[b, sl], axis=1) / s,
                 "seg_hand_prob": hand_prob,
                 "seg_foreground_prob": 1 - seg[b, 0][cy, cx],
                 "presence": np.full(21, presence[b, h]),
