@@ -340,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--flip-test",
         action="store_true",
-        help="also run every crop mirrored and average the two (as for predict: twice the "
-        "network's time per photo or webcam frame)",
+        help="tick the page's flip-test box by default: every crop also run mirrored and the "
+        "two averaged (as for predict: twice the network's time per photo or webcam frame)",
     )
     p.set_defaults(func=demo, threshold=0.5, compile=False)
     return parser

@@ -159,10 +159,11 @@ class LiveSession:
 
 
 class DemoModel:
-    """The predictor behind the page, shared by every request, one at a time (a lock: MediaPipe
-    and the threshold are per predictor). ``weights``: as the user named them (for the JSON's
-    ``model``); ``workdir``: where the JSON downloads are written (a temporary folder by
-    default)."""
+    """The predictor behind the page, shared by every request, one at a time (a lock: MediaPipe,
+    the threshold and the flip test are per predictor). ``weights``: as the user named them (for
+    the JSON's ``model``); ``workdir``: where the JSON downloads are written (a temporary folder
+    by default). The predictor's own ``flip_test`` is the page's default (``dfl-infer demo
+    --flip-test``); a request may ask for either."""
 
     def __init__(
         self,
@@ -171,6 +172,7 @@ class DemoModel:
         workdir: str | Path | None = None,
     ) -> None:
         self.predictor = predictor
+        self.flip_test = predictor.flip_test
         self.model = model_info(predictor, weights)
         self.lock = threading.Lock()
         if workdir is None:
@@ -181,12 +183,19 @@ class DemoModel:
         self._count_lock = threading.Lock()
 
     # --- the Photo tab ----------------------------------------------------------------------
-    def photo(self, upload: Any, threshold: float = 0.5, focal: float | None = None) -> PhotoResult:
+    def photo(
+        self,
+        upload: Any,
+        threshold: float = 0.5,
+        focal: float | None = None,
+        flip_test: bool | None = None,
+    ) -> PhotoResult:
         """Everything the Photo tab shows for ``upload``: a path, Gradio's file record (a dict
-        with ``path`` and ``orig_name``, or a ``data:`` ``url``), or None. Never raises: every
-        failure is a ``PhotoResult`` with only its ``message``."""
+        with ``path`` and ``orig_name``, or a ``data:`` ``url``), or None. ``flip_test``: None
+        for the page's default. Never raises: every failure is a ``PhotoResult`` with only its
+        ``message``."""
         try:
-            return self._photo(upload, threshold, focal)
+            return self._photo(upload, threshold, focal, flip_test)
         except _BadControl as exc:
             return PhotoResult(f"**Check the controls:** {exc}")
         except _Refused as exc:
@@ -195,7 +204,9 @@ class DemoModel:
             logger.exception("the demo failed on an upload")
             return PhotoResult(f"**Something went wrong:** {type(exc).__name__}: {exc}")
 
-    def _photo(self, upload: Any, threshold: float, focal: float | None) -> PhotoResult:
+    def _photo(
+        self, upload: Any, threshold: float, focal: float | None, flip_test: bool | None
+    ) -> PhotoResult:
         path, name = self._upload_path(upload)
         if path is None:
             return PhotoResult(EMPTY_MESSAGE)
@@ -209,12 +220,14 @@ class DemoModel:
             rgb = open_image(path)
         except ImageError as exc:
             raise _Refused(str(exc).replace(str(path), name)) from None
+        flip = self.flip_test if flip_test is None else bool(flip_test)
         with self.lock:
             self.predictor.presence_threshold = threshold
+            self.predictor.flip_test = flip
             prediction = self.predictor.predict_batch([rgb], focal=focal)[0]
         overlay = _display(draw_prediction(rgb, prediction))
         entry = FileResult(Path(name), rgb, prediction, None).to_dict()
-        document = results_document(self.model, [entry])
+        document = results_document({**self.model, "flip_test": flip}, [entry])
         folder = self._next_folder()
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem)
         json_path = folder / f"{stem or 'photo'}.joints.json"
@@ -230,7 +243,8 @@ class DemoModel:
             f"{h.handedness} (score {h.score:.2f})" for h in prediction.hands if h.score == h.score
         )
         message = f"**{name}**: {found}" + (f": {summary}" if summary else "")
-        message += f" ({rgb.shape[1]} x {rgb.shape[0]} pixels, {seconds * 1000:.0f} ms)"
+        message += f" ({rgb.shape[1]} x {rgb.shape[0]} pixels, {seconds * 1000:.0f} ms"
+        message += ", flip test)" if flip else ")"
         if not n:
             message += f". Nothing above the threshold {threshold:g}: try a lower one."
         return PhotoResult(
@@ -296,9 +310,11 @@ class DemoModel:
         rgb: np.ndarray | None,
         threshold: float = 0.5,
         focal: float | None = None,
+        flip_test: bool | None = None,
     ) -> tuple[np.ndarray | None, str]:
         """One webcam frame through the video path's tracker and smoother: (the overlay, a
-        status line with the frame rate). Never raises."""
+        status line with the frame rate). ``flip_test``: None for the page's default. Never
+        raises."""
         if rgb is None:
             return None, "Start the webcam (allow the browser to use it)."
         try:
@@ -313,6 +329,7 @@ class DemoModel:
                 if session.live is None:
                     session.live = LiveVideo(self.predictor, session.detector, fps=LIVE_FPS)
                 self.predictor.presence_threshold = threshold
+                self.predictor.flip_test = self.flip_test if flip_test is None else bool(flip_test)
                 result = session.live.add(Frame(session.index, now, image), focal=focal)
             session.index += 1
             ms = (time.perf_counter() - start) * 1000
@@ -522,6 +539,13 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
                 info="0: assumed (the image's longer side); sets the 3D depth",
                 elem_id="focal",
             )
+            flip = gr.Checkbox(
+                value=model.flip_test,
+                label="Flip test",
+                info="also run each crop mirrored and average the two: more accurate joints, "
+                "about twice the network's time",
+                elem_id="flip-test",
+            )
         with gr.Tab("Photo", id="photo-tab"):
             with gr.Row():
                 with gr.Column(scale=1):
@@ -556,8 +580,8 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
 
             details = gr.State(None)
 
-            def on_photo(upload: Any, t: Any, f: Any) -> tuple[Any, ...]:
-                r = model.photo(upload, t, f)
+            def on_photo(upload: Any, t: Any, f: Any, flipped: Any) -> tuple[Any, ...]:
+                r = model.photo(upload, t, f, None if flipped is None else bool(flipped))
                 return (
                     str(r.overlay_path) if r.overlay_path else None,
                     r.message,
@@ -576,12 +600,13 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
             # joints as soon as they are drawn (docs/demo.md, "Latency").
             outputs = [overlay, message, download, details]
             photo.clear(
-                lambda: on_photo(None, 0.5, 0), outputs=outputs, show_progress="hidden"
+                lambda: on_photo(None, 0.5, 0, None), outputs=outputs, show_progress="hidden"
             ).then(on_details, inputs=[details], outputs=[view3d, table], show_progress="hidden")
-            for trigger in (photo.change, threshold.release, focal.submit, focal.blur):
+            triggers = (photo.change, threshold.release, focal.submit, focal.blur, flip.input)
+            for trigger in triggers:
                 trigger(
                     on_photo,
-                    inputs=[photo, threshold, focal],
+                    inputs=[photo, threshold, focal, flip],
                     outputs=outputs,
                     preprocess=False,  # the file as uploaded: image.open_image reads it
                     trigger_mode="always_last",
@@ -618,14 +643,16 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
             status = gr.Markdown("", elem_id="live-status")
             session = gr.State(None, delete_callback=lambda s: s.close() if s else None)
 
-            def on_frame(rgb: Any, t: Any, f: Any, s: LiveSession | None) -> tuple[Any, ...]:
+            def on_frame(
+                rgb: Any, t: Any, f: Any, flipped: Any, s: LiveSession | None
+            ) -> tuple[Any, ...]:
                 s = s or LiveSession()
-                drawn, line = model.frame(s, rgb, t, f)
+                drawn, line = model.frame(s, rgb, t, f, None if flipped is None else bool(flipped))
                 return drawn, line, s
 
             camera.stream(
                 on_frame,
-                inputs=[camera, threshold, focal, session],
+                inputs=[camera, threshold, focal, flip, session],
                 outputs=[live, status, session],
                 stream_every=STREAM_EVERY_S,
                 concurrency_limit=1,

@@ -146,6 +146,39 @@ def test_controls_threshold_and_focal(model) -> None:
         assert refused.message.startswith("**Check the controls:**")
 
 
+def test_flip_test_per_request(model) -> None:
+    """The page's flip test: per request, recorded in the JSON's model entry and the message;
+    None keeps the server's default (the predictor's own flip_test)."""
+    upload = str(TWO_HANDS)
+    assert model.flip_test is False
+    plain, flipped = model.photo(upload, 0.5, 0, False), model.photo(upload, 0.5, 0, True)
+    default = model.photo(upload, 0.5, 0)
+    for result, on in ((plain, False), (flipped, True), (default, False)):
+        assert result.document is not None, result.message
+        assert result.document["model"]["flip_test"] is on
+        assert ("flip test" in result.message) is on
+    hands = [r.document["images"][0]["hands"] for r in (plain, flipped, default)]  # type: ignore[index]
+    assert [h["handedness"] for h in hands[0]] == [h["handedness"] for h in hands[1]]
+    moved = [
+        np.abs(np.asarray(a["joints_2d"]) - np.asarray(b["joints_2d"])).max()
+        for a, b in zip(hands[0], hands[1])
+    ]
+    assert max(moved) > 0.01  # the mirrored pass changed the joints
+    for a, b in zip(hands[0], hands[2]):  # the default is the plain pass again
+        np.testing.assert_allclose(a["joints_2d"], b["joints_2d"], atol=1e-6)
+    # The webcam path takes it too.
+    rgb = np.asarray(Image.open(TWO_HANDS).convert("RGB"))
+    session = LiveSession()
+    try:
+        drawn, line = model.frame(session, rgb, 0.5, 0, True)
+        assert drawn is not None and "hands:" in line, line
+        assert model.predictor.flip_test is True
+    finally:
+        session.close()
+    model.photo(upload, 0.5, 0)
+    assert model.predictor.flip_test is False
+
+
 def test_bad_uploads_are_messages(model, bad_files) -> None:
     for kind, path in bad_files.items():
         result = model.photo({"path": str(path), "orig_name": path.name})
@@ -370,8 +403,17 @@ def test_page_answers_bad_files_and_keeps_serving(server, browser_module, bad_fi
             assert not b.eval("!!document.querySelector('#overlay img')")  # nothing stale shown
             assert server["proc"].poll() is None
         message = _upload_and_wait(b, TWO_HANDS, "two_hands.jpg: ")
-        assert "2 hands" in message
+        assert "2 hands" in message and "flip test" not in message
         b.wait("!!document.querySelector('#overlay img')", what="the overlay after bad files")
+        # The flip test's box: the photo again, through both passes.
+        b.eval("document.querySelector('#flip-test input[type=checkbox]').click()")
+        message = b.wait(
+            "(() => { const m = document.querySelector('#message').innerText;"
+            " return m.includes('flip test') ? m : ''; })()",
+            timeout=120,
+            what="the message of the flip test",
+        )
+        assert "two_hands.jpg: 2 hands" in message, message
     # Bound to this machine only: the same port on another loopback address refuses (Linux
     # routes all of 127/8 to lo, so this would connect if the server listened on 0.0.0.0).
     with pytest.raises(OSError):
