@@ -40,6 +40,7 @@ from end_to_end import _Timer  # the sibling script (run from benchmarks/)
 
 from dfl_infer import DFLPredictor
 from dfl_infer.detect import HandDetector
+from dfl_infer.predictor import LONE_HAND_WIDEN, RECROP_PRESENCE
 from dfl_infer.training.data import InterHandDataset
 from dfl_infer.training.evaluate import ON_HAND, PCK2D_THRESHOLD, hands_by_image, mean_box_error
 
@@ -49,9 +50,13 @@ PLANS = {
     "2x crop, then re-crop": (2.0, True, 0.5),
     "1.5x crop, one pass": (1.5, False, 0.5),
     "1x crop, re-crop at second-hand presence >= 0.5": (1.0, False, 0.5),
-    "1x crop, re-crop at second-hand presence >= 0.25 (default)": (1.0, False, 0.25),
+    "1x crop, re-crop at second-hand presence >= 0.25": (1.0, False, 0.25),
     "1x crop, re-crop at second-hand presence >= 0.1": (1.0, False, 0.1),
 }
+# The predictor's own plan, found by its values (shown with "(default)" in the table).
+DEFAULT_PLAN = next(
+    name for name, plan in PLANS.items() if plan == (LONE_HAND_WIDEN, False, RECROP_PRESENCE)
+)
 
 
 def match(pred: Any, labels: list[tuple[str, np.ndarray]]) -> list[tuple[int, float] | None]:
@@ -102,18 +107,19 @@ def main() -> None:
 
     names = list(PLANS)
     if args.plans:
-        default = next(n for n in names if n.endswith("(default)"))
-        names = [default if i == "default" else names[int(i) - 1] for i in args.plans.split(",")]
+        names = [
+            DEFAULT_PLAN if i == "default" else names[int(i) - 1] for i in args.plans.split(",")
+        ]
     confidences = [float(c) for c in args.detection_confidence.split(",") if c.strip()]
     predictors = {}
     for plan in names:
         widen, recrop, recrop_presence = PLANS[plan]
         for confidence in confidences or [None]:
             detector = None
-            name = plan
+            name = plan + (" (default)" if plan == DEFAULT_PLAN else "")
             if confidence is not None:
                 detector = HandDetector(min_detection_confidence=confidence)
-                name = f"{plan}, detection >= {confidence:g}"
+                name = f"{name}, detection >= {confidence:g}"
             p = DFLPredictor(
                 args.weights,
                 device="cpu",

@@ -182,6 +182,10 @@ class DemoModel:
         self._count = 0
         self._count_lock = threading.Lock()
 
+    def _flip(self, flip_test: bool | None) -> bool:
+        """A request's flip test: its own, or the page's default for None."""
+        return self.flip_test if flip_test is None else bool(flip_test)
+
     # --- the Photo tab ----------------------------------------------------------------------
     def photo(
         self,
@@ -220,7 +224,7 @@ class DemoModel:
             rgb = open_image(path)
         except ImageError as exc:
             raise _Refused(str(exc).replace(str(path), name)) from None
-        flip = self.flip_test if flip_test is None else bool(flip_test)
+        flip = self._flip(flip_test)
         with self.lock:
             self.predictor.presence_threshold = threshold
             self.predictor.flip_test = flip
@@ -329,7 +333,7 @@ class DemoModel:
                 if session.live is None:
                     session.live = LiveVideo(self.predictor, session.detector, fps=LIVE_FPS)
                 self.predictor.presence_threshold = threshold
-                self.predictor.flip_test = self.flip_test if flip_test is None else bool(flip_test)
+                self.predictor.flip_test = self._flip(flip_test)
                 result = session.live.add(Frame(session.index, now, image), focal=focal)
             session.index += 1
             ms = (time.perf_counter() - start) * 1000
@@ -581,7 +585,7 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
             details = gr.State(None)
 
             def on_photo(upload: Any, t: Any, f: Any, flipped: Any) -> tuple[Any, ...]:
-                r = model.photo(upload, t, f, None if flipped is None else bool(flipped))
+                r = model.photo(upload, t, f, flipped)
                 return (
                     str(r.overlay_path) if r.overlay_path else None,
                     r.message,
@@ -647,7 +651,7 @@ def build_page(model: DemoModel, examples: Sequence[str] | None = None) -> Any:
                 rgb: Any, t: Any, f: Any, flipped: Any, s: LiveSession | None
             ) -> tuple[Any, ...]:
                 s = s or LiveSession()
-                drawn, line = model.frame(s, rgb, t, f, None if flipped is None else bool(flipped))
+                drawn, line = model.frame(s, rgb, t, f, flipped)
                 return drawn, line, s
 
             camera.stream(

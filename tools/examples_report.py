@@ -1,13 +1,14 @@
 """What the whole pipeline reports on ``examples/``: one row per photo, checked against the
 ground truth where an ``<name>.gt.json`` exists (the synthetic examples).
 
-For each photo: the hands reported (side, presence score, handedness score) and, for each ground
-truth hand, the 2D error of the reported hand *of the same side* (mean over the 21 joints, in %
-of the true hand's box: a hand reported on the wrong side, or not at all, shows as missing).
-With ``--overlays DIR`` it also writes each photo's overlay there, for looking at.
+For each photo: MediaPipe's detections (before the predictor's own checks), the hands reported
+(side, presence score, handedness score) and, for each ground truth hand, the 2D error of the
+reported hand *of the same side* (mean over the 21 joints, in % of the true hand's box: a hand
+reported on the wrong side, or not at all, shows as missing). With ``--overlays DIR`` it also
+writes each photo's overlay there, for looking at.
 
     python tools/examples_report.py [--images examples] [--weights weights/] [--overlays DIR]
-        [--flip-test]
+        [--flip-test] [--detection-confidence C]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dfl_infer import DFLPredictor
+from dfl_infer.detect import HandDetector, detect_hands
 from dfl_infer.image import IMAGE_SUFFIXES, load_image
 
 
@@ -37,13 +39,30 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="default: the shipped model")
     parser.add_argument("--overlays", type=Path, default=None)
     parser.add_argument("--flip-test", action="store_true", help="DFLPredictor(flip_test=True)")
+    parser.add_argument(
+        "--detection-confidence",
+        type=float,
+        default=None,
+        metavar="C",
+        help="MediaPipe's min_detection_confidence (default: HandDetector's)",
+    )
     args = parser.parse_args()
-    predictor = DFLPredictor(weights=args.weights, device="cpu", flip_test=args.flip_test)
-    print("| photo | hands reported (side, score, side score) | 2D error vs truth, same side |")
-    print("|---|---|---|")
+    detector = None
+    if args.detection_confidence is not None:
+        detector = HandDetector(min_detection_confidence=args.detection_confidence)
+    predictor = DFLPredictor(
+        weights=args.weights, device="cpu", flip_test=args.flip_test, detector=detector
+    )
+    print(
+        "| photo | MediaPipe's detections (side, handedness score) "
+        "| hands reported (side, score, side score) | 2D error vs truth, same side |"
+    )
+    print("|---|---|---|---|")
     for path in sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         rgb = load_image(path)
-        pred = predictor.predict(rgb)
+        detections = detect_hands(predictor.detector, rgb)
+        (pred,) = predictor.predict_batch([rgb], detections=[detections])  # detected once
+        detected = ", ".join(f"{d.handedness} {d.score:.2f}" for d in detections)
         reported = ", ".join(
             f"{h.handedness} {h.score:.2f} "
             f"{'-' if h.handedness_score is None else f'{h.handedness_score:.2f}'}"
@@ -58,7 +77,10 @@ def main() -> None:
                 continue
             err = min(np.linalg.norm(h.joints_2d - truth, axis=1).mean() for h in same)
             errors.append(f"{side}: {100 * err / size:.1f}%")
-        print(f"| {path.name} | {reported or 'none'} | {', '.join(errors) or '-'} |")
+        print(
+            f"| {path.name} | {detected or 'none'} | {reported or 'none'} "
+            f"| {', '.join(errors) or '-'} |"
+        )
         if args.overlays is not None:
             from PIL import Image
 
